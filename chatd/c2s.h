@@ -1,0 +1,62 @@
+/*
+ * c2s: one XMPP client session, whatever carries it.
+ *
+ * Why this interface: the router, presence, rosters and rooms must not know
+ * whether a user is on a native socket (c2s_native.c) or a relayed BOSH
+ * session (bosh.c). Both transports implement c2s_transport and feed the
+ * session the same events; there is one implementation of stanza handling.
+ *
+ * Lifetime: the transport owns the session. It creates it with c2s_new and
+ * destroys it with c2s_free (which sends unavailable presence, leaves rooms,
+ * and unregisters from the router). When the session itself decides to end
+ * the stream it calls ops->close; the transport then calls c2s_free once it
+ * has flushed what it must (never from inside ops->close).
+ */
+#ifndef CHATD_C2S_H
+#define CHATD_C2S_H
+
+#include <stddef.h>
+#include "chatd.h"
+#include "../common/xml_stream.h"
+
+typedef struct c2s c2s;
+
+typedef struct c2s_transport {
+    const char *kind;   /* "c2s" or "bosh": logs and stats */
+    /* A new stream begins (first, and after each restart). Native writes
+     * the <stream:stream> header with this id; BOSH writes nothing. */
+    void (*stream_open)(void *t, const char *stream_id);
+    /* One top-level element, serialized (stream:features, SASL, stanzas). */
+    void (*send)(void *t, const char *xml, size_t len);
+    /* End the stream. condition NULL: normal close (</stream:stream>);
+     * otherwise an RFC 6120 stream error condition (e.g. "not-well-formed",
+     * "policy-violation", "system-shutdown") with optional text. */
+    void (*close)(void *t, const char *condition, const char *text);
+} c2s_transport;
+
+/* secure: the transport is encrypted (TLS) or trusted for PLAIN (BOSH from
+ * httpd). peer: client address for logs. */
+c2s  *c2s_new(chatd *d, const c2s_transport *ops, void *t, int secure,
+              const char *peer);
+void  c2s_free(c2s *s);
+/* Transport learned it is now encrypted (after STARTTLS). */
+void  c2s_set_secure(c2s *s, int secure);
+/* Identity vouched for by the transport (BOSH: httpd's authenticated user,
+ * issue 8); enables SASL EXTERNAL for exactly that user. NULL clears. */
+void  c2s_set_vouched_user(c2s *s, const char *user);
+
+/* Events from the transport. */
+void  c2s_stream_start(c2s *s, const char *to, const char *version,
+                       const char *lang);
+void  c2s_stanza(c2s *s, xs_node *stanza);   /* takes ownership */
+void  c2s_stream_end(c2s *s);                /* client closed its stream */
+
+/* Delivery from the router/rooms: serialize and hand to the transport. */
+void  c2s_deliver(c2s *s, const xs_node *stanza);
+/* Serialized form, for fan-out without re-serializing per recipient. */
+void  c2s_deliver_raw(c2s *s, const char *xml, size_t len);
+
+const char *c2s_jid(const c2s *s);   /* full JID once bound, else NULL */
+const char *c2s_stream_id(const c2s *s);
+
+#endif

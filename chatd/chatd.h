@@ -1,0 +1,41 @@
+/*
+ * chatd: the daemon's shared context. One instance, owned by main.c.
+ * Subsystems are opaque here; each has its own header.
+ */
+#ifndef CHATD_CHATD_H
+#define CHATD_CHATD_H
+
+#include <stdint.h>
+#include "config.h"
+#include "loop.h"
+#include "redis_async.h"
+
+struct router;          /* router.h: jid -> sessions, delivery */
+struct muc_service;     /* muc.h: rooms at muc_domain */
+struct relay_server;    /* relay_server.h: connections from mod_bosh */
+struct bosh_mgr;        /* bosh.h: BOSH sessions */
+struct c2s_listener;    /* c2s_native.h: port 5222 */
+struct tls_ctx;         /* tls.h */
+
+typedef struct chatd_stats {
+    uint64_t c2s_sessions, bosh_sessions;        /* current */
+    uint64_t stanzas_in, stanzas_out;            /* totals */
+    uint64_t auth_ok, auth_fail;
+    uint64_t relay_conns, relay_requests;
+} chatd_stats;
+
+typedef struct chatd {
+    chatd_config          cfg;
+    loop                 *loop;
+    redis_async          *redis;
+    struct router        *router;
+    struct muc_service   *muc;
+    struct relay_server  *relay;
+    struct bosh_mgr      *bosh;
+    struct c2s_listener  *c2s;
+    struct tls_ctx       *tls;
+    chatd_stats           stats;
+    int                   stopping;     /* SIGTERM received */
+} chatd;
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * config: chatd's configuration file ("key value" lines, # comments).
+ * Every key, its default and why: docs/configuration.md.
+ */
+#ifndef CHATD_CONFIG_H
+#define CHATD_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct chatd_config {
+    char    *domain;            /* domain        localhost */
+    char    *muc_domain;        /* muc_domain    conference.<domain> */
+    char    *node_id;           /* node_id       n1  ([a-z0-9]{1,16}; prefix of every BOSH sid) */
+    char    *redis_url;         /* redis         redis://127.0.0.1:6379/0 (or unix:///path?db=N) */
+    int      redis_max_conns;   /* redis_max_conns 4 */
+    char    *relay_listen;      /* relay_listen  unix:/run/chatd/relay.sock | tcp:127.0.0.1:5281 */
+    char    *c2s_listen;        /* c2s_listen    127.0.0.1:5222 ("off" disables) */
+    char    *tls_cert, *tls_key;/* tls_cert/tls_key  (STARTTLS offered when both set) */
+    int      allow_plain_without_tls; /* plain_without_tls no */
+    size_t   max_stanza;        /* max_stanza    262144 */
+    size_t   max_output;        /* max_output    1048576 (per connection, then disconnect) */
+    unsigned bosh_max_wait;     /* bosh_max_wait 60 */
+    unsigned bosh_max_hold;     /* bosh_max_hold 1 */
+    unsigned bosh_inactivity;   /* bosh_inactivity 60 */
+    unsigned bosh_max_pause;    /* bosh_max_pause 120 */
+    unsigned bosh_polling;      /* bosh_polling 2 */
+    unsigned muc_history;       /* muc_history   20 */
+    unsigned max_sessions;      /* max_sessions  0 = unlimited */
+    char    *pidfile;           /* pidfile       (none) */
+    char    *logfile;           /* logfile       (stderr) */
+    int      log_level;         /* log_level     info (error|warn|info|debug) */
+    int      daemonize;         /* daemonize     no */
+} chatd_config;
+
+/* Defaults, then the file (path may be NULL). Returns 0 or -1 with err. */
+int  config_load(chatd_config *c, const char *path, char *err, size_t errlen);
+void config_free(chatd_config *c);
+
+#endif

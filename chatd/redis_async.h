@@ -1,0 +1,35 @@
+/*
+ * redis_async: chatd's Redis pool, hiredis async on the event loop.
+ *
+ * Why async: chatd must never block on Redis (a slow Redis must not stall
+ * chat). Connections are capped (redis_max_conns), named with CLIENT
+ * SETNAME chatd:<host>:<pid>:<n>, reconnected with back-off, and a
+ * connection that errors is dropped (its pending callbacks get err).
+ * Commands are spread over the live connections; when none is up the
+ * callback gets an error at once (sign-in then fails fast and retryably).
+ */
+#ifndef CHATD_REDIS_ASYNC_H
+#define CHATD_REDIS_ASYNC_H
+
+#include <hiredis/hiredis.h>
+#include "loop.h"
+
+typedef struct redis_async redis_async;
+typedef struct redis_async_req redis_async_req;
+
+/* reply is NULL when err is set; reply is freed after the callback returns. */
+typedef void (*redis_async_cb)(redisReply *reply, const char *err, void *ud);
+
+redis_async     *redis_async_new(loop *l, const char *url, int max_conns);
+void             redis_async_free(redis_async *ra);   /* pending callbacks get err */
+/* Returns a handle (or NULL if the callback already ran with an error). */
+redis_async_req *redis_async_command(redis_async *ra, redis_async_cb cb, void *ud,
+                                     const char *fmt, ...);
+redis_async_req *redis_async_commandargv(redis_async *ra, redis_async_cb cb, void *ud,
+                                         int argc, const char **argv, const size_t *argvlen);
+/* The requester is going away: its callback will not be called. The
+ * handle is valid only until its callback runs: clear it there. */
+void             redis_async_forget(redis_async_req *req);
+int              redis_async_connected(const redis_async *ra);   /* live connections */
+
+#endif
