@@ -32,6 +32,11 @@ typedef struct c2s_transport {
      * otherwise an RFC 6120 stream error condition (e.g. "not-well-formed",
      * "policy-violation", "system-shutdown") with optional text. */
     void (*close)(void *t, const char *condition, const char *text);
+    /* Optional (NULL when the transport cannot do TLS): the session has
+     * queued <proceed/> with send(); the transport flushes it, then runs
+     * the TLS handshake, resets its parser and later calls
+     * c2s_set_secure(s, 1). Returns 0, or -1 if TLS is unavailable. */
+    int  (*starttls)(void *t);
 } c2s_transport;
 
 /* secure: the transport is encrypted (TLS) or trusted for PLAIN (BOSH from
@@ -55,6 +60,17 @@ void  c2s_stream_end(c2s *s);                /* client closed its stream */
 void  c2s_deliver(c2s *s, const xs_node *stanza);
 /* Serialized form, for fan-out without re-serializing per recipient. */
 void  c2s_deliver_raw(c2s *s, const char *xml, size_t len);
+
+/* End the session's stream from the server side (kick, conflict,
+ * shutdown): calls ops->close with the condition (NULL = normal). */
+void  c2s_close(c2s *s, const char *condition, const char *text);
+
+/* Initialise/free the XMPP side (users, router, rooms): main.c calls these. */
+int   xmpp_init(chatd *d);
+void  xmpp_free(chatd *d);
+
+/* One pointer of per-session state owned by the router (router.c). */
+void **c2s_router_slot(c2s *s);
 
 const char *c2s_jid(const c2s *s);   /* full JID once bound, else NULL */
 const char *c2s_stream_id(const c2s *s);
