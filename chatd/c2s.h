@@ -37,6 +37,12 @@ typedef struct c2s_transport {
      * the TLS handshake, resets its parser and later calls
      * c2s_set_secure(s, 1). Returns 0, or -1 if TLS is unavailable. */
     int  (*starttls)(void *t);
+    /* Optional (NULL ok; BOSH restarts with xmpp:restart instead): SASL
+     * succeeded and <success/> was just queued with send(). The client's
+     * next bytes open a new stream, so the transport's parser must expect
+     * a fresh header: native calls xs_parser_reset() here (allowed from
+     * inside a parser callback) and then sees c2s_stream_start again. */
+    void (*stream_restart)(void *t);
 } c2s_transport;
 
 /* secure: the transport is encrypted (TLS) or trusted for PLAIN (BOSH from

@@ -60,10 +60,22 @@ int         xs_is(const xs_node *n, const char *ns, const char *name);
  * Serialize n. xmlns='ns' is written on n when n->ns differs from
  * parent_ns (pass NULL to always write it when non-empty), and on any
  * descendant whose ns differs from its parent's.
+ * Elements in http://etherx.jabber.org/streams are written with the
+ * prefix "stream:" (<stream:features>, <stream:error>) and no xmlns: the
+ * stream header or BOSH <body xmlns:stream=...> declares the prefix.
+ * Their children are compared against the default namespace in force
+ * outside them (parent_ns). Attribute "xml:lang" is written as-is; an
+ * attribute "URI|local" gets an xmlns:nsK='URI' declaration.
  */
 void        xs_serialize(const xs_node *n, const char *parent_ns, strbuf *out);
 
-/* ---- streaming parser ---- */
+/* ---- streaming parser ----
+ * Rules for callbacks: they may call xs_parser_stop() and
+ * xs_parser_reset() (the reset is deferred: the rest of the fed bytes go
+ * to the fresh parser), but must NOT call xs_parser_free() on the parser
+ * that is calling them. Elements nested deeper than 256 levels are
+ * refused with XS_ERR_TOO_BIG. Node strings (ns, name, text, attribute
+ * names/values) are separate malloc'd allocations owned by the node. */
 typedef struct xs_parser xs_parser;
 
 typedef struct xs_callbacks {

@@ -1,0 +1,722 @@
+/*
+ * c2s.c: one XMPP client session, independent of its transport (RFC 6120).
+ *
+ * The session walks: stream header -> features -> [STARTTLS] -> SASL ->
+ * stream restart -> bind (+ legacy session) -> stanzas to the router.
+ * The transport (c2s_native.c, bosh.c) feeds events in and gets bytes out
+ * through c2s_transport; nothing here knows about sockets or HTTP.
+ *
+ * SASL lookups are async. While one is pending, further input is queued
+ * and replayed in order once the answer is in, so a pipelining client
+ * cannot overtake its own authentication. Freeing the session forgets the
+ * pending lookup (users_sasl_free -> redis_async_forget).
+ */
+#include "c2s.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <openssl/rand.h>
+
+#include "jid.h"
+#include "log.h"
+#include "muc.h"
+#include "router.h"
+#include "users.h"
+#include "../common/scram.h"
+#include "../common/strbuf.h"
+
+#define NS_CLIENT   "jabber:client"
+#define NS_STREAMS  "http://etherx.jabber.org/streams"
+#define NS_TLS      "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL     "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND     "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_STANZAS  "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NS_HTTPBIND "http://jabber.org/protocol/httpbind"
+
+#define C2S_MAX_QUEUED        32   /* stanzas held while SASL waits on Redis */
+#define C2S_MAX_AUTH_FAILURES 5    /* then the stream is closed */
+
+typedef struct queued {
+    struct queued *next;
+    xs_node *stanza;
+} queued;
+
+struct c2s {
+    chatd               *d;
+    const c2s_transport *ops;
+    void                *t;
+    int                  secure;
+    char                *peer;
+    char                *vouched;       /* SASL EXTERNAL identity, or NULL */
+    char                 stream_id[33];
+    int                  stream_started;
+    int                  closed;        /* ops->close called */
+
+    users_sasl          *sasl;          /* current exchange, or NULL */
+    int                  sasl_awaiting_initial; /* sent empty challenge */
+    int                  sasl_busy;     /* step running / lookup pending */
+    int                  in_step;       /* inside users_sasl_step */
+    int                  auth_failures;
+
+    char                *user;          /* localpart once authenticated */
+    char                *jid;           /* full JID once bound */
+
+    queued              *queue, *queue_tail;
+    int                  queue_len;
+    int                  draining;
+    void                *router_slot;
+};
+
+static void process(c2s *s, xs_node *st);
+
+/* ---------------------------------------------------------------- output */
+
+static void send_node(c2s *s, const xs_node *n) {
+    strbuf sb = STRBUF_INIT;
+    if (s->closed) return;
+    xs_serialize(n, NS_CLIENT, &sb);
+    s->ops->send(s->t, sb.data, sb.len);
+    sb_free(&sb);
+}
+
+void c2s_close(c2s *s, const char *condition, const char *text) {
+    if (s->closed) return;
+    s->closed = 1;
+    if (condition)
+        log_info("c2s %s %s: closing stream: %s%s%s", s->ops->kind, s->peer,
+                 condition, text ? ": " : "", text ? text : "");
+    s->ops->close(s->t, condition, text);
+}
+
+void c2s_deliver(c2s *s, const xs_node *stanza) {
+    if (s->closed) return;
+    send_node(s, stanza);
+    s->d->stats.stanzas_out++;
+}
+
+void c2s_deliver_raw(c2s *s, const char *xml, size_t len) {
+    if (s->closed) return;
+    s->ops->send(s->t, xml, len);
+    s->d->stats.stanzas_out++;
+}
+
+static void random_hex(char *out, size_t nbytes) {
+    unsigned char buf[32];
+    static const char hex[] = "0123456789abcdef";
+    if (nbytes > sizeof buf) nbytes = sizeof buf;
+    if (RAND_bytes(buf, (int)nbytes) != 1) abort();   /* no entropy: no ids */
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = hex[buf[i] >> 4];
+        out[2 * i + 1] = hex[buf[i] & 15];
+    }
+    out[2 * nbytes] = '\0';
+}
+
+/* ------------------------------------------------------------ lifetime */
+
+static char *xstrdup(const char *s) {
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
+}
+
+c2s *c2s_new(chatd *d, const c2s_transport *ops, void *t, int secure,
+             const char *peer) {
+    c2s *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->d = d;
+    s->ops = ops;
+    s->t = t;
+    s->secure = secure;
+    s->peer = xstrdup(peer ? peer : "?");
+    return s;
+}
+
+void c2s_free(c2s *s) {
+    if (!s) return;
+    users_sasl_free(s->sasl);        /* forgets a pending Redis lookup */
+    s->sasl = NULL;
+    if (s->d->router) router_session_gone(s->d, s);
+    while (s->queue) {
+        queued *q = s->queue;
+        s->queue = q->next;
+        xs_free(q->stanza);
+        free(q);
+    }
+    free(s->peer);
+    free(s->vouched);
+    free(s->user);
+    free(s->jid);
+    free(s);
+}
+
+void c2s_set_secure(c2s *s, int secure) { s->secure = secure; }
+
+void c2s_set_vouched_user(c2s *s, const char *user) {
+    free(s->vouched);
+    s->vouched = user ? xstrdup(user) : NULL;
+}
+
+void **c2s_router_slot(c2s *s) { return &s->router_slot; }
+const char *c2s_jid(const c2s *s) { return s->jid; }
+const char *c2s_stream_id(const c2s *s) { return s->stream_id; }
+
+/* ------------------------------------------------------------- features */
+
+static int tls_offered(const c2s *s) {
+    return s->ops->starttls && !s->secure && s->d->cfg.tls_cert && s->d->cfg.tls_cert[0];
+}
+
+static int plain_allowed(const c2s *s) {
+    return s->secure || s->d->cfg.allow_plain_without_tls;
+}
+
+/* TLS is mandatory when it is the only way to get PLAIN. */
+static int tls_required(const c2s *s) {
+    return tls_offered(s) && !s->d->cfg.allow_plain_without_tls;
+}
+
+static int mechanism_offered(const c2s *s, const char *mech) {
+    if (strcmp(mech, "SCRAM-SHA-256") == 0 || strcmp(mech, "SCRAM-SHA-1") == 0) return 1;
+    if (strcmp(mech, "PLAIN") == 0) return plain_allowed(s);
+    if (strcmp(mech, "EXTERNAL") == 0) return s->vouched != NULL;
+    return 0;
+}
+
+static void send_features(c2s *s) {
+    xs_node *f = xs_new(NS_STREAMS, "features");
+    if (!s->user) {
+        if (tls_offered(s)) {
+            xs_node *tls = xs_add_elem(f, NS_TLS, "starttls");
+            if (tls_required(s)) xs_add_elem(tls, NS_TLS, "required");
+        }
+        xs_node *mechs = xs_add_elem(f, NS_SASL, "mechanisms");
+        static const char *const order[] = { "EXTERNAL", "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", NULL };
+        for (int i = 0; order[i]; i++) {
+            if (!mechanism_offered(s, order[i])) continue;
+            xs_node *m = xs_add_elem(mechs, NS_SASL, "mechanism");
+            xs_add_text(m, order[i], strlen(order[i]));
+        }
+    } else {
+        xs_add_elem(f, NS_BIND, "bind");
+        xs_node *sess = xs_add_elem(f, NS_SESSION, "session");
+        xs_add_elem(sess, NS_SESSION, "optional");
+    }
+    send_node(s, f);
+    xs_free(f);
+}
+
+void c2s_stream_start(c2s *s, const char *to, const char *version,
+                      const char *lang) {
+    (void)lang;
+    if (s->closed) return;
+    random_hex(s->stream_id, 16);
+    s->stream_started = 1;
+    /* The error goes inside a stream, so open ours first (RFC 6120 4.9.1.3). */
+    s->ops->stream_open(s->t, s->stream_id);
+    if (!to || !s->d->cfg.domain || strcasecmp(to, s->d->cfg.domain) != 0) {
+        c2s_close(s, "host-unknown", NULL);
+        return;
+    }
+    if (version && strncmp(version, "1.", 2) != 0) {
+        c2s_close(s, "unsupported-version", NULL);
+        return;
+    }
+    /* A restart ends any half-done SASL exchange. */
+    if (!s->sasl_busy) {
+        users_sasl_free(s->sasl);
+        s->sasl = NULL;
+        s->sasl_awaiting_initial = 0;
+    }
+    send_features(s);
+}
+
+void c2s_stream_end(c2s *s) {
+    c2s_close(s, NULL, NULL);
+}
+
+/* ----------------------------------------------------------------- SASL */
+
+static void sasl_send(c2s *s, const char *name, const char *data, size_t len) {
+    xs_node *n = xs_new(NS_SASL, name);
+    if (data && len) {
+        char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+        if (!b64) abort();
+        size_t bl = scram_b64_encode((const unsigned char *)data, len, b64);
+        xs_add_text(n, b64, bl);
+        free(b64);
+    } else if (data && strcmp(name, "success") == 0) {
+        /* empty additional data is "=" (RFC 6120 6.4.6) */
+        xs_add_text(n, "=", 1);
+    }
+    send_node(s, n);
+    xs_free(n);
+}
+
+static void sasl_failure(c2s *s, const char *condition, int counts) {
+    xs_node *n = xs_new(NS_SASL, "failure");
+    xs_add_elem(n, NS_SASL, condition);
+    send_node(s, n);
+    xs_free(n);
+    if (counts) {
+        s->d->stats.auth_fail++;
+        if (++s->auth_failures >= C2S_MAX_AUTH_FAILURES)
+            c2s_close(s, "policy-violation", "too many failed authentication attempts");
+    }
+}
+
+static void sasl_success(c2s *s, const char *user, const char *data, size_t len) {
+    free(s->user);
+    s->user = xstrdup(user);
+    s->d->stats.auth_ok++;
+    log_info("c2s %s %s: authenticated as %s@%s", s->ops->kind, s->peer, user,
+             s->d->cfg.domain);
+    sasl_send(s, "success", data, len);
+    if (s->ops->stream_restart && !s->closed) s->ops->stream_restart(s->t);
+}
+
+static void drain(c2s *s);
+
+static void sasl_done(void *ud, users_sasl_result r, const char *data, size_t len,
+                      const char *condition) {
+    c2s *s = ud;
+    s->sasl_busy = 0;
+    switch (r) {
+    case USERS_SASL_CONTINUE:
+        sasl_send(s, "challenge", data, len);
+        break;
+    case USERS_SASL_SUCCESS:
+        sasl_success(s, users_sasl_user(s->sasl), data, len);
+        break;
+    case USERS_SASL_FAILURE:
+        /* temporary-auth-failure is Redis, not the client: do not count it */
+        sasl_failure(s, condition ? condition : "not-authorized",
+                     !condition || strcmp(condition, "temporary-auth-failure") != 0);
+        break;
+    }
+    if (!s->in_step) drain(s);
+}
+
+static void sasl_step(c2s *s, const char *data, size_t len) {
+    s->sasl_busy = 1;
+    s->in_step = 1;
+    users_sasl_step(s->sasl, data, len, sasl_done, s);
+    s->in_step = 0;
+}
+
+/* Decode SASL element text: "" = no data (returns 1 via *absent), "=" =
+ * empty data. Whitespace is ignored. Returns malloc'd bytes or NULL. */
+static char *sasl_decode(const xs_node *n, size_t *len, int *absent) {
+    char *text = xs_text(n);
+    size_t o = 0;
+    for (size_t i = 0; text[i]; i++)
+        if (text[i] != ' ' && text[i] != '\n' && text[i] != '\r' && text[i] != '\t')
+            text[o++] = text[i];
+    text[o] = '\0';
+    *absent = o == 0;
+    if (o == 0 || strcmp(text, "=") == 0) {
+        *len = 0;
+        free(text);
+        char *e = malloc(1);
+        if (!e) abort();
+        e[0] = '\0';
+        return e;
+    }
+    char *out = malloc(o + 1);
+    if (!out) abort();
+    if (scram_b64_decode(text, o, (unsigned char *)out, o, len) != 0) {
+        free(text);
+        free(out);
+        return NULL;
+    }
+    out[*len] = '\0';
+    free(text);
+    return out;
+}
+
+/* EXTERNAL: the transport vouched for s->vouched; the client may only
+ * ask for that identity (authzid empty, the user or user@domain). */
+static void sasl_external(c2s *s, const char *authzid, size_t len) {
+    char want[512];
+    snprintf(want, sizeof want, "%s@%s", s->vouched, s->d->cfg.domain);
+    if (len == 0 || (len == strlen(s->vouched) && memcmp(authzid, s->vouched, len) == 0) ||
+        (len == strlen(want) && strncasecmp(authzid, want, len) == 0))
+        sasl_success(s, s->vouched, NULL, 0);
+    else
+        sasl_failure(s, "invalid-authzid", 1);
+}
+
+static void handle_sasl(c2s *s, xs_node *st) {
+    size_t len = 0;
+    int absent = 0;
+
+    if (s->user) {                  /* already authenticated */
+        c2s_close(s, "policy-violation", "already authenticated");
+        return;
+    }
+    if (strcmp(st->name, "abort") == 0) {
+        users_sasl_free(s->sasl);
+        s->sasl = NULL;
+        s->sasl_awaiting_initial = 0;
+        sasl_failure(s, "aborted", 0);
+        return;
+    }
+    if (strcmp(st->name, "auth") == 0) {
+        const char *mech = xs_attr_get(st, "mechanism");
+        users_sasl_free(s->sasl);
+        s->sasl = NULL;
+        s->sasl_awaiting_initial = 0;
+        if (!mech || !mechanism_offered(s, mech)) {
+            sasl_failure(s, "invalid-mechanism", 1);
+            return;
+        }
+        if (tls_required(s) && strcmp(mech, "EXTERNAL") != 0) {
+            sasl_failure(s, "encryption-required", 0);
+            return;
+        }
+        char *data = sasl_decode(st, &len, &absent);
+        if (!data) {
+            sasl_failure(s, "incorrect-encoding", 1);
+            return;
+        }
+        if (strcmp(mech, "EXTERNAL") == 0) {
+            sasl_external(s, data, len);
+            free(data);
+            return;
+        }
+        s->sasl = users_sasl_new(s->d, mech);
+        if (!s->sasl) {
+            free(data);
+            sasl_failure(s, "invalid-mechanism", 1);
+            return;
+        }
+        if (absent) {
+            /* No initial response: ask for it with an empty challenge. */
+            s->sasl_awaiting_initial = 1;
+            sasl_send(s, "challenge", NULL, 0);
+        } else {
+            sasl_step(s, data, len);
+        }
+        free(data);
+        return;
+    }
+    if (strcmp(st->name, "response") == 0) {
+        if (!s->sasl) {
+            sasl_failure(s, "malformed-request", 1);
+            return;
+        }
+        char *data = sasl_decode(st, &len, &absent);
+        if (!data) {
+            sasl_failure(s, "incorrect-encoding", 1);
+            return;
+        }
+        s->sasl_awaiting_initial = 0;
+        sasl_step(s, data, len);
+        free(data);
+        return;
+    }
+    /* <success/>, <challenge/> ... from a client */
+    c2s_close(s, "unsupported-stanza-type", NULL);
+}
+
+static void handle_starttls(c2s *s) {
+    if (!tls_offered(s) || s->user || s->sasl) {
+        xs_node *f = xs_new(NS_TLS, "failure");
+        send_node(s, f);
+        xs_free(f);
+        c2s_close(s, NULL, NULL);
+        return;
+    }
+    xs_node *p = xs_new(NS_TLS, "proceed");
+    send_node(s, p);
+    xs_free(p);
+    if (s->ops->starttls(s->t) != 0) {
+        log_warn("c2s %s %s: STARTTLS could not start", s->ops->kind, s->peer);
+        c2s_close(s, "internal-server-error", "TLS unavailable");
+    }
+}
+
+/* -------------------------------------------------------------- stanzas */
+
+/* Reply to st with a stanza error (never to an error). */
+static void stanza_error(c2s *s, const xs_node *st, const char *type,
+                         const char *condition, int from_domain) {
+    const char *t = xs_attr_get(st, "type");
+    if (t && strcmp(t, "error") == 0) return;
+    xs_node *e = xs_new(NS_CLIENT, st->name);
+    const char *to = xs_attr_get(st, "to");
+    const char *id = xs_attr_get(st, "id");
+    xs_set_attr(e, "from", (!from_domain && to) ? to : s->d->cfg.domain);
+    if (s->jid) xs_set_attr(e, "to", s->jid);
+    if (id) xs_set_attr(e, "id", id);
+    xs_set_attr(e, "type", "error");
+    xs_node *err = xs_add_elem(e, NS_CLIENT, "error");
+    xs_set_attr(err, "type", type);
+    xs_add_elem(err, NS_STANZAS, condition);
+    c2s_deliver(s, e);
+    xs_free(e);
+}
+
+static void iq_result_empty(c2s *s, const xs_node *st, xs_node *payload) {
+    xs_node *r = xs_new(NS_CLIENT, "iq");
+    const char *id = xs_attr_get(st, "id");
+    if (id) xs_set_attr(r, "id", id);
+    xs_set_attr(r, "type", "result");
+    if (s->jid) xs_set_attr(r, "to", s->jid);
+    if (payload) xs_append_child(r, payload);
+    c2s_deliver(s, r);
+    xs_free(r);
+}
+
+/* Resourcepart: 1..1023 bytes, no control characters (RFC 7622, simplified). */
+static int resource_ok(const char *r) {
+    size_t n = strlen(r);
+    if (n == 0 || n > JID_PART_MAX) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)r[i] < 0x20 || r[i] == 0x7f) return 0;
+    return 1;
+}
+
+static void handle_bind(c2s *s, xs_node *st, xs_node *bind) {
+    char resource[JID_PART_MAX + 1];
+    if (s->jid) {
+        stanza_error(s, st, "cancel", "not-allowed", 1);
+        return;
+    }
+    xs_node *res = xs_child(bind, NS_BIND, "resource");
+    char *want = res ? xs_text(res) : NULL;
+    if (want) {
+        /* trim surrounding whitespace */
+        char *b = want, *e;
+        while (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r') b++;
+        e = b + strlen(b);
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) *--e = '\0';
+        memmove(want, b, (size_t)(e - b) + 1);
+    }
+    if (want && want[0]) {
+        if (!resource_ok(want)) {
+            free(want);
+            stanza_error(s, st, "modify", "bad-request", 1);
+            return;
+        }
+        snprintf(resource, sizeof resource, "%s", want);
+    } else {
+        memcpy(resource, "chat-", 5);
+        random_hex(resource + 5, 8);
+    }
+    free(want);
+
+    size_t n = strlen(s->user) + strlen(s->d->cfg.domain) + strlen(resource) + 3;
+    char *full = malloc(n);
+    if (!full) abort();
+    snprintf(full, n, "%s@%s/%s", s->user, s->d->cfg.domain, resource);
+    jid j;
+    if (jid_parse(full, &j) != 0) {
+        free(full);
+        stanza_error(s, st, "modify", "bad-request", 1);
+        return;
+    }
+    if (router_bind(s->d, s, full) != 0) {
+        free(full);
+        stanza_error(s, st, "wait", "internal-server-error", 1);
+        return;
+    }
+    s->jid = full;
+    log_info("c2s %s %s: bound %s", s->ops->kind, s->peer, full);
+    xs_node *b = xs_new(NS_BIND, "bind");
+    xs_node *jn = xs_add_elem(b, NS_BIND, "jid");
+    xs_add_text(jn, full, strlen(full));
+    iq_result_empty(s, st, b);
+}
+
+/* iq set bind/session; 1 if st was one of those (and answered). */
+static int handle_stream_iq(c2s *s, xs_node *st) {
+    if (!xs_is(st, NS_CLIENT, "iq")) return 0;
+    const char *type = xs_attr_get(st, "type");
+    xs_node *bind = xs_child(st, NS_BIND, "bind");
+    xs_node *sess = xs_child(st, NS_SESSION, "session");
+    if (!bind && !sess) return 0;
+    if (!type || strcmp(type, "set") != 0) {
+        stanza_error(s, st, "modify", "bad-request", 1);
+        return 1;
+    }
+    if (bind) handle_bind(s, st, bind);
+    else iq_result_empty(s, st, NULL);      /* RFC 3921 session: a no-op now */
+    return 1;
+}
+
+static int one_of(const char *v, const char *const *list) {
+    for (; *list; list++)
+        if (strcmp(v, *list) == 0) return 1;
+    return 0;
+}
+
+/* RFC 6120 8.2.3 / RFC 6121: 0 if st may be routed (type fixed up),
+ * -1 if it was answered with an error and must be dropped. */
+static int check_type(c2s *s, xs_node *st) {
+    static const char *const iq_types[] = { "get", "set", "result", "error", NULL };
+    static const char *const pres_types[] = { "unavailable", "subscribe", "subscribed",
+        "unsubscribe", "unsubscribed", "probe", "error", NULL };
+    static const char *const msg_types[] = { "chat", "error", "groupchat", "headline",
+        "normal", NULL };
+    const char *type = xs_attr_get(st, "type");
+
+    if (strcmp(st->name, "iq") == 0) {
+        if (!type || !one_of(type, iq_types) || !xs_attr_get(st, "id")) {
+            stanza_error(s, st, "modify", "bad-request", 1);
+            return -1;
+        }
+        if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0) {
+            xs_node *c = xs_child(st, NULL, NULL);
+            if (!c || xs_next_elem(c, NULL, NULL)) {
+                stanza_error(s, st, "modify", "bad-request", 1);
+                return -1;
+            }
+        }
+    } else if (strcmp(st->name, "presence") == 0) {
+        if (type && !one_of(type, pres_types)) {
+            stanza_error(s, st, "modify", "bad-request", 1);
+            return -1;
+        }
+    } else {
+        /* unknown or missing message type means normal (RFC 6121 5.2.2) */
+        if (!type || !one_of(type, msg_types)) xs_set_attr(st, "type", "normal");
+    }
+    return 0;
+}
+
+/* BOSH clients may leave stanzas in the httpbind (or no) namespace; on
+ * our wire they are jabber:client. */
+static void fix_namespace(xs_node *n) {
+    if (n->name && n->ns && (n->ns[0] == '\0' || strcmp(n->ns, NS_HTTPBIND) == 0)) {
+        free(n->ns);
+        n->ns = xstrdup(NS_CLIENT);
+    }
+    for (xs_node *c = n->first_child; c; c = c->next)
+        if (c->name) fix_namespace(c);
+}
+
+static void handle_bound_stanza(c2s *s, xs_node *st) {
+    if (!xs_is(st, NS_CLIENT, "message") && !xs_is(st, NS_CLIENT, "presence") &&
+        !xs_is(st, NS_CLIENT, "iq")) {
+        c2s_close(s, "unsupported-stanza-type", NULL);
+        xs_free(st);
+        return;
+    }
+    const char *to = xs_attr_get(st, "to");
+    if (to && *to) {
+        jid j;
+        if (jid_parse(to, &j) != 0) {
+            stanza_error(s, st, "modify", "jid-malformed", 1);
+            xs_free(st);
+            return;
+        }
+    }
+    if (check_type(s, st) != 0) {
+        xs_free(st);
+        return;
+    }
+    /* The server, not the client, says who sent it (RFC 6120 8.1.2.1). */
+    xs_set_attr(st, "from", s->jid);
+    router_route(s->d, s, st);
+}
+
+static void process(c2s *s, xs_node *st) {
+    if (s->closed) {
+        xs_free(st);
+        return;
+    }
+    s->d->stats.stanzas_in++;
+    fix_namespace(st);
+
+    if (st->ns && strcmp(st->ns, NS_SASL) == 0) {
+        handle_sasl(s, st);
+        xs_free(st);
+        return;
+    }
+    if (st->ns && strcmp(st->ns, NS_TLS) == 0 && strcmp(st->name, "starttls") == 0) {
+        handle_starttls(s);
+        xs_free(st);
+        return;
+    }
+    if (!s->user) {
+        c2s_close(s, "not-authorized", NULL);
+        xs_free(st);
+        return;
+    }
+    if (handle_stream_iq(s, st)) {
+        xs_free(st);
+        return;
+    }
+    if (!s->jid) {
+        c2s_close(s, "not-authorized", "bind a resource first");
+        xs_free(st);
+        return;
+    }
+    handle_bound_stanza(s, st);
+}
+
+/* Replay what arrived while SASL waited, in order. */
+static void drain(c2s *s) {
+    if (s->draining) return;
+    s->draining = 1;
+    while (s->queue && !s->sasl_busy && !s->closed) {
+        queued *q = s->queue;
+        s->queue = q->next;
+        if (!s->queue) s->queue_tail = NULL;
+        s->queue_len--;
+        xs_node *st = q->stanza;
+        free(q);
+        process(s, st);
+    }
+    s->draining = 0;
+}
+
+void c2s_stanza(c2s *s, xs_node *stanza) {
+    if (s->closed) {
+        xs_free(stanza);
+        return;
+    }
+    if (s->sasl_busy || s->queue) {
+        if (s->queue_len >= C2S_MAX_QUEUED) {
+            xs_free(stanza);
+            c2s_close(s, "policy-violation", "too many stanzas during authentication");
+            return;
+        }
+        queued *q = calloc(1, sizeof *q);
+        if (!q) abort();
+        q->stanza = stanza;
+        if (s->queue_tail) s->queue_tail->next = q;
+        else s->queue = q;
+        s->queue_tail = q;
+        s->queue_len++;
+        drain(s);
+        return;
+    }
+    process(s, stanza);
+    drain(s);
+}
+
+/* ----------------------------------------------------------------- init */
+
+int xmpp_init(chatd *d) {
+    if (users_init(d) != 0) return -1;
+    if (router_init(d) != 0) {
+        users_free(d);
+        return -1;
+    }
+    if (muc_init(d) != 0) {
+        router_free(d);
+        users_free(d);
+        return -1;
+    }
+    return 0;
+}
+
+void xmpp_free(chatd *d) {
+    muc_free(d);
+    router_free(d);
+    users_free(d);
+}
