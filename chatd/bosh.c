@@ -1,0 +1,529 @@
+/*
+ * bosh: BOSH sessions inside chatd, the I/O side of bosh_sm.
+ *
+ * mod_bosh relays each HTTP request; relay_server hands it here as a
+ * relay_req. We parse the <body/>, look the session up by sid, let the pure
+ * state machine (bosh_sm.c) decide, and execute its actions: answer a
+ * request (relay_req_answer, exactly once per request), hand payloads to the
+ * session's c2s in rid order, end the session. Each BOSH session is the
+ * "bosh" transport of one c2s session.
+ *
+ * Reentrancy: executing an action can call back into us (a stanza makes the
+ * c2s close its stream, which answers held requests). Sessions are
+ * therefore only destroyed when the outermost event is done (depth == 0),
+ * and never from inside ops->close (c2s.h): that case goes through a
+ * deferred "reap" timer.
+ */
+#include "bosh.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <apr_general.h>
+#include <apr_hash.h>
+#include <apr_pools.h>
+
+#include "bosh_sm.h"
+#include "c2s.h"
+#include "log.h"
+#include "relay_server.h"
+#include "../common/bosh_body.h"
+#include "../common/strbuf.h"
+
+#define DEFAULT_CONTENT_TYPE "text/xml; charset=utf-8"
+#define STREAMS_ERR_NS "urn:ietf:params:xml:ns:xmpp-streams"
+
+typedef struct bosh_mgr {
+    chatd      *d;
+    apr_pool_t *pool;
+    apr_hash_t *sessions;      /* sid -> bosh_session */
+} bosh_mgr;
+
+typedef struct bosh_session {
+    bosh_mgr   *mgr;
+    chatd      *d;
+    char        sid[64];
+    bosh_sm    *sm;
+    c2s        *c2s;
+    char       *content_type;   /* every response carries it */
+    char       *xmpp_version;   /* for restarts */
+    int         legacy;         /* no 'ver' at creation: HTTP error codes */
+    loop_timer *timer;          /* bosh_sm_deadline */
+    uint64_t    timer_at;
+    loop_timer *flush_timer;    /* coalesces a burst of output */
+    loop_timer *reap_timer;     /* c2s_free after ops->close */
+    int         depth;          /* events in progress */
+    int         ended;          /* bosh_sm said END */
+    int         c2s_closed;     /* ops->close was called */
+    int         destroying;
+} bosh_session;
+
+/* One relayed request, from arrival to its answer. */
+typedef struct bosh_req {
+    relay_req    *r;
+    bosh_session *s;
+    bosh_body     body;
+    int           parsed;
+    int           busy;         /* its payloads are being processed */
+    int           answered;     /* answered while busy: free when done */
+} bosh_req;
+
+static void transport_stream_open(void *t, const char *stream_id);
+static void transport_send(void *t, const char *xml, size_t len);
+static void transport_close(void *t, const char *condition, const char *text);
+
+static const c2s_transport bosh_transport = {
+    .kind = "bosh",
+    .stream_open = transport_stream_open,
+    .send = transport_send,
+    .close = transport_close,
+    .starttls = NULL,
+    .stream_restart = NULL,
+};
+
+static uint64_t now_ms(const bosh_session *s) { return loop_now_ms(s->d->loop); }
+
+/* ---- requests ---- */
+
+static void req_free(bosh_req *q) {
+    if (q->parsed) bosh_body_free(&q->body);
+    free(q);
+}
+
+/* Answer without a session (bad body, unknown sid, refused creation). */
+static void answer_terminate(bosh_req *q, const char *condition) {
+    strbuf sb = STRBUF_INIT;
+    sb_printf(&sb, "<body xmlns='" BOSH_NS "' type='terminate' condition='%s'/>",
+              condition);
+    relay_req_answer(q->r, 200, DEFAULT_CONTENT_TYPE, sb.data, sb.len, 0);
+    sb_free(&sb);
+    req_free(q);
+}
+
+static int legacy_status(const char *condition) {
+    if (!condition) return 0;
+    if (strcmp(condition, "item-not-found") == 0) return 404;
+    if (strcmp(condition, "bad-request") == 0) return 400;
+    if (strcmp(condition, "policy-violation") == 0) return 403;
+    return 0;
+}
+
+static void answer_req(bosh_session *s, bosh_req *q, const bosh_action *a) {
+    int status = a->status;
+    const char *body = a->body;
+    size_t len = a->len;
+    int legacy = s->legacy ? legacy_status(a->condition) : 0;
+    if (legacy) { status = legacy; body = ""; len = 0; }
+    relay_req_answer(q->r, status, s->content_type, body, len, 0);
+    q->r = NULL;
+    if (q->busy) q->answered = 1;   /* process_req frees it */
+    else req_free(q);
+}
+
+/* Payloads of one request, in rid order (bosh_sm guarantees the order).
+ * A stanza can end the stream, and that answers q from inside this
+ * function: q stays allocated (busy) until we are done with its body. */
+static void process_req(bosh_session *s, bosh_req *q) {
+    bosh_body *b = &q->body;
+    q->busy = 1;
+    if (b->flags & BB_RESTART) {
+        /* XEP-0206 §5: stanzas inside a restart body are ignored. */
+        c2s_stream_start(s->c2s, b->to ? b->to : s->d->cfg.domain,
+                         s->xmpp_version, b->lang);
+    } else {
+        xs_node *child;
+        while (s->c2s && !s->c2s_closed &&
+               (child = xs_child(b->root, NULL, NULL)) != NULL) {
+            xs_unlink(child);
+            c2s_stanza(s->c2s, child);
+        }
+    }
+    if ((b->flags & BB_TERMINATE) && s->c2s && !s->c2s_closed)
+        c2s_stream_end(s->c2s);
+    q->busy = 0;
+    if (q->answered) req_free(q);
+}
+
+static void run_actions(bosh_session *s, bosh_actions *acts) {
+    for (size_t i = 0; i < acts->n; i++) {
+        bosh_action *a = &acts->a[i];
+        switch (a->type) {
+        case BOSH_ACT_ANSWER:  answer_req(s, a->req, a); break;
+        case BOSH_ACT_PROCESS:
+            /* Once the stream is closed, payloads are dropped; the
+             * request itself may already be answered (and freed) by the
+             * close, so it must not be touched. */
+            if (s->c2s && !s->c2s_closed) process_req(s, a->req);
+            break;
+        case BOSH_ACT_END:     s->ended = 1; break;
+        }
+    }
+    bosh_actions_clear(acts);
+}
+
+/* ---- session lifetime and timers ---- */
+
+static void destroy(bosh_session *s) {
+    loop *l = s->d->loop;
+    s->destroying = 1;
+    loop_timer_cancel(l, s->timer);
+    loop_timer_cancel(l, s->flush_timer);
+    loop_timer_cancel(l, s->reap_timer);
+    s->timer = s->flush_timer = s->reap_timer = NULL;
+    apr_hash_set(s->mgr->sessions, s->sid, APR_HASH_KEY_STRING, NULL);
+    if (s->d->stats.bosh_sessions) s->d->stats.bosh_sessions--;
+    log_debug("bosh %s: session ended", s->sid);
+    if (s->c2s) {
+        c2s *c = s->c2s;
+        s->c2s = NULL;
+        c2s_free(c);
+    }
+    bosh_sm_free(s->sm);
+    free(s->content_type);
+    free(s->xmpp_version);
+    free(s);
+}
+
+static void timer_cb(loop *l, void *ud);
+
+static void rearm(bosh_session *s) {
+    loop *l = s->d->loop;
+    uint64_t dl = bosh_sm_deadline(s->sm);
+    if (s->timer && s->timer_at == dl) return;
+    loop_timer_cancel(l, s->timer);
+    s->timer = NULL;
+    if (!dl) return;
+    uint64_t now = now_ms(s);
+    s->timer = loop_timer_add(l, dl > now ? dl - now : 0, timer_cb, s);
+    s->timer_at = dl;
+}
+
+/* End of an event: destroy an ended session, else re-arm its timer. */
+static void after_event(bosh_session *s) {
+    if (s->depth) return;
+    if (s->ended) destroy(s);
+    else rearm(s);
+}
+
+static void timer_cb(loop *l, void *ud) {
+    bosh_session *s = ud;
+    bosh_actions acts;
+    (void)l;
+    s->timer = NULL;
+    bosh_actions_init(&acts);
+    s->depth++;
+    bosh_sm_tick(s->sm, now_ms(s), &acts);
+    run_actions(s, &acts);
+    s->depth--;
+    after_event(s);
+}
+
+static void flush_cb(loop *l, void *ud) {
+    bosh_session *s = ud;
+    bosh_actions acts;
+    (void)l;
+    s->flush_timer = NULL;
+    bosh_actions_init(&acts);
+    s->depth++;
+    bosh_sm_flush(s->sm, now_ms(s), &acts);
+    run_actions(s, &acts);
+    /* Output piling up with no request to carry it (a stalled client). */
+    if (!s->ended && s->c2s && !s->c2s_closed && s->d->cfg.max_output &&
+        bosh_sm_pending(s->sm) > s->d->cfg.max_output)
+        c2s_close(s->c2s, "resource-constraint", "output queue full");
+    s->depth--;
+    after_event(s);
+}
+
+static void schedule_flush(bosh_session *s) {
+    if (!s->flush_timer && !s->destroying)
+        s->flush_timer = loop_timer_add(s->d->loop, 0, flush_cb, s);
+}
+
+static void reap_cb(loop *l, void *ud) {
+    bosh_session *s = ud;
+    (void)l;
+    s->reap_timer = NULL;
+    if (s->c2s) {
+        c2s *c = s->c2s;
+        s->c2s = NULL;
+        c2s_free(c);
+    }
+    after_event(s);
+}
+
+/* ---- the c2s transport ---- */
+
+static void transport_stream_open(void *t, const char *stream_id) {
+    (void)t; (void)stream_id;   /* BOSH has no stream header */
+}
+
+/* c2s serializes in the scope of the stream's default namespace
+ * (jabber:client). Inside <body xmlns=httpbind> that scope is gone, so a
+ * top-level element without xmlns gets xmlns='jabber:client' back
+ * (XEP-0206 §8). stream:-prefixed elements are left alone. */
+static void queue_output(bosh_session *s, const char *xml, size_t len) {
+    if (len < 2 || xml[0] != '<' || (len > 8 && memcmp(xml, "<stream:", 8) == 0)) {
+        bosh_sm_output(s->sm, xml, len);
+        return;
+    }
+    size_t name_end = 1;
+    while (name_end < len && !strchr(" \t\r\n/>", xml[name_end])) name_end++;
+    char quote = 0;
+    for (size_t j = name_end; j < len; j++) {
+        char c = xml[j];
+        if (quote) { if (c == quote) quote = 0; continue; }
+        if (c == '\'' || c == '"') { quote = c; continue; }
+        if (c == '>') break;
+        if (c == 'x' && j + 6 <= len && memcmp(xml + j, "xmlns=", 6) == 0 &&
+            strchr(" \t\r\n", xml[j - 1])) {
+            bosh_sm_output(s->sm, xml, len);
+            return;
+        }
+    }
+    strbuf sb = STRBUF_INIT;
+    sb_append(&sb, xml, name_end);
+    sb_puts(&sb, " xmlns='" JABBER_CLIENT_NS "'");
+    sb_append(&sb, xml + name_end, len - name_end);
+    bosh_sm_output(s->sm, sb.data, sb.len);
+    sb_free(&sb);
+}
+
+static void transport_send(void *t, const char *xml, size_t len) {
+    bosh_session *s = t;
+    if (s->ended || s->destroying) return;
+    queue_output(s, xml, len);
+    schedule_flush(s);
+}
+
+static void transport_close(void *t, const char *condition, const char *text) {
+    bosh_session *s = t;
+    if (s->c2s_closed || s->destroying) return;
+    s->c2s_closed = 1;
+    const char *cond = NULL;
+    strbuf extra = STRBUF_INIT;
+    if (condition) {
+        if (strcmp(condition, "system-shutdown") == 0 ||
+            strcmp(condition, "host-unknown") == 0 ||
+            strcmp(condition, "policy-violation") == 0) {
+            cond = condition;       /* same name in XEP-0124 */
+        } else {
+            cond = "remote-stream-error";
+            sb_puts(&extra, "<stream:error><");
+            sb_put_xml_escaped(&extra, condition, strlen(condition));
+            sb_puts(&extra, " xmlns='" STREAMS_ERR_NS "'/>");
+            if (text && *text) {
+                sb_puts(&extra, "<text xmlns='" STREAMS_ERR_NS "'>");
+                sb_put_xml_escaped(&extra, text, strlen(text));
+                sb_puts(&extra, "</text>");
+            }
+            sb_puts(&extra, "</stream:error>");
+        }
+    }
+    bosh_actions acts;
+    bosh_actions_init(&acts);
+    s->depth++;
+    bosh_sm_close(s->sm, now_ms(s), cond, extra.data, &acts);
+    run_actions(s, &acts);
+    s->depth--;
+    sb_free(&extra);
+    /* c2s_free must not run inside ops->close: defer it. */
+    if (!s->reap_timer)
+        s->reap_timer = loop_timer_add(s->d->loop, 0, reap_cb, s);
+}
+
+/* ---- entry points ---- */
+
+static void on_release(relay_req *r, void *ud) {
+    bosh_req *q = ud;
+    bosh_session *s = q->s;
+    bosh_actions acts;
+    (void)r;
+    bosh_actions_init(&acts);
+    s->depth++;
+    if (bosh_sm_release(s->sm, now_ms(s), q, &acts) == 0) {
+        run_actions(s, &acts);
+    } else {
+        /* Unknown to the machine (should not happen): still answer once. */
+        static const char empty[] = "<body xmlns='" BOSH_NS "'/>";
+        relay_req_answer(q->r, 200, s->content_type, empty, sizeof empty - 1, 0);
+        req_free(q);
+    }
+    s->depth--;
+    after_event(s);
+}
+
+static int make_sid(const char *node, char *out, size_t outlen) {
+    unsigned char rnd[16];
+    static const char hex[] = "0123456789abcdef";
+    if (apr_generate_random_bytes(rnd, sizeof rnd) != APR_SUCCESS) return -1;
+    size_t n = (size_t)snprintf(out, outlen, "%s-", node);
+    if (n + 33 > outlen) return -1;
+    for (size_t i = 0; i < sizeof rnd; i++) {
+        out[n++] = hex[rnd[i] >> 4];
+        out[n++] = hex[rnd[i] & 15];
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+static int header_safe(const char *v) {
+    for (; *v; v++) if ((unsigned char)*v < 0x20 || *v == 0x7f) return 0;
+    return 1;
+}
+
+static void create_session(bosh_mgr *m, bosh_req *q) {
+    chatd *d = m->d;
+    bosh_body *b = &q->body;
+    if (d->stopping) { answer_terminate(q, "system-shutdown"); return; }
+    if (!b->to || !*b->to) { answer_terminate(q, "improper-addressing"); return; }
+    if (!d->cfg.domain || strcasecmp(b->to, d->cfg.domain) != 0) {
+        answer_terminate(q, "host-unknown");
+        return;
+    }
+    bosh_sm_limits lim = {
+        .max_wait = d->cfg.bosh_max_wait, .max_hold = d->cfg.bosh_max_hold,
+        .inactivity = d->cfg.bosh_inactivity, .maxpause = d->cfg.bosh_max_pause,
+        .polling = d->cfg.bosh_polling,
+    };
+    bosh_sm_client c = {
+        .has_wait = !!(b->flags & BB_HAS_WAIT), .wait = b->wait,
+        .has_hold = !!(b->flags & BB_HAS_HOLD), .hold = b->hold,
+        .has_ver = !!(b->flags & BB_HAS_VER),
+        .ver_major = b->ver_major, .ver_minor = b->ver_minor,
+    };
+    bosh_sm_params p;
+    bosh_sm_negotiate(&lim, &c, &p);
+
+    bosh_session *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    if (make_sid(d->cfg.node_id ? d->cfg.node_id : "n1", s->sid, sizeof s->sid) != 0) {
+        free(s);
+        answer_terminate(q, "internal-server-error");
+        return;
+    }
+    s->mgr = m;
+    s->d = d;
+    s->legacy = !c.has_ver;
+    s->content_type = strdup(b->content && *b->content && header_safe(b->content)
+                             ? b->content : DEFAULT_CONTENT_TYPE);
+    s->xmpp_version = strdup(b->xmpp_version ? b->xmpp_version : "1.0");
+    if (!s->content_type || !s->xmpp_version) abort();
+    uint64_t now = now_ms(s);
+    s->sm = bosh_sm_new(&p, b->rid, now);
+    apr_hash_set(m->sessions, s->sid, APR_HASH_KEY_STRING, s);
+    d->stats.bosh_sessions++;
+    s->c2s = c2s_new(d, &bosh_transport, s, 1,
+                     q->r->client_addr ? q->r->client_addr : "");
+    if (q->r->auth_user && *q->r->auth_user)
+        c2s_set_vouched_user(s->c2s, q->r->auth_user);
+    log_debug("bosh %s: new session from %s (wait %u hold %u)", s->sid,
+              q->r->client_addr ? q->r->client_addr : "?", p.wait, p.hold);
+
+    q->s = s;
+    q->r->on_release = on_release;
+    q->r->release_ud = q;
+    bosh_actions acts;
+    bosh_actions_init(&acts);
+    s->depth++;
+    /* features go out through transport_send into the machine's queue */
+    c2s_stream_start(s->c2s, b->to, s->xmpp_version, b->lang);
+    bosh_sm_creation_answer(s->sm, now_ms(s), q, s->sid, d->cfg.domain, &acts);
+    run_actions(s, &acts);
+    s->depth--;
+    after_event(s);
+}
+
+void bosh_handle_request(chatd *d, relay_req *r) {
+    bosh_mgr *m = d->bosh;
+    bosh_req *q = calloc(1, sizeof *q);
+    char err[128];
+    if (!q) abort();
+    q->r = r;
+    if (!m) { answer_terminate(q, "internal-server-error"); return; }
+    if (bosh_body_parse(r->body, r->body_len, r->body_len ? r->body_len : 1,
+                        &q->body, err, sizeof err) != 0) {
+        log_debug("bosh: bad body from %s: %s", r->client_addr, err);
+        answer_terminate(q, "bad-request");
+        return;
+    }
+    q->parsed = 1;
+    if (!q->body.sid) { create_session(m, q); return; }
+
+    bosh_session *s = apr_hash_get(m->sessions, q->body.sid, APR_HASH_KEY_STRING);
+    if (!s || s->ended || s->destroying) {
+        answer_terminate(q, "item-not-found");
+        return;
+    }
+    q->s = s;
+    r->on_release = on_release;
+    r->release_ud = q;
+    unsigned flags = 0;
+    if (q->body.flags & BB_TERMINATE) flags |= BOSH_REQ_TERMINATE;
+    if (q->body.flags & BB_HAS_PAUSE) flags |= BOSH_REQ_PAUSE;
+    bosh_actions acts;
+    bosh_actions_init(&acts);
+    s->depth++;
+    bosh_sm_request(s->sm, now_ms(s), q->body.rid, flags, q->body.pause, q, &acts);
+    run_actions(s, &acts);
+    if (!s->ended) schedule_flush(s);   /* hold=0, and output made above */
+    s->depth--;
+    after_event(s);
+}
+
+int bosh_init(chatd *d) {
+    if (apr_initialize() != APR_SUCCESS) return -1;
+    bosh_mgr *m = calloc(1, sizeof *m);
+    if (!m) abort();
+    m->d = d;
+    if (apr_pool_create(&m->pool, NULL) != APR_SUCCESS) {
+        free(m);
+        apr_terminate();
+        return -1;
+    }
+    m->sessions = apr_hash_make(m->pool);
+    d->bosh = m;
+    d->stats.bosh_sessions = 0;
+    return 0;
+}
+
+void bosh_shutdown_all(chatd *d) {
+    bosh_mgr *m = d->bosh;
+    if (!m) return;
+    unsigned n = apr_hash_count(m->sessions), i = 0;
+    if (!n) return;
+    bosh_session **all = calloc(n, sizeof *all);
+    if (!all) abort();
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, m->sessions); hi && i < n;
+         hi = apr_hash_next(hi)) {
+        void *v;
+        apr_hash_this(hi, NULL, NULL, &v);
+        all[i++] = v;
+    }
+    for (unsigned k = 0; k < i; k++) {
+        bosh_session *s = all[k];
+        if (!s->ended) {
+            bosh_actions acts;
+            bosh_actions_init(&acts);
+            s->c2s_closed = 1;
+            s->depth++;
+            bosh_sm_close(s->sm, now_ms(s), "system-shutdown", NULL, &acts);
+            run_actions(s, &acts);
+            s->depth--;
+        }
+        destroy(s);
+    }
+    free(all);
+    log_info("bosh: %u session(s) ended for shutdown", i);
+}
+
+void bosh_free(chatd *d) {
+    bosh_mgr *m = d->bosh;
+    if (!m) return;
+    bosh_shutdown_all(d);
+    apr_pool_destroy(m->pool);
+    free(m);
+    d->bosh = NULL;
+    apr_terminate();
+}

@@ -1,0 +1,554 @@
+/*
+ * test_bosh_sm: the pure BOSH state machine, driven with fake times and
+ * fake request handles (addresses in R[]).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "unit.h"
+#include "../../chatd/bosh_sm.h"
+
+static int R[64];
+#define REQ(i) ((void *)&R[i])
+
+static const bosh_action *find(const bosh_actions *a, bosh_act_type t, void *req) {
+    for (size_t i = 0; i < a->n; i++)
+        if (a->a[i].type == t && a->a[i].req == req) return &a->a[i];
+    return NULL;
+}
+
+static long pos(const bosh_actions *a, bosh_act_type t, void *req) {
+    for (size_t i = 0; i < a->n; i++)
+        if (a->a[i].type == t && a->a[i].req == req) return (long)i;
+    return -1;
+}
+
+static int has_end(const bosh_actions *a) {
+    for (size_t i = 0; i < a->n; i++) if (a->a[i].type == BOSH_ACT_END) return 1;
+    return 0;
+}
+
+static int any_condition(const bosh_actions *a, const char *cond) {
+    for (size_t i = 0; i < a->n; i++)
+        if (a->a[i].type == BOSH_ACT_ANSWER && a->a[i].body &&
+            strstr(a->a[i].body, cond)) return 1;
+    return 0;
+}
+
+static bosh_sm_params std_params(void) {
+    bosh_sm_params p = { .wait = 60, .hold = 1, .requests = 2, .inactivity = 60,
+                         .polling = 2, .maxpause = 120, .ver_major = 1,
+                         .ver_minor = 11, .acks = 1 };
+    return p;
+}
+
+#define EMPTY "<body xmlns='http://jabber.org/protocol/httpbind'/>"
+
+/* A session created with rid 1000 at t=0, creation answered. */
+static bosh_sm *new_session(bosh_actions *a) {
+    bosh_sm_params p = std_params();
+    bosh_sm *sm = bosh_sm_new(&p, 1000, 0);
+    bosh_sm_creation_answer(sm, 0, REQ(0), "n1-00", "localhost", a);
+    bosh_actions_clear(a);
+    return sm;
+}
+
+static void test_negotiate(void) {
+    bosh_sm_limits lim = { .max_wait = 60, .max_hold = 1, .inactivity = 60,
+                           .maxpause = 120, .polling = 2 };
+    bosh_sm_client c = { 1, 1, 1, 120, 2, 1, 6 };
+    bosh_sm_params p;
+    bosh_sm_negotiate(&lim, &c, &p);
+    CHECK(p.wait == 60 && p.hold == 1 && p.requests == 2);
+    CHECK(p.ver_major == 1 && p.ver_minor == 6);
+    CHECK(p.inactivity == 60 && p.maxpause == 120 && p.polling == 2);
+
+    bosh_sm_client c2 = { 1, 1, 1, 30, 0, 1, 12 };
+    bosh_sm_negotiate(&lim, &c2, &p);
+    CHECK(p.wait == 30 && p.hold == 0 && p.requests == 1);
+    CHECK(p.ver_major == 1 && p.ver_minor == 11);
+
+    bosh_sm_client c3 = { 0 };
+    lim.max_hold = 50;
+    bosh_sm_negotiate(&lim, &c3, &p);
+    CHECK(p.wait == 60 && p.hold == 1 && p.requests == 2);
+    CHECK(p.ver_major == 1 && p.ver_minor == 11);
+    bosh_sm_client c4 = { 0, 1, 0, 0, 200, 0, 0 };
+    bosh_sm_negotiate(&lim, &c4, &p);
+    CHECK(p.hold == BOSH_SM_MAX_HOLD && p.requests == BOSH_SM_MAX_HOLD + 1);
+}
+
+static void test_creation(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm_params p = std_params();
+    bosh_sm *sm = bosh_sm_new(&p, 1000, 5);
+    const char *feat = "<stream:features><mechanisms/></stream:features>";
+    bosh_sm_output(sm, feat, strlen(feat));
+    bosh_sm_creation_answer(sm, 5, REQ(0), "n1-ab", "example.org", &a);
+    CHECK(a.n == 1);
+    const bosh_action *ans = find(&a, BOSH_ACT_ANSWER, REQ(0));
+    CHECK(ans && ans->status == 200 && ans->rid == 1000);
+    const char *want =
+        "<body xmlns='http://jabber.org/protocol/httpbind' xmlns:xmpp='urn:xmpp:xbosh'"
+        " xmlns:stream='http://etherx.jabber.org/streams' sid='n1-ab' wait='60'"
+        " requests='2' hold='1' inactivity='60' polling='2' maxpause='120'"
+        " ver='1.11' from='example.org' ack='1000' xmpp:version='1.0'"
+        " xmpp:restartlogic='true'><stream:features><mechanisms/></stream:features></body>";
+    CHECK_STR(ans ? ans->body : NULL, want);
+    CHECK(ans && ans->len == strlen(want));
+    CHECK(bosh_sm_pending(sm) == 0);
+    bosh_actions_clear(&a);
+    /* The creation response is buffered: a retry of rid 1000 gets it. */
+    bosh_sm_request(sm, 10, 1000, 0, 0, REQ(1), &a);
+    ans = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(ans ? ans->body : NULL, want);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_in_order_delivery(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    CHECK(a.n == 1 && a.a[0].type == BOSH_ACT_PROCESS && a.a[0].rid == 1001);
+    CHECK(bosh_sm_held(sm) == 1);
+    bosh_actions_clear(&a);
+
+    /* 1003 before 1002: buffered, nothing processed yet. */
+    bosh_sm_request(sm, 110, 1003, 0, 0, REQ(3), &a);
+    CHECK(a.n == 0);
+    CHECK(bosh_sm_last_rid(sm) == 1001);
+
+    /* 1002 arrives: 1001 answered, 1002 processed, then 1003. */
+    bosh_sm_request(sm, 120, 1002, 0, 0, REQ(2), &a);
+    long a1 = pos(&a, BOSH_ACT_ANSWER, REQ(1));
+    long p2 = pos(&a, BOSH_ACT_PROCESS, REQ(2));
+    long a2 = pos(&a, BOSH_ACT_ANSWER, REQ(2));
+    long p3 = pos(&a, BOSH_ACT_PROCESS, REQ(3));
+    CHECK(a1 >= 0 && p2 > a1 && a2 > p2 && p3 > a2);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(3)) == NULL);
+    CHECK(bosh_sm_last_rid(sm) == 1003);
+    CHECK(bosh_sm_held(sm) == 1);
+    /* ack = highest rid received in order, since it differs from 1001. */
+    CHECK_STR(a.a[a1].body, "<body xmlns='http://jabber.org/protocol/httpbind' ack='1002'/>");
+    CHECK(!has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_window_overflow(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    /* requests=2: 1003 is inside the window, 1004 is beyond it. */
+    bosh_sm_request(sm, 110, 1004, 0, 0, REQ(4), &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(4));
+    CHECK(x && x->condition && strcmp(x->condition, "item-not-found") == 0);
+    CHECK_STR(x ? x->body : NULL, "<body xmlns='http://jabber.org/protocol/httpbind'"
+              " type='terminate' condition='item-not-found'/>");
+    /* the held request is answered too, and the session ends. */
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(1)) != NULL);
+    CHECK(has_end(&a));
+    CHECK(bosh_sm_get_state(sm) == BOSH_SM_DONE);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* A rid whose response is no longer buffered. */
+    sm = new_session(&a);
+    for (int i = 1; i <= 4; i++) {
+        bosh_sm_request(sm, 100 * i, 1000 + i, 0, 0, REQ(i), &a);
+        bosh_actions_clear(&a);
+    }
+    /* buffer keeps 2 responses (1002, 1003): 1001 is gone. */
+    bosh_sm_request(sm, 1000, 1002, 0, 0, REQ(10), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(10));
+    CHECK(x && x->condition == NULL && !has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 1000, 1001, 0, 0, REQ(11), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(11));
+    CHECK(x && x->condition && strcmp(x->condition, "item-not-found") == 0);
+    CHECK(has_end(&a));
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(4)) != NULL);   /* held one answered */
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_retransmission(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    const char *m = "<message xmlns='jabber:client' to='a@b'><body>hi</body></message>";
+    bosh_sm_output(sm, m, strlen(m));
+    bosh_sm_output(sm, m, strlen(m));
+    CHECK(bosh_sm_pending(sm) == 2 * strlen(m));
+    bosh_sm_flush(sm, 150, &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    char first[512] = "";
+    CHECK(x != NULL);
+    if (x) {
+        CHECK(x->len < sizeof first);
+        memcpy(first, x->body, x->len);
+        first[x->len] = 0;
+    }
+    CHECK(strstr(first, "<body>hi</body></message><message") != NULL);
+    CHECK(strncmp(first, "<body xmlns='http://jabber.org/protocol/httpbind'>", 50) == 0);
+    CHECK(bosh_sm_pending(sm) == 0);
+    bosh_actions_clear(&a);
+
+    /* The answer was lost; the client resends rid 1001. */
+    bosh_sm_request(sm, 200, 1001, 0, 0, REQ(2), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(2));
+    CHECK(x && x->len == strlen(first) && memcmp(x->body, first, x->len) == 0);
+    CHECK(a.n == 1);       /* nothing processed again */
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_repeated_held_rid(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 200, 1001, 0, 0, REQ(2), &a);
+    /* old HTTP request released empty, payloads not processed again */
+    CHECK(a.n == 1);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL, EMPTY);
+    CHECK(bosh_sm_held(sm) == 1);
+    bosh_actions_clear(&a);
+    bosh_sm_output(sm, "<iq/>", 5);
+    bosh_sm_flush(sm, 210, &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(2));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind'><iq/></body>");
+    bosh_actions_clear(&a);
+    /* and that is what a retry of 1001 gets, not the empty one */
+    bosh_sm_request(sm, 220, 1001, 0, 0, REQ(3), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(3));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind'><iq/></body>");
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_hold_one_second_request(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_output(sm, "<presence/>", 11);   /* not yet flushed */
+    bosh_sm_request(sm, 105, 1002, 0, 0, REQ(2), &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind' ack='1002'><presence/></body>");
+    CHECK(find(&a, BOSH_ACT_PROCESS, REQ(2)) != NULL);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(2)) == NULL);
+    CHECK(!any_condition(&a, "policy-violation"));
+    CHECK(bosh_sm_held(sm) == 1);
+    bosh_actions_clear(&a);
+    /* a third, still within the window, behaves the same */
+    bosh_sm_request(sm, 106, 1003, 0, 0, REQ(3), &a);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(2)) != NULL && !has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_wait_expiry(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 1000, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    CHECK(bosh_sm_deadline(sm) == 61000);
+    bosh_sm_tick(sm, 60999, &a);
+    CHECK(a.n == 0);
+    bosh_sm_tick(sm, 61000, &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL, EMPTY);
+    CHECK(bosh_sm_held(sm) == 0);
+    bosh_actions_clear(&a);
+    /* now the inactivity clock runs from the answer */
+    CHECK(bosh_sm_deadline(sm) == 61000 + 60000);
+    bosh_sm_free(sm);
+}
+
+static void test_inactivity(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);          /* created at t=0 */
+    CHECK(bosh_sm_deadline(sm) == 60000);
+    bosh_sm_tick(sm, 59999, &a);
+    CHECK(a.n == 0);
+    bosh_sm_output(sm, "<message/>", 10);
+    bosh_sm_tick(sm, 60000, &a);
+    /* silent: no answer, just the end */
+    CHECK(a.n == 1 && a.a[0].type == BOSH_ACT_END);
+    CHECK(bosh_sm_get_state(sm) == BOSH_SM_DONE);
+    CHECK(bosh_sm_deadline(sm) == 0);
+    bosh_actions_clear(&a);
+    /* a late request gets item-not-found */
+    bosh_sm_request(sm, 61000, 1001, 0, 0, REQ(1), &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK(x && x->condition && strcmp(x->condition, "item-not-found") == 0);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* a held request keeps the session alive */
+    sm = new_session(&a);
+    bosh_sm_request(sm, 50000, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_tick(sm, 70000, &a);
+    CHECK(a.n == 0 && bosh_sm_get_state(sm) == BOSH_SM_ACTIVE);
+    bosh_sm_free(sm);
+}
+
+static void test_terminate(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm_params p = std_params();
+    p.hold = 2; p.requests = 3;
+    bosh_sm *sm = bosh_sm_new(&p, 1000, 0);
+    bosh_sm_creation_answer(sm, 0, REQ(0), "s", "d", &a);
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 10, 1001, 0, 0, REQ(1), &a);
+    bosh_sm_request(sm, 11, 1002, 0, 0, REQ(2), &a);
+    bosh_actions_clear(&a);
+    CHECK(bosh_sm_held(sm) == 2);
+    bosh_sm_output(sm, "<message/>", 10);
+    bosh_sm_request(sm, 12, 1003, BOSH_REQ_TERMINATE, 0, REQ(3), &a);
+    long p3 = pos(&a, BOSH_ACT_PROCESS, REQ(3));
+    long a1 = pos(&a, BOSH_ACT_ANSWER, REQ(1));
+    long a2 = pos(&a, BOSH_ACT_ANSWER, REQ(2));
+    long a3 = pos(&a, BOSH_ACT_ANSWER, REQ(3));
+    CHECK(p3 >= 0 && a1 > p3 && a2 > a1 && a3 > a2);
+    if (a1 >= 0) CHECK_STR(a.a[a1].body, "<body xmlns='http://jabber.org/protocol/httpbind'"
+                           " type='terminate'><message/></body>");
+    if (a2 >= 0) CHECK_STR(a.a[a2].body, EMPTY);
+    if (a3 >= 0) CHECK_STR(a.a[a3].body, EMPTY);
+    CHECK(has_end(&a) && a.a[a.n - 1].type == BOSH_ACT_END);
+    CHECK(bosh_sm_get_state(sm) == BOSH_SM_DONE);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* terminate alone: it is the oldest, so it carries type='terminate' */
+    sm = new_session(&a);
+    bosh_sm_request(sm, 10, 1001, BOSH_REQ_TERMINATE, 0, REQ(1), &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind' type='terminate'/>");
+    CHECK(pos(&a, BOSH_ACT_PROCESS, REQ(1)) == 0 && has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* terminate arriving out of order waits for its turn */
+    sm = new_session(&a);
+    bosh_sm_request(sm, 10, 1002, BOSH_REQ_TERMINATE, 0, REQ(2), &a);
+    CHECK(a.n == 0);
+    bosh_sm_request(sm, 11, 1001, 0, 0, REQ(1), &a);
+    CHECK(pos(&a, BOSH_ACT_PROCESS, REQ(1)) < pos(&a, BOSH_ACT_PROCESS, REQ(2)));
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(1)) && find(&a, BOSH_ACT_ANSWER, REQ(2)));
+    CHECK(has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+/* Strophe/Converse keepalive: the page reloads while rid 1001 is held; the
+ * new page resumes with 1002 (or repeats 1001). Never policy-violation. */
+static void test_page_reload(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    /* new page: next rid, while 1001 is still open */
+    bosh_sm_request(sm, 3000, 1002, 0, 0, REQ(2), &a);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(1)) != NULL);
+    CHECK(find(&a, BOSH_ACT_PROCESS, REQ(2)) != NULL);
+    CHECK(!any_condition(&a, "terminate") && !has_end(&a));
+    bosh_actions_clear(&a);
+    /* Strophe sends its next requests normally */
+    bosh_sm_request(sm, 3100, 1003, 0, 0, REQ(3), &a);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(2)) && !has_end(&a));
+    bosh_actions_clear(&a);
+    /* reload again, this time repeating the held rid */
+    bosh_sm_request(sm, 5000, 1003, 0, 0, REQ(4), &a);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(3)) && !has_end(&a));
+    CHECK(!any_condition(&a, "terminate"));
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 5100, 1004, 0, 0, REQ(5), &a);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(4)) && find(&a, BOSH_ACT_PROCESS, REQ(5)));
+    CHECK(!has_end(&a));
+    bosh_actions_clear(&a);
+    /* reload that skipped a rid (1005 built but never sent): after the gap
+     * timeout the session carries on */
+    bosh_sm_request(sm, 8000, 1006, 0, 0, REQ(6), &a);
+    CHECK(a.n == 0);
+    CHECK(bosh_sm_deadline(sm) == 8000 + BOSH_SM_GAP_MS);
+    bosh_sm_tick(sm, 8000 + BOSH_SM_GAP_MS, &a);
+    CHECK(find(&a, BOSH_ACT_ANSWER, REQ(5)) && find(&a, BOSH_ACT_PROCESS, REQ(6)));
+    CHECK(!has_end(&a) && bosh_sm_last_rid(sm) == 1006);
+    bosh_actions_clear(&a);
+    /* the skipped rid showing up late is answered, not fatal */
+    bosh_sm_request(sm, 10500, 1005, 0, 0, REQ(7), &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(7));
+    CHECK_STR(x ? x->body : NULL, EMPTY);
+    CHECK(!has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_pause(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_output(sm, "<message/>", 10);
+    bosh_sm_request(sm, 200, 1002, BOSH_REQ_PAUSE, 30, REQ(2), &a);
+    const bosh_action *x1 = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    const bosh_action *x2 = find(&a, BOSH_ACT_ANSWER, REQ(2));
+    CHECK(x1 && x2);
+    CHECK(x1 && !strstr(x1->body, "<message/>"));
+    CHECK_STR(x2 ? x2->body : NULL, EMPTY);
+    CHECK(bosh_sm_pending(sm) == 10);      /* output waits for the return */
+    CHECK(bosh_sm_held(sm) == 0);
+    CHECK(bosh_sm_deadline(sm) == 200 + 30000);
+    bosh_actions_clear(&a);
+    bosh_sm_tick(sm, 30199, &a);
+    CHECK(a.n == 0);
+    /* client returns: output delivered, normal inactivity again */
+    bosh_sm_request(sm, 30000, 1003, 0, 0, REQ(3), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_flush(sm, 30001, &a);
+    const bosh_action *x3 = find(&a, BOSH_ACT_ANSWER, REQ(3));
+    CHECK(x3 && strstr(x3->body, "<message/>"));
+    CHECK(bosh_sm_deadline(sm) == 30001 + 60000);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* pause above maxpause is clamped, never policy-violation */
+    sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, BOSH_REQ_PAUSE, 9999, REQ(1), &a);
+    CHECK(!any_condition(&a, "policy-violation") && !has_end(&a));
+    CHECK(bosh_sm_deadline(sm) == 100 + 120000);
+    bosh_actions_clear(&a);
+    bosh_sm_tick(sm, 100 + 120000, &a);
+    CHECK(has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_release(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_sm_request(sm, 101, 1003, 0, 0, REQ(3), &a);   /* buffered */
+    bosh_actions_clear(&a);
+    bosh_sm_output(sm, "<iq/>", 5);
+    CHECK(bosh_sm_release(sm, 150, REQ(1), &a) == 0);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind'><iq/></body>");
+    bosh_actions_clear(&a);
+    CHECK(bosh_sm_release(sm, 150, REQ(3), &a) == 0);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(3));
+    CHECK(x && x->status == 503 && x->len == 0);
+    bosh_actions_clear(&a);
+    CHECK(bosh_sm_release(sm, 150, REQ(9), &a) == -1 && a.n == 0);
+    /* the client retries 1001 through another child: nothing lost */
+    bosh_sm_request(sm, 200, 1001, 0, 0, REQ(4), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(4));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind'><iq/></body>");
+    bosh_actions_clear(&a);
+    /* and resends 1003, which is processed after 1002 */
+    bosh_sm_request(sm, 210, 1003, 0, 0, REQ(5), &a);
+    CHECK(a.n == 0);
+    bosh_sm_request(sm, 211, 1002, 0, 0, REQ(6), &a);
+    CHECK(pos(&a, BOSH_ACT_PROCESS, REQ(6)) < pos(&a, BOSH_ACT_PROCESS, REQ(5)));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_server_close(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm *sm = new_session(&a);
+    bosh_sm_request(sm, 100, 1001, 0, 0, REQ(1), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_output(sm, "<message/>", 10);
+    bosh_sm_close(sm, 120, "remote-stream-error",
+                  "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+                  &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind'"
+              " xmlns:stream='http://etherx.jabber.org/streams' type='terminate'"
+              " condition='remote-stream-error'><message/><stream:error><conflict"
+              " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></body>");
+    CHECK(has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* nothing held: the next request carries the terminate */
+    sm = new_session(&a);
+    bosh_sm_close(sm, 100, "system-shutdown", NULL, &a);
+    CHECK(a.n == 0 && bosh_sm_get_state(sm) == BOSH_SM_CLOSING);
+    bosh_sm_request(sm, 200, 1001, 0, 0, REQ(1), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL, "<body xmlns='http://jabber.org/protocol/httpbind'"
+              " type='terminate' condition='system-shutdown'/>");
+    CHECK(x && x->condition && strcmp(x->condition, "system-shutdown") == 0);
+    CHECK(has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* closing session nobody comes back to ends after inactivity */
+    sm = new_session(&a);
+    bosh_sm_close(sm, 100, NULL, NULL, &a);
+    CHECK(bosh_sm_deadline(sm) == 60000);
+    bosh_sm_tick(sm, 60000, &a);
+    CHECK(a.n == 1 && has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+static void test_polling_hold0(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm_params p = std_params();
+    p.hold = 0; p.requests = 1;
+    bosh_sm *sm = bosh_sm_new(&p, 1000, 0);
+    bosh_sm_creation_answer(sm, 0, REQ(0), "s", "d", &a);
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 10, 1001, 0, 0, REQ(1), &a);
+    CHECK(find(&a, BOSH_ACT_PROCESS, REQ(1)) && !find(&a, BOSH_ACT_ANSWER, REQ(1)));
+    bosh_actions_clear(&a);
+    bosh_sm_output(sm, "<iq/>", 5);        /* reply produced by processing */
+    bosh_sm_flush(sm, 11, &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(1));
+    CHECK_STR(x ? x->body : NULL,
+              "<body xmlns='http://jabber.org/protocol/httpbind'><iq/></body>");
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 20, 1002, 0, 0, REQ(2), &a);
+    bosh_actions_clear(&a);
+    bosh_sm_flush(sm, 21, &a);             /* nothing queued: empty at once */
+    x = find(&a, BOSH_ACT_ANSWER, REQ(2));
+    CHECK_STR(x ? x->body : NULL, EMPTY);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
+int main(void) {
+    test_negotiate();
+    test_creation();
+    test_in_order_delivery();
+    test_window_overflow();
+    test_retransmission();
+    test_repeated_held_rid();
+    test_hold_one_second_request();
+    test_wait_expiry();
+    test_inactivity();
+    test_terminate();
+    test_page_reload();
+    test_pause();
+    test_release();
+    test_server_close();
+    test_polling_hold0();
+    return unit_done("bosh_sm");
+}
