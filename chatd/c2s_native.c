@@ -1,0 +1,495 @@
+/*
+ * c2s_native: XMPP clients on a TCP socket (RFC 6120), optionally STARTTLS.
+ *
+ * Each connection owns one streaming parser and one c2s session, and
+ * implements c2s_transport for it. Output is buffered per connection and
+ * written when the socket is writable; past cfg.max_output the client is
+ * too slow to keep, so it is disconnected rather than buffered without end.
+ *
+ * Lifetime rule (c2s.h): a connection is destroyed (c2s_free) only from its
+ * own I/O callback or from its own timer, never from inside a transport op,
+ * because ops run in the middle of other sessions' work (a router kick, a
+ * broadcast). Ops only set flags and arm the loop.
+ */
+#include "c2s_native.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/rand.h>
+#include "../common/strbuf.h"
+#include "../common/xml_stream.h"
+#include "c2s.h"
+#include "log.h"
+#include "tls.h"
+
+#define NATIVE_READ_CHUNK   16384
+#define NATIVE_CLOSE_MS     5000   /* a closing peer that never reads */
+#define NATIVE_STOP_FLUSH_MS 1000
+#define STREAM_NS_URI "http://etherx.jabber.org/streams"
+#define STREAMS_ERR_NS "urn:ietf:params:xml:ns:xmpp-streams"
+
+typedef struct native_conn native_conn;
+
+enum { TLS_NONE, TLS_HANDSHAKE, TLS_ON };
+
+struct native_conn {
+    struct c2s_listener *lst;
+    native_conn *prev, *next;
+    int          fd;
+    c2s         *s;
+    xs_parser   *p;
+    strbuf       out;
+    SSL         *ssl;
+    int          tls_state;
+    int          starttls_pending;  /* flush <proceed/>, then handshake */
+    int          tls_wants_write;   /* OpenSSL needs writability to go on */
+    int          header_sent;
+    int          closing;           /* stream closed: flush, then destroy */
+    int          dead;              /* destroy as soon as possible */
+    int          in_feed;
+    loop_timer  *timer;             /* close timeout or deferred destroy */
+    char         peer[64];
+};
+
+typedef struct c2s_listener {
+    chatd       *d;
+    int          fd;
+    native_conn *conns;
+} c2s_listener;
+
+static void conn_io(loop *l, int fd, unsigned events, void *ud);
+static void conn_destroy(native_conn *c);
+
+/* ---- output ---- */
+
+static void conn_arm(native_conn *c) {
+    if (c->fd < 0) return;
+    unsigned ev = 0;
+    if (!c->closing && !c->starttls_pending) ev |= LOOP_READ;
+    if (c->tls_state == TLS_HANDSHAKE) ev |= LOOP_READ;
+    if (c->out.len || c->tls_wants_write || c->starttls_pending) ev |= LOOP_WRITE;
+    if (c->closing) ev |= LOOP_READ;    /* notice the peer going away */
+    loop_watch(c->lst->d->loop, c->fd, ev, conn_io, c);
+}
+
+static void destroy_cb(loop *l, void *ud) {
+    (void)l;
+    native_conn *c = ud;
+    c->timer = NULL;
+    conn_destroy(c);
+}
+
+/* Destroy later, from the loop (never inside a transport op). */
+static void conn_kill_soon(native_conn *c) {
+    c->dead = 1;
+    loop_timer_cancel(c->lst->d->loop, c->timer);
+    c->timer = loop_timer_add(c->lst->d->loop, 0, destroy_cb, c);
+}
+
+static void conn_append(native_conn *c, const char *data, size_t len) {
+    if (c->dead) return;
+    if (c->out.len + len > c->lst->d->cfg.max_output) {
+        log_warn("c2s %s: output over %zu bytes, disconnecting", c->peer,
+                 c->lst->d->cfg.max_output);
+        sb_reset(&c->out);
+        conn_kill_soon(c);
+        return;
+    }
+    sb_append(&c->out, data, len);
+    if (!c->in_feed) conn_arm(c);
+}
+
+/* Write buffered output. Returns -1 when the connection failed. */
+static int conn_flush(native_conn *c) {
+    c->tls_wants_write = 0;
+    while (c->out.len > 0) {
+        ssize_t n;
+        if (c->ssl) {
+            n = tls_write(c->ssl, c->out.data, c->out.len);
+            if (n == TLS_IO_WANT_READ) return 0;
+            if (n == TLS_IO_WANT_WRITE) { c->tls_wants_write = 1; return 0; }
+            if (n <= 0) return -1;
+        } else {
+            n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+            if (n <= 0) return -1;
+        }
+        sb_consume(&c->out, (size_t)n);
+    }
+    return 0;
+}
+
+static void put_header(native_conn *c, const char *id) {
+    strbuf *o = &c->out;
+    sb_puts(o, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+               "xmlns:stream='http://etherx.jabber.org/streams' id='");
+    sb_put_xml_escaped(o, id, strlen(id));
+    sb_puts(o, "' from='");
+    const char *dom = c->lst->d->cfg.domain;
+    sb_put_xml_escaped(o, dom, strlen(dom));
+    sb_puts(o, "' version='1.0' xml:lang='en'>");
+    c->header_sent = 1;
+}
+
+/* ---- c2s_transport ---- */
+
+static void op_stream_open(void *t, const char *stream_id) {
+    native_conn *c = t;
+    if (c->dead || c->closing) return;
+    put_header(c, stream_id);
+    if (!c->in_feed) conn_arm(c);
+}
+
+static void op_send(void *t, const char *xml, size_t len) {
+    native_conn *c = t;
+    if (c->closing) return;
+    conn_append(c, xml, len);
+}
+
+static void op_close(void *t, const char *condition, const char *text) {
+    native_conn *c = t;
+    if (c->closing || c->dead) return;
+    if (!c->header_sent) {
+        /* RFC 6120 4.9.1.2: open the stream before the error. */
+        unsigned char rnd[8];
+        char id[17];
+        RAND_bytes(rnd, sizeof(rnd));
+        for (int i = 0; i < 8; i++) snprintf(id + 2 * i, 3, "%02x", rnd[i]);
+        put_header(c, id);
+    }
+    if (condition) {
+        sb_puts(&c->out, "<stream:error><");
+        sb_puts(&c->out, condition);
+        sb_puts(&c->out, " xmlns='" STREAMS_ERR_NS "'/>");
+        if (text && *text) {
+            sb_puts(&c->out, "<text xmlns='" STREAMS_ERR_NS "'>");
+            sb_put_xml_escaped(&c->out, text, strlen(text));
+            sb_puts(&c->out, "</text>");
+        }
+        sb_puts(&c->out, "</stream:error>");
+    }
+    sb_puts(&c->out, "</stream:stream>");
+    c->closing = 1;
+    /* Bytes after the close are not processed. */
+    if (c->in_feed) xs_parser_stop(c->p);
+    loop_timer_cancel(c->lst->d->loop, c->timer);
+    c->timer = loop_timer_add(c->lst->d->loop, NATIVE_CLOSE_MS, destroy_cb, c);
+    if (!c->in_feed) conn_arm(c);
+}
+
+static int op_starttls(void *t) {
+    native_conn *c = t;
+    if (!c->lst->d->tls || c->ssl || c->dead || c->closing) return -1;
+    c->starttls_pending = 1;
+    /* Nothing after <starttls/> may be read in the clear. */
+    if (c->in_feed) xs_parser_stop(c->p);
+    else conn_arm(c);
+    return 0;
+}
+
+static void op_stream_restart(void *t) {
+    native_conn *c = t;
+    xs_parser_reset(c->p);
+}
+
+static const c2s_transport native_ops = {
+    .kind = "c2s",
+    .stream_open = op_stream_open,
+    .send = op_send,
+    .close = op_close,
+    .starttls = op_starttls,
+    .stream_restart = op_stream_restart,
+};
+
+/* ---- parser callbacks ---- */
+
+static void on_stream_start(void *ud, const char *ns, const char *name, const char **attrs) {
+    native_conn *c = ud;
+    if (strcmp(name, "stream") != 0 || strcmp(ns, STREAM_NS_URI) != 0) {
+        op_close(c, "invalid-namespace", NULL);
+        return;
+    }
+    const char *to = NULL, *version = NULL, *lang = NULL;
+    for (size_t i = 0; attrs && attrs[i]; i += 2) {
+        if (!strcmp(attrs[i], "to")) to = attrs[i + 1];
+        else if (!strcmp(attrs[i], "version")) version = attrs[i + 1];
+        else if (!strcmp(attrs[i], "xml:lang")) lang = attrs[i + 1];
+    }
+    c2s_stream_start(c->s, to, version, lang);
+}
+
+static void on_stanza(void *ud, xs_node *stanza) {
+    native_conn *c = ud;
+    if (c->closing || c->dead) { xs_free(stanza); return; }
+    c2s_stanza(c->s, stanza);
+}
+
+static void on_stream_end(void *ud) {
+    native_conn *c = ud;
+    c2s_stream_end(c->s);
+    /* The client is done either way; make sure our side closes too. */
+    if (!c->closing) op_close(c, NULL, NULL);
+}
+
+static const xs_callbacks parser_cbs = { on_stream_start, on_stanza, on_stream_end };
+
+/* ---- input ---- */
+
+static void feed(native_conn *c, const char *buf, size_t n) {
+    c->in_feed = 1;
+    xs_status st = xs_parser_feed(c->p, buf, n);
+    c->in_feed = 0;
+    if (st == XS_OK || st == XS_ERR_STOPPED) return;
+    const char *cond = st == XS_ERR_TOO_BIG ? "policy-violation"
+                     : st == XS_ERR_FORBIDDEN ? "restricted-xml"
+                     : "not-well-formed";
+    log_info("c2s %s: %s (%s)", c->peer, cond, xs_parser_error(c->p));
+    op_close(c, cond, NULL);
+}
+
+/* Read and parse what is available. Returns -1 on EOF/error. */
+static int conn_read(native_conn *c) {
+    char buf[NATIVE_READ_CHUNK];
+    while (!c->closing && !c->dead && !c->starttls_pending) {
+        ssize_t n;
+        if (c->ssl) {
+            n = tls_read(c->ssl, buf, sizeof(buf));
+            if (n == TLS_IO_WANT_READ) return 0;
+            if (n == TLS_IO_WANT_WRITE) { c->tls_wants_write = 1; return 0; }
+            if (n <= 0) return -1;
+        } else {
+            n = recv(c->fd, buf, sizeof(buf), 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+            if (n <= 0) return -1;
+        }
+        feed(c, buf, (size_t)n);
+    }
+    return 0;
+}
+
+/* After a close, wait for the peer's EOF but discard what it sends. */
+static int conn_drain_input(native_conn *c) {
+    char buf[4096];
+    for (;;) {
+        ssize_t n = c->ssl ? tls_read(c->ssl, buf, sizeof(buf)) : recv(c->fd, buf, sizeof(buf), 0);
+        if (n > 0) continue;
+        if (c->ssl) return (n == TLS_IO_WANT_READ || n == TLS_IO_WANT_WRITE) ? 0 : -1;
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        return -1;
+    }
+}
+
+static void conn_handshake(native_conn *c) {
+    int rc = tls_handshake(c->ssl);
+    if (rc == TLS_IO_OK) {
+        c->tls_state = TLS_ON;
+        log_debug("c2s %s: TLS established (%s)", c->peer, SSL_get_version(c->ssl));
+        xs_parser_reset(c->p);
+        c2s_set_secure(c->s, 1);
+    } else if (rc == TLS_IO_WANT_WRITE) {
+        c->tls_wants_write = 1;
+    } else if (rc != TLS_IO_WANT_READ) {
+        log_info("c2s %s: TLS handshake failed: %s", c->peer, tls_last_error());
+        c->dead = 1;
+    }
+}
+
+static void conn_io(loop *l, int fd, unsigned events, void *ud) {
+    (void)l; (void)fd; (void)events;
+    native_conn *c = ud;
+    if (c->dead) { conn_destroy(c); return; }
+    c->tls_wants_write = 0;
+    if (c->tls_state == TLS_HANDSHAKE) conn_handshake(c);
+    if (!c->dead && c->tls_state != TLS_HANDSHAKE) {
+        if (c->closing) {
+            if (conn_drain_input(c) < 0) c->dead = 1;
+        } else if (conn_read(c) < 0) {
+            c->dead = 1;
+        }
+    }
+    if (!c->dead && c->tls_state != TLS_HANDSHAKE && conn_flush(c) < 0) c->dead = 1;
+    if (!c->dead && c->starttls_pending && c->out.len == 0) {
+        /* <proceed/> is out: switch the socket to TLS. */
+        c->starttls_pending = 0;
+        c->ssl = tls_session_new(c->lst->d->tls, c->fd);
+        if (!c->ssl) c->dead = 1;
+        else {
+            c->tls_state = TLS_HANDSHAKE;
+            conn_handshake(c);
+        }
+    }
+    if (!c->dead && c->closing && c->out.len == 0 && !c->tls_wants_write) {
+        /* Everything said: close our side. */
+        if (c->ssl) SSL_shutdown(c->ssl);
+        c->dead = 1;
+    }
+    if (c->dead) { conn_destroy(c); return; }
+    conn_arm(c);
+}
+
+/* ---- lifetime ---- */
+
+static void conn_destroy(native_conn *c) {
+    c2s_listener *lst = c->lst;
+    chatd *d = lst->d;
+    c->dead = 1;
+    c->closing = 1;
+    loop_timer_cancel(d->loop, c->timer);
+    c->timer = NULL;
+    /* c2s_free may deliver presence elsewhere; our ops now drop output. */
+    c2s *s = c->s;
+    c->s = NULL;
+    c2s_free(s);
+    loop_unwatch(d->loop, c->fd);
+    if (c->ssl) SSL_free(c->ssl);
+    close(c->fd);
+    xs_parser_free(c->p);
+    sb_free(&c->out);
+    if (c->prev) c->prev->next = c->next; else lst->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (d->stats.c2s_sessions) d->stats.c2s_sessions--;
+    log_debug("c2s %s: disconnected", c->peer);
+    free(c);
+}
+
+static void accept_io(loop *l, int fd, unsigned events, void *ud) {
+    (void)l; (void)events;
+    c2s_listener *lst = ud;
+    chatd *d = lst->d;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("c2s: accept: %s", strerror(errno));
+            return;
+        }
+        if (d->stopping) { close(cfd); continue; }
+        int one = 1;
+        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        native_conn *c = calloc(1, sizeof(*c));
+        if (!c) abort();
+        c->lst = lst;
+        c->fd = cfd;
+        sb_init(&c->out);
+        char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+        c->p = xs_parser_new(&parser_cbs, c, d->cfg.max_stanza);
+        if (!c->p || loop_watch(d->loop, cfd, LOOP_READ, conn_io, c) < 0) {
+            xs_parser_free(c->p);
+            close(cfd);
+            free(c);
+            continue;
+        }
+        c->next = lst->conns;
+        if (lst->conns) lst->conns->prev = c;
+        lst->conns = c;
+        d->stats.c2s_sessions++;
+        c->s = c2s_new(d, &native_ops, c, 0, c->peer);
+        log_debug("c2s %s: connected", c->peer);
+    }
+}
+
+static int listen_tcp(const char *hostport) {
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
+        log_error("c2s_listen: bad address '%s' (want host:port or off)", hostport);
+        return -1;
+    }
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') { h[strlen(h) - 1] = '\0'; h++; }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gai = getaddrinfo(*h && strcmp(h, "*") ? h : NULL, colon + 1, &hints, &res);
+    if (gai != 0) {
+        log_error("c2s_listen %s: %s", hostport, gai_strerror(gai));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 512) == 0) break;
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) log_error("c2s: listen on %s: %s", hostport, strerror(errno));
+    freeaddrinfo(res);
+    return fd;
+}
+
+int c2s_native_start(chatd *d) {
+    const char *spec = d->cfg.c2s_listen;
+    if (!spec || !*spec || !strcmp(spec, "off")) return 0;
+    c2s_listener *lst = calloc(1, sizeof(*lst));
+    if (!lst) return -1;
+    lst->d = d;
+    lst->fd = listen_tcp(spec);
+    if (lst->fd < 0 || loop_watch(d->loop, lst->fd, LOOP_READ, accept_io, lst) < 0) {
+        if (lst->fd >= 0) close(lst->fd);
+        free(lst);
+        return -1;
+    }
+    d->c2s = lst;
+    log_info("c2s: listening on %s%s", spec, d->tls ? " (STARTTLS)" : "");
+    return 0;
+}
+
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void c2s_native_stop(chatd *d, const char *condition) {
+    c2s_listener *lst = d->c2s;
+    if (!lst) return;
+    loop_unwatch(d->loop, lst->fd);
+    close(lst->fd);
+    lst->fd = -1;
+    for (native_conn *c = lst->conns; c; c = c->next) {
+        if (c->s) c2s_close(c->s, condition, NULL);
+        if (!c->closing) op_close(c, condition, NULL);
+    }
+    /* Bounded best effort to deliver the stream errors. */
+    uint64_t deadline = mono_ms() + NATIVE_STOP_FLUSH_MS;
+    for (native_conn *c = lst->conns; c; c = c->next) {
+        while (!c->dead && c->tls_state != TLS_HANDSHAKE && (c->out.len || c->tls_wants_write)) {
+            if (conn_flush(c) < 0) break;
+            if (!c->out.len && !c->tls_wants_write) break;
+            uint64_t now = mono_ms();
+            if (now >= deadline) break;
+            struct pollfd p = { .fd = c->fd, .events = POLLOUT | POLLIN };
+            poll(&p, 1, (int)(deadline - now));
+        }
+        if (c->ssl && !c->dead) SSL_shutdown(c->ssl);
+    }
+    while (lst->conns) conn_destroy(lst->conns);
+    free(lst);
+    d->c2s = NULL;
+}

@@ -1,0 +1,224 @@
+/*
+ * config: chatd's configuration file, "key value" per line, '#' comments.
+ *
+ * Defaults first (those documented in config.h), then the file. Unknown
+ * keys and bad values are errors naming the line: a typo in a daemon's
+ * config should stop it at start (or at `chatd -t`), not be ignored.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "log.h"
+
+static int set_str(char **dst, const char *v) {
+    char *s = strdup(v);
+    if (!s) return -1;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out) {
+    if (!strcasecmp(v, "yes") || !strcasecmp(v, "on") || !strcasecmp(v, "true") || !strcmp(v, "1"))
+        *out = 1;
+    else if (!strcasecmp(v, "no") || !strcasecmp(v, "off") || !strcasecmp(v, "false") || !strcmp(v, "0"))
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+static int parse_ulong(const char *v, unsigned long long max, unsigned long long *out) {
+    if (!isdigit((unsigned char)*v)) return -1;
+    errno = 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || *end || n > max) return -1;
+    *out = n;
+    return 0;
+}
+
+static int parse_level(const char *v, int *out) {
+    static const char *names[] = { "error", "warn", "info", "debug" };
+    for (int i = 0; i < 4; i++)
+        if (!strcasecmp(v, names[i])) { *out = i; return 0; }
+    if (!strcasecmp(v, "warning")) { *out = LOG_WARN; return 0; }
+    return -1;
+}
+
+static int valid_node_id(const char *v) {
+    size_t n = strlen(v);
+    if (n < 1 || n > 16) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]))) return 0;
+    return 1;
+}
+
+static void set_defaults(chatd_config *c) {
+    memset(c, 0, sizeof(*c));
+    c->domain = strdup("localhost");
+    c->node_id = strdup("n1");
+    c->redis_url = strdup("redis://127.0.0.1:6379/0");
+    c->redis_max_conns = 4;
+    c->relay_listen = strdup("unix:/run/chatd/relay.sock");
+    c->c2s_listen = strdup("127.0.0.1:5222");
+    c->allow_plain_without_tls = 0;
+    c->max_stanza = 262144;
+    c->max_output = 1048576;
+    c->bosh_max_wait = 60;
+    c->bosh_max_hold = 1;
+    c->bosh_inactivity = 60;
+    c->bosh_max_pause = 120;
+    c->bosh_polling = 2;
+    c->muc_history = 20;
+    c->max_sessions = 0;
+    c->log_level = LOG_INFO;
+    c->daemonize = 0;
+}
+
+/* One "key value" pair. Returns 0, or -1 with a reason in err. */
+static int apply(chatd_config *c, const char *key, const char *val,
+                 char *err, size_t errlen) {
+    unsigned long long n;
+    struct { const char *key; char **dst; } strs[] = {
+        { "domain", &c->domain }, { "muc_domain", &c->muc_domain },
+        { "redis", &c->redis_url }, { "relay_listen", &c->relay_listen },
+        { "c2s_listen", &c->c2s_listen }, { "tls_cert", &c->tls_cert },
+        { "tls_key", &c->tls_key }, { "pidfile", &c->pidfile },
+        { "logfile", &c->logfile },
+    };
+    struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
+        { "bosh_max_wait", &c->bosh_max_wait, 3600 },
+        { "bosh_max_hold", &c->bosh_max_hold, 16 },
+        { "bosh_inactivity", &c->bosh_inactivity, 86400 },
+        { "bosh_max_pause", &c->bosh_max_pause, 86400 },
+        { "bosh_polling", &c->bosh_polling, 3600 },
+        { "muc_history", &c->muc_history, 10000 },
+        { "max_sessions", &c->max_sessions, 10000000 },
+    };
+
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (!strcmp(key, strs[i].key)) {
+            if (!*val) { snprintf(err, errlen, "%s needs a value", key); return -1; }
+            return set_str(strs[i].dst, val);
+        }
+    for (size_t i = 0; i < sizeof(uints) / sizeof(uints[0]); i++)
+        if (!strcmp(key, uints[i].key)) {
+            if (parse_ulong(val, uints[i].max, &n) < 0) {
+                snprintf(err, errlen, "%s: expected a number 0..%u, got '%s'", key, uints[i].max, val);
+                return -1;
+            }
+            *uints[i].dst = (unsigned)n;
+            return 0;
+        }
+    if (!strcmp(key, "node_id")) {
+        if (!valid_node_id(val)) {
+            snprintf(err, errlen, "node_id must be 1-16 of [a-z0-9], got '%s'", val);
+            return -1;
+        }
+        return set_str(&c->node_id, val);
+    }
+    if (!strcmp(key, "redis_max_conns")) {
+        if (parse_ulong(val, 1024, &n) < 0 || n < 1) {
+            snprintf(err, errlen, "redis_max_conns: expected 1..1024, got '%s'", val);
+            return -1;
+        }
+        c->redis_max_conns = (int)n;
+        return 0;
+    }
+    if (!strcmp(key, "max_stanza") || !strcmp(key, "max_output")) {
+        if (parse_ulong(val, 1ull << 30, &n) < 0 || n < 1024) {
+            snprintf(err, errlen, "%s: expected a byte count 1024..2^30, got '%s'", key, val);
+            return -1;
+        }
+        if (key[4] == 's') c->max_stanza = (size_t)n; else c->max_output = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "plain_without_tls") || !strcmp(key, "daemonize")) {
+        int *dst = key[0] == 'p' ? &c->allow_plain_without_tls : &c->daemonize;
+        if (parse_bool(val, dst) < 0) {
+            snprintf(err, errlen, "%s: expected yes or no, got '%s'", key, val);
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcmp(key, "log_level")) {
+        if (parse_level(val, &c->log_level) < 0) {
+            snprintf(err, errlen, "log_level: expected error|warn|info|debug, got '%s'", val);
+            return -1;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "unknown key '%s'", key);
+    return -1;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    return s;
+}
+
+int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
+    set_defaults(c);
+    if (!c->domain || !c->node_id || !c->redis_url || !c->relay_listen || !c->c2s_listen) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (path) {
+        FILE *fp = fopen(path, "re");
+        if (!fp) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        char line[4096], why[512];
+        int lineno = 0, rc = 0;
+        while (fgets(line, sizeof(line), fp)) {
+            lineno++;
+            char *s = trim(line);
+            if (!*s || *s == '#') continue;
+            char *val = s;
+            while (*val && !isspace((unsigned char)*val)) val++;
+            if (*val) *val++ = '\0';
+            val = trim(val);
+            if (apply(c, s, val, why, sizeof(why)) < 0) {
+                snprintf(err, errlen, "%s:%d: %s", path, lineno, why);
+                rc = -1;
+                break;
+            }
+        }
+        fclose(fp);
+        if (rc < 0) return -1;
+    }
+    if (!c->muc_domain) {
+        size_t n = strlen(c->domain) + sizeof("conference.");
+        c->muc_domain = malloc(n);
+        if (!c->muc_domain) { snprintf(err, errlen, "out of memory"); return -1; }
+        snprintf(c->muc_domain, n, "conference.%s", c->domain);
+    }
+    if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+        snprintf(err, errlen, "tls_cert and tls_key must be set together");
+        return -1;
+    }
+    return 0;
+}
+
+void config_free(chatd_config *c) {
+    free(c->domain);
+    free(c->muc_domain);
+    free(c->node_id);
+    free(c->redis_url);
+    free(c->relay_listen);
+    free(c->c2s_listen);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->pidfile);
+    free(c->logfile);
+    memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,162 @@
+/*
+ * chatd: the XMPP daemon's main. Reads the config, optionally daemonizes,
+ * builds the subsystems on one event loop, and tears them down in order on
+ * SIGTERM/SIGINT so that every client gets a clean end of stream:
+ * BOSH sessions terminate (held relay requests answered), native streams
+ * get <system-shutdown/>, then relay answers are flushed to httpd.
+ *
+ *   chatd [-c FILE] [-f] [-t]
+ *     -c FILE  configuration file (default: none, built-in defaults)
+ *     -f       stay in the foreground even if the config says daemonize
+ *     -t       test the configuration and exit
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+#include <apr_general.h>
+#include "chatd.h"
+#include "bosh.h"
+#include "c2s.h"
+#include "c2s_native.h"
+#include "log.h"
+#include "relay_server.h"
+#include "tls.h"
+
+static void usage(void) {
+    fprintf(stderr, "usage: chatd [-c config] [-f] [-t]\n");
+}
+
+static int write_pidfile(const char *path) {
+    FILE *fp = fopen(path, "we");
+    if (!fp) return -1;
+    fprintf(fp, "%d\n", (int)getpid());
+    return fclose(fp);
+}
+
+static void begin_shutdown(chatd *d) {
+    if (d->stopping) return;
+    d->stopping = 1;
+    log_info("shutting down");
+    bosh_shutdown_all(d);
+    c2s_native_stop(d, "system-shutdown");
+    relay_server_stop(d);       /* flushes the answers queued above */
+    loop_stop(d->loop);
+}
+
+static void on_signal(loop *l, int fd, unsigned events, void *ud) {
+    (void)l; (void)events;
+    chatd *d = ud;
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT:
+            begin_shutdown(d);
+            break;
+        case SIGHUP:
+            if (log_open(d->cfg.logfile) < 0)
+                log_error("cannot reopen log %s: %s", d->cfg.logfile, strerror(errno));
+            else
+                log_info("log reopened");
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *config_path = NULL;
+    int foreground = 0, test_only = 0, opt;
+    while ((opt = getopt(argc, argv, "c:fth")) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 'f': foreground = 1; break;
+        case 't': test_only = 1; break;
+        default: usage(); return 2;
+        }
+    }
+
+    static chatd d;   /* static: zeroed, and outlives every callback */
+    char err[512];
+    if (config_load(&d.cfg, config_path, err, sizeof(err)) < 0) {
+        fprintf(stderr, "chatd: %s\n", err);
+        config_free(&d.cfg);
+        return 1;
+    }
+    if (test_only) {
+        printf("chatd: configuration ok\n");
+        config_free(&d.cfg);
+        return 0;
+    }
+    log_set_level(d.cfg.log_level);
+    if (log_open(d.cfg.logfile) < 0) {
+        fprintf(stderr, "chatd: cannot open log %s: %s\n", d.cfg.logfile, strerror(errno));
+        config_free(&d.cfg);
+        return 1;
+    }
+    /* Before any socket or thread exists. */
+    if (d.cfg.daemonize && !foreground && daemon(1, 0) < 0) {
+        log_error("daemon: %s", strerror(errno));
+        config_free(&d.cfg);
+        return 1;
+    }
+    if (d.cfg.pidfile && write_pidfile(d.cfg.pidfile) < 0)
+        log_warn("cannot write pid file %s: %s", d.cfg.pidfile, strerror(errno));
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+
+    int rc = 1;
+    int xmpp_up = 0, bosh_up = 0;
+    apr_initialize();
+    d.loop = loop_new();
+    if (!d.loop || sigfd < 0) {
+        log_error("cannot create the event loop");
+        goto out;
+    }
+    loop_watch(d.loop, sigfd, LOOP_READ, on_signal, &d);
+    d.redis = redis_async_new(d.loop, d.cfg.redis_url, d.cfg.redis_max_conns);
+    if (!d.redis) { log_error("cannot create the Redis pool"); goto out; }
+    if (tls_init(&d) < 0) goto out;
+    if (xmpp_init(&d) < 0) { log_error("xmpp_init failed"); goto out; }
+    xmpp_up = 1;
+    if (bosh_init(&d) < 0) { log_error("bosh_init failed"); goto out; }
+    bosh_up = 1;
+    if (relay_server_start(&d) < 0) goto out;
+    if (c2s_native_start(&d) < 0) goto out;
+
+    log_info("ready");
+    loop_run(d.loop);
+    rc = 0;
+
+out:
+    d.stopping = 1;
+    c2s_native_stop(&d, "system-shutdown");
+    relay_server_stop(&d);
+    if (bosh_up) bosh_free(&d);
+    if (xmpp_up) xmpp_free(&d);
+    redis_async_free(d.redis);
+    tls_free(&d);
+    if (d.loop) {
+        if (sigfd >= 0) loop_unwatch(d.loop, sigfd);
+        loop_free(d.loop);
+    }
+    if (sigfd >= 0) close(sigfd);
+    apr_terminate();
+    if (d.cfg.pidfile) unlink(d.cfg.pidfile);
+    log_info("stopped");
+    log_open(NULL);
+    config_free(&d.cfg);
+    return rc;
+}

@@ -1,0 +1,453 @@
+/*
+ * relay_server: chatd's end of the relay (common/RELAY.md).
+ *
+ * Every httpd child holds one connection here and multiplexes its BOSH
+ * requests over it. Each REQUEST frame becomes a relay_req handed to the
+ * BOSH layer, which answers it exactly once with relay_req_answer (now or
+ * later). Answers are encoded into the connection's output buffer and
+ * written when the socket is writable, so no caller ever blocks.
+ *
+ * A connection keeps the list of its unanswered requests. When the child
+ * sends DRAIN, or the connection dies, each held request's on_release hook
+ * runs so its holder answers at once (after a death the answer is dropped:
+ * the BOSH layer keeps it for retransmission by rid).
+ */
+#include "relay_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include "../common/relay_proto.h"
+#include "../common/strbuf.h"
+#include "log.h"
+
+#define RELAY_READ_CHUNK   65536
+#define RELAY_FLUSH_MS     1000     /* at stop: how long to try to flush */
+
+typedef struct req_priv req_priv;
+
+struct relay_conn {
+    struct relay_server *srv;
+    relay_conn *prev, *next;
+    int         fd;
+    strbuf      in, out;
+    req_priv   *reqs;          /* unanswered requests, newest first */
+    char        peer[128];
+    int         dead;          /* EOF/error seen: close after this round */
+    int         greeted;       /* HELLO received (it must come first) */
+    int         drained;       /* DRAIN received: hold nothing any more */
+};
+
+/* relay_req is first so a relay_req * is a req_priv *. */
+struct req_priv {
+    relay_req   pub;
+    req_priv   *prev, *next;
+    relay_conn *owner;         /* list it is on; NULL once detached */
+    int         released;      /* on_release already called */
+    char       *body, *client_addr, *auth_user;
+};
+
+typedef struct relay_server {
+    chatd      *d;
+    int         listen_fd;
+    char       *unix_path;     /* to unlink at stop */
+    relay_conn *conns;
+} relay_server;
+
+/* ---- request list ---- */
+
+static void req_attach(relay_conn *c, req_priv *r) {
+    r->owner = c;
+    r->prev = NULL;
+    r->next = c->reqs;
+    if (c->reqs) c->reqs->prev = r;
+    c->reqs = r;
+}
+
+static void req_detach(req_priv *r) {
+    relay_conn *c = r->owner;
+    if (!c) return;
+    if (r->prev) r->prev->next = r->next; else c->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    r->owner = NULL;
+}
+
+static void req_free(req_priv *r) {
+    free(r->body);
+    free(r->client_addr);
+    free(r->auth_user);
+    free(r);
+}
+
+/* Call on_release once for each held request still on c's list. Holders
+ * answer from inside the hook, which may also answer other requests of
+ * this connection, so restart the scan after every call. */
+static void release_held(relay_conn *c) {
+    for (;;) {
+        req_priv *r = c->reqs;
+        while (r && (r->released || !r->pub.on_release)) r = r->next;
+        if (!r) return;
+        r->released = 1;
+        r->pub.on_release(&r->pub, r->pub.release_ud);
+    }
+}
+
+/* ---- output ---- */
+
+static void conn_io(loop *l, int fd, unsigned events, void *ud);
+
+static void conn_want_write(relay_conn *c) {
+    if (c->dead) return;
+    loop_watch(c->srv->d->loop, c->fd, LOOP_READ | (c->out.len ? LOOP_WRITE : 0),
+               conn_io, c);
+}
+
+/* Write what the socket takes now. Returns -1 on a write error. */
+static int conn_flush(relay_conn *c) {
+    while (c->out.len > 0) {
+        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        if (n > 0) { sb_consume(&c->out, (size_t)n); continue; }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        return -1;
+    }
+    return 0;
+}
+
+void relay_req_answer(relay_req *pub, int http_status, const char *content_type,
+                      const char *body, size_t len, unsigned retry_after) {
+    req_priv *r = (req_priv *)pub;
+    relay_conn *c = r->owner;
+    req_detach(r);
+    if (c && pub->conn_alive && !c->dead) {
+        size_t off = relay_begin(&c->out, RELAY_RESPONSE, pub->id);
+        relay_put_u16(&c->out, RT_HTTP_STATUS, (uint16_t)http_status);
+        relay_put_str(&c->out, RT_CONTENT_TYPE, content_type);
+        relay_put(&c->out, RT_BODY, body ? body : "", (uint32_t)len);
+        if (retry_after) relay_put_u32(&c->out, RT_RETRY_AFTER, retry_after);
+        relay_end(&c->out, off);
+        conn_want_write(c);
+    }
+    req_free(r);
+}
+
+/* ---- connection lifetime ---- */
+
+static void conn_free(relay_conn *c) {
+    relay_server *srv = c->srv;
+    chatd *d = srv->d;
+    c->dead = 1;
+    loop_unwatch(d->loop, c->fd);
+    close(c->fd);
+    c->fd = -1;
+    /* Held requests: answers from now on are dropped. */
+    for (req_priv *r = c->reqs; r; r = r->next) r->pub.conn_alive = 0;
+    release_held(c);
+    /* Requests nobody holds yet (e.g. waiting on Redis) live on detached. */
+    while (c->reqs) {
+        req_priv *r = c->reqs;
+        req_detach(r);
+        r->pub.conn = NULL;
+    }
+    if (c->prev) c->prev->next = c->next; else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    if (d->stats.relay_conns) d->stats.relay_conns--;
+    log_info("relay: connection %s closed", c->peer);
+    sb_free(&c->in);
+    sb_free(&c->out);
+    free(c);
+}
+
+static char *field_dup(const relay_field *f) {
+    char *s = malloc((size_t)f->len + 1);
+    if (!s) abort();
+    memcpy(s, f->data, f->len);
+    s[f->len] = '\0';
+    return s;
+}
+
+static void handle_request(relay_conn *c, const relay_header *h, const char *payload) {
+    chatd *d = c->srv->d;
+    req_priv *r = calloc(1, sizeof(*r));
+    if (!r) abort();
+    relay_field f;
+    if (relay_find(payload, h->length, RT_BODY, &f)) {
+        r->body = field_dup(&f);
+        r->pub.body_len = f.len;
+    } else {
+        r->body = strdup("");
+    }
+    r->client_addr = relay_find(payload, h->length, RT_CLIENT_ADDR, &f) ? field_dup(&f) : strdup("");
+    if (relay_find(payload, h->length, RT_AUTH_USER, &f) && f.len > 0)
+        r->auth_user = field_dup(&f);
+    if (relay_find(payload, h->length, RT_SECURE, &f) && f.len == 1)
+        r->pub.secure = f.data[0] == 1;
+    if (!r->body || !r->client_addr) abort();
+    r->pub.conn = c;
+    r->pub.id = h->req_id;
+    r->pub.body = r->body;
+    r->pub.client_addr = r->client_addr;
+    r->pub.auth_user = r->auth_user;
+    r->pub.conn_alive = 1;
+    req_attach(c, r);
+    d->stats.relay_requests++;
+    bosh_handle_request(d, &r->pub);
+    /* After DRAIN nothing is held (RELAY.md): release what was just held. */
+    if (c->drained) release_held(c);
+}
+
+static void handle_frame(relay_conn *c, const relay_header *h, const char *payload) {
+    chatd *d = c->srv->d;
+    relay_field f;
+    size_t off;
+    if (!c->greeted && h->type != RELAY_HELLO) {
+        log_warn("relay: %s: first frame is not HELLO, closing", c->peer);
+        c->dead = 1;
+        return;
+    }
+    switch (h->type) {
+    case RELAY_HELLO:
+        if (relay_find(payload, h->length, RT_PEER_NAME, &f)) {
+            size_t n = f.len < sizeof(c->peer) - 1 ? f.len : sizeof(c->peer) - 1;
+            memcpy(c->peer, f.data, n);
+            c->peer[n] = '\0';
+        }
+        c->greeted = 1;
+        log_info("relay: hello from %s", c->peer);
+        off = relay_begin(&c->out, RELAY_WELCOME, 0);
+        relay_put_str(&c->out, RT_NODE_ID, d->cfg.node_id);
+        relay_end(&c->out, off);
+        break;
+    case RELAY_REQUEST:
+        handle_request(c, h, payload);
+        break;
+    case RELAY_DRAIN:
+        log_info("relay: %s drains", c->peer);
+        c->drained = 1;
+        release_held(c);
+        break;
+    case RELAY_CANCEL:
+        /* The BOSH layer still answers; the client discards the answer. */
+        break;
+    case RELAY_PING:
+        off = relay_begin(&c->out, RELAY_PONG, h->req_id);
+        relay_end(&c->out, off);
+        break;
+    default:
+        break;   /* unknown frame types are ignored (RELAY.md: versioning) */
+    }
+}
+
+/* Decode every complete frame in c->in. Returns -1 on a protocol error. */
+static int conn_process_input(relay_conn *c) {
+    size_t pos = 0;
+    int rc = 0;
+    while (!c->dead) {
+        relay_header h;
+        size_t need;
+        relay_decode_status st = relay_decode(c->in.data + pos, c->in.len - pos,
+                                              RELAY_MAX_PAYLOAD, &h, &need);
+        if (st == RELAY_NEED_MORE) break;
+        if (st == RELAY_BAD) { rc = -1; break; }
+        handle_frame(c, &h, c->in.data + pos + RELAY_HEADER_LEN);
+        pos += need;
+    }
+    sb_consume(&c->in, pos);
+    return rc;
+}
+
+static void conn_io(loop *l, int fd, unsigned events, void *ud) {
+    (void)l; (void)fd;
+    relay_conn *c = ud;
+    if (events & LOOP_READ) {
+        for (;;) {
+            sb_reserve(&c->in, RELAY_READ_CHUNK);
+            ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, 0);
+            if (n > 0) {
+                c->in.len += (size_t)n;
+                c->in.data[c->in.len] = '\0';
+                if (conn_process_input(c) < 0) {
+                    log_warn("relay: protocol error from %s, closing", c->peer);
+                    c->dead = 1;
+                    break;
+                }
+                if ((size_t)n < RELAY_READ_CHUNK / 2) break;
+                continue;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+            c->dead = 1;   /* EOF or error */
+            break;
+        }
+    }
+    if (!c->dead && conn_flush(c) < 0) c->dead = 1;
+    if (c->dead) { conn_free(c); return; }
+    conn_want_write(c);
+}
+
+static void accept_io(loop *l, int fd, unsigned events, void *ud) {
+    (void)l; (void)events;
+    relay_server *srv = ud;
+    chatd *d = srv->d;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                log_warn("relay: accept: %s", strerror(errno));
+            return;
+        }
+        if (ss.ss_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        relay_conn *c = calloc(1, sizeof(*c));
+        if (!c) abort();
+        c->srv = srv;
+        c->fd = cfd;
+        sb_init(&c->in);
+        sb_init(&c->out);
+        snprintf(c->peer, sizeof(c->peer), "fd%d", cfd);
+        if (loop_watch(d->loop, cfd, LOOP_READ, conn_io, c) < 0) {
+            close(cfd);
+            free(c);
+            continue;
+        }
+        c->next = srv->conns;
+        if (srv->conns) srv->conns->prev = c;
+        srv->conns = c;
+        d->stats.relay_conns++;
+    }
+}
+
+/* ---- listening ---- */
+
+static int listen_unix(relay_server *srv, const char *path) {
+    struct sockaddr_un sun;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        log_error("relay: socket path too long: %s", path);
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, path);
+    /* A stale socket from a previous run would make bind fail. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        chmod(path, 0660) < 0 || listen(fd, 512) < 0) {
+        log_error("relay: listen on unix:%s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    srv->unix_path = strdup(path);
+    return fd;
+}
+
+static int listen_tcp(const char *hostport) {
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
+        log_error("relay: bad tcp address '%s' (want host:port)", hostport);
+        return -1;
+    }
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') { h[strlen(h) - 1] = '\0'; h++; }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gai = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
+    if (gai != 0) {
+        log_error("relay: %s: %s", hostport, gai_strerror(gai));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 512) == 0) break;
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0) log_error("relay: listen on tcp:%s: %s", hostport, strerror(errno));
+    freeaddrinfo(res);
+    return fd;
+}
+
+int relay_server_start(chatd *d) {
+    const char *spec = d->cfg.relay_listen;
+    relay_server *srv = calloc(1, sizeof(*srv));
+    if (!srv) return -1;
+    srv->d = d;
+    if (!strncmp(spec, "unix:", 5)) srv->listen_fd = listen_unix(srv, spec + 5);
+    else if (!strncmp(spec, "tcp:", 4)) srv->listen_fd = listen_tcp(spec + 4);
+    else {
+        log_error("relay_listen: expected unix:/path or tcp:host:port, got '%s'", spec);
+        srv->listen_fd = -1;
+    }
+    if (srv->listen_fd < 0 ||
+        loop_watch(d->loop, srv->listen_fd, LOOP_READ, accept_io, srv) < 0) {
+        if (srv->listen_fd >= 0) close(srv->listen_fd);
+        free(srv->unix_path);
+        free(srv);
+        return -1;
+    }
+    d->relay = srv;
+    log_info("relay: listening on %s", spec);
+    return 0;
+}
+
+/* Best effort, bounded: push pending answers out before closing. */
+static void flush_all_blocking(relay_server *srv) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long deadline = ts.tv_sec * 1000LL + ts.tv_nsec / 1000000 + RELAY_FLUSH_MS;
+    for (relay_conn *c = srv->conns; c; c = c->next) {
+        while (c->out.len > 0 && !c->dead) {
+            if (conn_flush(c) < 0) { c->dead = 1; break; }
+            if (!c->out.len) break;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            long long left = deadline - (ts.tv_sec * 1000LL + ts.tv_nsec / 1000000);
+            if (left <= 0) break;
+            struct pollfd p = { .fd = c->fd, .events = POLLOUT };
+            poll(&p, 1, (int)left);
+        }
+    }
+}
+
+void relay_server_stop(chatd *d) {
+    relay_server *srv = d->relay;
+    if (!srv) return;
+    if (srv->listen_fd >= 0) {
+        loop_unwatch(d->loop, srv->listen_fd);
+        close(srv->listen_fd);
+    }
+    if (srv->unix_path) unlink(srv->unix_path);
+    flush_all_blocking(srv);
+    while (srv->conns) conn_free(srv->conns);
+    free(srv->unix_path);
+    free(srv);
+    d->relay = NULL;
+}
