@@ -1,0 +1,139 @@
+/*
+ * iq_server: iqs the server answers itself, for the server's own JID
+ * (disco, ping, version, time, vCard) and on behalf of an account's bare
+ * JID (roster for its owner, disco, ping, empty vCard). Anything else
+ * of type get/set gets service-unavailable (RFC 6120 §8.2.3); results
+ * and errors addressed to us are dropped.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "router.h"
+#include "log.h"
+#include "xmpp_internal.h"
+
+#define NS_PING     "urn:xmpp:ping"
+#define NS_VERSION  "jabber:iq:version"
+#define NS_TIME     "urn:xmpp:time"
+#define NS_VCARD    "vcard-temp"
+#define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_MUC      "http://jabber.org/protocol/muc"
+
+static const char *server_features[] = {
+    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME, NS_VCARD,
+    NS_ROSTER, NS_SESSION, NULL
+};
+
+static void reply(chatd *d, rsession *rs, xs_node *res)
+{
+    if (rs && strcmp(xs_attr_get(res, "to") ? xs_attr_get(res, "to") : "", rs->full) == 0)
+        session_send(rs, res);
+    else
+        router_deliver(d, xs_attr_get(res, "to"), res);
+    xs_free(res);
+}
+
+static void add_identity(xs_node *q, const char *category, const char *type,
+                         const char *name)
+{
+    xs_node *id = xs_add_elem(q, NS_DISCO_INFO, "identity");
+    xs_set_attr(id, "category", category);
+    xs_set_attr(id, "type", type);
+    if (name) xs_set_attr(id, "name", name);
+}
+
+static void add_feature(xs_node *q, const char *var)
+{
+    xs_set_attr(xs_add_elem(q, NS_DISCO_INFO, "feature"), "var", var);
+}
+
+static void add_text_elem(xs_node *parent, const char *ns, const char *name,
+                          const char *text)
+{
+    xs_node *e = xs_add_elem(parent, ns, name);
+    xs_add_text(e, text, strlen(text));
+}
+
+/* Answers for the server's own JID. Returns the result, or NULL. */
+static xs_node *server_answer(chatd *d, const xs_node *st, const xs_node *q, int get)
+{
+    xs_node *res = iq_result(st);
+    if (!xs_attr_get(st, "to")) xs_set_attr(res, "from", d->cfg.domain);
+    if (get && xs_is(q, NS_DISCO_INFO, "query") && !xs_attr_get(q, "node")) {
+        xs_node *r = xs_add_elem(res, NS_DISCO_INFO, "query");
+        add_identity(r, "server", "im", "chatd");
+        for (const char **f = server_features; *f; f++) add_feature(r, *f);
+    } else if (get && xs_is(q, NS_DISCO_ITEMS, "query") && !xs_attr_get(q, "node")) {
+        xs_node *r = xs_add_elem(res, NS_DISCO_ITEMS, "query");
+        if (d->cfg.muc_domain) {
+            xs_node *it = xs_add_elem(r, NS_DISCO_ITEMS, "item");
+            xs_set_attr(it, "jid", d->cfg.muc_domain);
+            xs_set_attr(it, "name", "Chatrooms");
+        }
+    } else if (get && xs_is(q, NS_PING, "ping")) {
+        /* empty result */
+    } else if (get && xs_is(q, NS_VERSION, "query")) {
+        xs_node *r = xs_add_elem(res, NS_VERSION, "query");
+        add_text_elem(r, NS_VERSION, "name", "chatd");
+        add_text_elem(r, NS_VERSION, "version", "0.1");
+    } else if (get && xs_is(q, NS_TIME, "time")) {
+        char stamp[32];
+        xs_node *r = xs_add_elem(res, NS_TIME, "time");
+        add_text_elem(r, NS_TIME, "tzo", "+00:00");
+        add_text_elem(r, NS_TIME, "utc", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
+    } else if (get && xs_is(q, NS_VCARD, "vCard")) {
+        xs_add_elem(res, NS_VCARD, "vCard");
+    } else if (!get && xs_is(q, NS_SESSION, "session")) {
+        /* RFC 3921 session establishment: a no-op today */
+    } else {
+        xs_free(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* Answers for an account's bare JID; own: the sender is that account. */
+static xs_node *account_answer(const xs_node *st, const xs_node *q, int get, int own)
+{
+    xs_node *res = iq_result(st);
+    if (get && xs_is(q, NS_DISCO_INFO, "query") && !xs_attr_get(q, "node")) {
+        xs_node *r = xs_add_elem(res, NS_DISCO_INFO, "query");
+        add_identity(r, "account", "registered", NULL);
+        add_feature(r, NS_DISCO_INFO);
+    } else if (get && xs_is(q, NS_DISCO_ITEMS, "query")) {
+        xs_add_elem(res, NS_DISCO_ITEMS, "query");
+    } else if (get && xs_is(q, NS_VCARD, "vCard")) {
+        xs_add_elem(res, NS_VCARD, "vCard");
+    } else if (own && xs_is(q, NS_PING, "ping")) {
+        /* empty result */
+    } else if (own && !get && xs_is(q, NS_VCARD, "vCard")) {
+        /* accepted; vCards are not stored yet */
+    } else {
+        xs_free(res);
+        return NULL;
+    }
+    return res;
+}
+
+void iq_server_handle(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
+{
+    const char *type = xs_attr_get(st, "type");
+    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return;
+    int get = strcmp(type, "get") == 0;
+    xs_node *q = xs_child(st, NULL, NULL);
+    if (!q) { router_bounce(d, st, "modify", "bad-request"); return; }
+
+    xs_node *res;
+    if (!to_bare) {
+        res = server_answer(d, st, q, get);
+    } else {
+        int own = rs && strcmp(rs->user->bare, to_bare) == 0;
+        if (own && xs_is(q, NS_ROSTER, "query")) {
+            roster_iq(d, rs, xs_copy(st));
+            return;
+        }
+        res = account_answer(st, q, get, own);
+    }
+    if (res) reply(d, rs, res);
+    else router_bounce(d, st, "cancel", "service-unavailable");
+}

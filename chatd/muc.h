@@ -1,0 +1,25 @@
+/*
+ * muc: multi-user chat rooms (XEP-0045) at cfg.muc_domain.
+ *
+ * The router hands muc_route every stanza addressed to the MUC service,
+ * a room (room@muc) or an occupant (room@muc/nick). Rooms live in memory;
+ * persistent room configuration and the last messages are kept in Redis
+ * (chat:room:<room>, chat:history:<room>) and read back when a room is
+ * re-created after a restart. Groupchat fan-out is serialized once.
+ */
+#ifndef CHATD_MUC_H
+#define CHATD_MUC_H
+
+#include "chatd.h"
+#include "c2s.h"
+#include "../common/xml_stream.h"
+
+int   muc_init(chatd *d);
+void  muc_free(chatd *d);
+/* origin: the sending session (NULL for server-generated stanzas).
+ * Does not take ownership of stanza. */
+void  muc_route(chatd *d, c2s *origin, xs_node *stanza);
+/* A session ended: it leaves every room it was in. */
+void  muc_session_gone(chatd *d, const char *full_jid);
+
+#endif

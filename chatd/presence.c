@@ -1,0 +1,326 @@
+/*
+ * presence: RFC 6121 presence for local accounts.
+ *
+ * Broadcast (no 'to'): initial presence goes to contacts with
+ * subscription from/both and to the user's own available resources, and
+ * fetches the presence of contacts with to/both (our "probe": every
+ * account is local, so we read their sessions directly) then flushes
+ * offline messages. Directed presence is remembered per session and
+ * undone by unavailable. Subscription stanzas change both rosters in two
+ * steps: the sender's side (outbound) then the contact's side (inbound),
+ * each run once that user's roster is loaded (roster_with).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "router.h"
+#include "muc.h"
+#include "log.h"
+#include "xmpp_internal.h"
+
+static int type_is(const xs_node *st, const char *type)
+{
+    const char *t = xs_attr_get(st, "type");
+    return strcmp(t ? t : "", type) == 0;
+}
+
+static int parse_priority(const xs_node *st)
+{
+    xs_node *p = xs_child(st, NS_CLIENT, "priority");
+    if (!p) return 0;
+    char *t = xs_text(p);
+    long v = strtol(t, NULL, 10);
+    free(t);
+    return v < -128 ? -128 : v > 127 ? 127 : (int)v;
+}
+
+/* ---- directed presence bookkeeping ---- */
+
+static void directed_add(rsession *rs, const char *to)
+{
+    for (jid_list *l = rs->directed; l; l = l->next)
+        if (strcmp(l->jid, to) == 0) return;
+    jid_list *l = malloc(sizeof(*l));
+    if (!l || !(l->jid = strdup(to))) abort();
+    l->next = rs->directed;
+    rs->directed = l;
+}
+
+static void directed_remove(rsession *rs, const char *to)
+{
+    for (jid_list **pp = &rs->directed; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->jid, to) == 0) {
+            jid_list *l = *pp;
+            *pp = l->next;
+            free(l->jid);
+            free(l);
+            return;
+        }
+}
+
+static void directed_clear(rsession *rs)
+{
+    while (rs->directed) directed_remove(rs, rs->directed->jid);
+}
+
+void presence_free_session(rsession *rs)
+{
+    directed_clear(rs);
+    xs_free(rs->presence);
+    rs->presence = NULL;
+}
+
+/* ---- sending ---- */
+
+/* pres to every contact that may see us (from/both), as bare JIDs. */
+static void send_to_subscribers(chatd *d, ruser *u, xs_node *pres)
+{
+    for (roster_item *it = u->roster; it; it = it->next) {
+        if (!roster_sub_has_from(it->sub)) continue;
+        xs_set_attr(pres, "to", it->jid);
+        router_deliver(d, it->jid, pres);
+    }
+    xs_set_attr(pres, "to", NULL);
+}
+
+/* pres to u's available resources other than skip. */
+static void send_to_own(ruser *u, rsession *skip, const xs_node *pres)
+{
+    for (rsession *s = u->sessions; s; s = s->next)
+        if (s != skip && s->available) session_send(s, pres);
+}
+
+/* The current presence of every available session of u, to `to`. */
+static void send_current_presence(chatd *d, ruser *u, const char *to)
+{
+    for (rsession *s = u ? u->sessions : NULL; s; s = s->next) {
+        if (!s->available || !s->presence) continue;
+        xs_node *p = xs_copy(s->presence);
+        xs_set_attr(p, "to", to);
+        router_deliver(d, to, p);
+        xs_free(p);
+    }
+}
+
+static void send_unavailable_all(chatd *d, ruser *u, const char *to)
+{
+    for (rsession *s = u ? u->sessions : NULL; s; s = s->next) {
+        if (!s->available) continue;
+        xs_node *p = stanza_new("presence", s->full, to, "unavailable", NULL);
+        router_deliver(d, to, p);
+        xs_free(p);
+    }
+}
+
+/* Presence of contacts we are subscribed to (to/both), and of our own
+ * other resources, delivered to the session that just became available. */
+static void fetch_contacts_presence(chatd *d, ruser *u, rsession *rs)
+{
+    for (roster_item *it = u->roster; it; it = it->next) {
+        if (!roster_sub_has_to(it->sub)) continue;
+        jid j;
+        if (jid_parse(it->jid, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0) continue;
+        send_current_presence(d, router_user(d, j.local), rs->full);
+    }
+    for (rsession *s = u->sessions; s; s = s->next)
+        if (s != rs && s->available && s->presence) session_send(rs, s->presence);
+}
+
+static void broadcast_unavailable(chatd *d, rsession *rs, const xs_node *st)
+{
+    ruser *u = rs->user;
+    xs_node *pres = stanza_new("presence", rs->full, NULL, "unavailable", NULL);
+    if (st)
+        for (xs_node *c = xs_child(st, NULL, NULL); c; c = xs_next_elem(c, NULL, NULL))
+            xs_append_child(pres, xs_copy(c));
+    int was_available = rs->available;
+    rs->available = 0;
+    if (was_available) {
+        if (u->roster_state == ROSTER_LOADED) send_to_subscribers(d, u, pres);
+        send_to_own(u, NULL, pres);
+    }
+    for (jid_list *l = rs->directed; l; l = l->next) {
+        xs_set_attr(pres, "to", l->jid);
+        router_deliver(d, l->jid, pres);
+    }
+    directed_clear(rs);
+    xs_free(rs->presence);
+    rs->presence = NULL;
+    xs_free(pres);
+}
+
+/* A broadcast presence (no 'to') once the roster is loaded. */
+static void broadcast_action(chatd *d, ruser *u, rsession *rs, xs_node *st)
+{
+    (void)u;
+    if (!rs) return;
+    if (type_is(st, "unavailable")) {
+        if (rs->available) session_send(rs, st);   /* own copy, like other resources */
+        broadcast_unavailable(d, rs, st);
+        muc_session_gone(d, rs->full);              /* rooms got directed presence */
+        return;
+    }
+    int initial = !rs->available;
+    xs_node *pres = xs_copy(st);
+    xs_set_attr(pres, "from", rs->full);
+    xs_set_attr(pres, "to", NULL);
+    xs_free(rs->presence);
+    rs->presence = pres;
+    rs->priority = parse_priority(st);
+    rs->available = 1;
+
+    send_to_subscribers(d, rs->user, pres);
+    send_to_own(rs->user, NULL, pres);
+    if (initial) {
+        fetch_contacts_presence(d, rs->user, rs);
+        if (rs->priority >= 0) offline_flush(d, rs);
+    }
+}
+
+void presence_session_gone(chatd *d, rsession *rs)
+{
+    if (!rs->available && !rs->directed) return;
+    rs->available = 0;   /* do not send to the departing session itself */
+    xs_node *pres = stanza_new("presence", rs->full, NULL, "unavailable", NULL);
+    ruser *u = rs->user;
+    if (u->roster_state == ROSTER_LOADED) send_to_subscribers(d, u, pres);
+    send_to_own(u, rs, pres);
+    for (jid_list *l = rs->directed; l; l = l->next) {
+        xs_set_attr(pres, "to", l->jid);
+        router_deliver(d, l->jid, pres);
+    }
+    xs_free(pres);
+    presence_free_session(rs);
+}
+
+/* ---- subscriptions ---- */
+
+/* Contact's side: st comes from the user's bare JID. */
+static void subscription_in(chatd *d, ruser *u, rsession *origin, xs_node *st)
+{
+    (void)origin;
+    char sender[JID_MAX + 1];
+    if (!jid_bare_str(xs_attr_get(st, "from"), sender, sizeof(sender))) return;
+    roster_item *it = roster_find(u, sender);
+
+    if (type_is(st, "probe")) {
+        if (it && roster_sub_has_from(it->sub))
+            send_current_presence(d, u, xs_attr_get(st, "from"));
+        return;
+    }
+    if (type_is(st, "subscribe")) {
+        if (it && roster_sub_has_from(it->sub)) {
+            /* Already approved: answer for the user (RFC 6121 §3.1.3). */
+            xs_node *ok = stanza_new("presence", u->bare, sender, "subscribed", NULL);
+            jid j;
+            if (jid_parse(sender, &j) == 0) roster_with(d, j.local, subscription_in, NULL, ok);
+            else xs_free(ok);
+            return;
+        }
+        int online = 0;
+        for (rsession *s = u->sessions; s; s = s->next) online |= s->available;
+        if (online) user_send_available(u, st);
+        else offline_store(d, u->local, st);   /* shown after next login */
+        return;
+    }
+    int changed = 0;
+    if (type_is(st, "subscribed")) {
+        if (it && (!roster_sub_has_to(it->sub) || it->ask)) {
+            it->sub = roster_sub_with(it->sub, SUB_TO);
+            it->ask = 0;
+            changed = 1;
+        }
+    } else if (type_is(st, "unsubscribe")) {
+        if (it && roster_sub_has_from(it->sub)) {
+            it->sub = roster_sub_without(it->sub, SUB_FROM);
+            changed = 1;
+        }
+    } else if (type_is(st, "unsubscribed")) {
+        if (it && (roster_sub_has_to(it->sub) || it->ask)) {
+            it->sub = roster_sub_without(it->sub, SUB_TO);
+            it->ask = 0;
+            changed = 1;
+        }
+    }
+    if (!changed) return;
+    roster_commit(d, u, it);
+    user_send_available(u, st);
+}
+
+/* The user's side of a subscription stanza they sent. */
+static void subscription_out(chatd *d, ruser *u, rsession *rs, xs_node *st)
+{
+    (void)rs;
+    char contact[JID_MAX + 1];
+    jid cj;
+    if (jid_parse(xs_attr_get(st, "to"), &cj) < 0 || !jid_bare(&cj, contact, sizeof(contact)))
+        return;
+    if (strcmp(contact, u->bare) == 0) return;
+    const char *type = xs_attr_get(st, "type");
+    roster_item *it = roster_find(u, contact);
+
+    if (strcmp(type, "subscribe") == 0) {
+        it = roster_find_or_add(u, contact);
+        if (!roster_sub_has_to(it->sub) && !it->ask) {
+            it->ask = 1;
+            roster_commit(d, u, it);
+        }
+    } else if (strcmp(type, "subscribed") == 0) {
+        it = roster_find_or_add(u, contact);
+        if (roster_sub_has_from(it->sub)) return;   /* nothing new to say */
+        it->sub = roster_sub_with(it->sub, SUB_FROM);
+        roster_commit(d, u, it);
+    } else if (strcmp(type, "unsubscribe") == 0) {
+        if (it && (roster_sub_has_to(it->sub) || it->ask)) {
+            it->sub = roster_sub_without(it->sub, SUB_TO);
+            it->ask = 0;
+            roster_commit(d, u, it);
+        }
+    } else if (strcmp(type, "unsubscribed") == 0) {
+        if (it && roster_sub_has_from(it->sub)) {
+            it->sub = roster_sub_without(it->sub, SUB_FROM);
+            roster_commit(d, u, it);
+        }
+    }
+    xs_node *fwd = stanza_new("presence", u->bare, contact, type, xs_attr_get(st, "id"));
+    roster_with(d, cj.local, subscription_in, NULL, fwd);
+
+    if (strcmp(type, "subscribed") == 0) send_current_presence(d, u, contact);
+    else if (strcmp(type, "unsubscribed") == 0) send_unavailable_all(d, u, contact);
+}
+
+/* ---- entry point ---- */
+
+void presence_handle(chatd *d, rsession *rs, xs_node *st)
+{
+    const char *to = xs_attr_get(st, "to");
+    const char *type = xs_attr_get(st, "type");
+    if (!type) type = "";
+
+    if (!to || !*to) {
+        if (rs && (!*type || strcmp(type, "unavailable") == 0))
+            roster_with(d, rs->user->local, broadcast_action, rs, st);
+        else
+            xs_free(st);
+        return;
+    }
+    jid j;
+    if (jid_parse(to, &j) < 0 || !j.local[0]) { xs_free(st); return; }
+
+    if (strcmp(type, "subscribe") == 0 || strcmp(type, "subscribed") == 0 ||
+        strcmp(type, "unsubscribe") == 0 || strcmp(type, "unsubscribed") == 0) {
+        if (rs) roster_with(d, rs->user->local, subscription_out, rs, st);
+        else xs_free(st);
+        return;
+    }
+    if (strcmp(type, "probe") == 0) {
+        roster_with(d, j.local, subscription_in, NULL, st);
+        return;
+    }
+    /* Directed presence (available, unavailable, error). */
+    if (rs && !jid_same_bare(to, rs->full)) {
+        if (!*type) directed_add(rs, to);
+        else if (strcmp(type, "unavailable") == 0) directed_remove(rs, to);
+    }
+    router_deliver(d, to, st);
+    xs_free(st);
+}

@@ -1,0 +1,266 @@
+/*
+ * roster: the user's contact list (RFC 6121 §2), cached per user while
+ * any resource is online, kept in Redis hash chat:roster:<localpart>.
+ *
+ * Loading is asynchronous: roster_with queues the work (a roster iq, a
+ * presence broadcast, one side of a subscription) and runs it in order
+ * once HGETALL answers. Writes are single HSET/HDEL per item,
+ * fire-and-forget. Changes are pushed to every resource that asked for
+ * the roster.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include "router.h"
+#include "log.h"
+#include "xmpp_internal.h"
+
+static unsigned long push_seq;
+
+roster_item *roster_find(ruser *u, const char *bare)
+{
+    for (roster_item *it = u->roster; it; it = it->next)
+        if (strcmp(it->jid, bare) == 0) return it;
+    return NULL;
+}
+
+roster_item *roster_find_or_add(ruser *u, const char *bare)
+{
+    roster_item *it = roster_find(u, bare);
+    if (it) return it;
+    it = roster_item_new(bare);
+    it->next = u->roster;
+    u->roster = it;
+    return it;
+}
+
+static void free_items(ruser *u)
+{
+    while (u->roster) {
+        roster_item *it = u->roster;
+        u->roster = it->next;
+        roster_item_free(it);
+    }
+}
+
+static void free_pending(pending_action *pa)
+{
+    xs_free(pa->stanza);
+    free(pa->origin_full);
+    free(pa);
+}
+
+void roster_user_free(chatd *d, ruser *u)
+{
+    (void)d;
+    if (u->roster_req) redis_async_forget(u->roster_req);
+    u->roster_req = NULL;
+    free_items(u);
+    while (u->pending) {
+        pending_action *pa = u->pending;
+        u->pending = pa->next;
+        free_pending(pa);
+    }
+    u->pending_tail = NULL;
+}
+
+void redis_log_error_cb(redisReply *reply, const char *err, void *ud)
+{
+    (void)ud;
+    if (err) log_warn("redis: %s", err);
+    else if (reply && reply->type == REDIS_REPLY_ERROR) log_warn("redis: %s", reply->str);
+}
+
+/* ---- loading ---- */
+
+static void run_pending(chatd *d, ruser *u)
+{
+    pending_action *pa;
+    while ((pa = u->pending)) {
+        u->pending = pa->next;
+        if (!u->pending) u->pending_tail = NULL;
+        rsession *origin = pa->origin_full ? router_session(d, pa->origin_full) : NULL;
+        if (!pa->origin_full || origin) pa->fn(d, u, origin, pa->stanza);
+        free_pending(pa);
+    }
+}
+
+static void roster_loaded(redisReply *reply, const char *err, void *ud)
+{
+    ruser *u = ud;
+    chatd *d = u->d;
+    u->roster_req = NULL;
+    free_items(u);
+    if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        log_warn("roster: cannot load %s: %s", u->local,
+                 err ? err : (reply && reply->str) ? reply->str : "bad reply");
+        u->roster_state = ROSTER_NONE;          /* retried next time */
+    } else {
+        for (size_t i = 0; i + 1 < reply->elements; i += 2) {
+            redisReply *k = reply->element[i], *v = reply->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) continue;
+            roster_item *it = roster_item_new(k->str);
+            if (roster_item_parse(it, v->str) < 0) {
+                log_warn("roster: bad record for %s in %s", k->str, u->local);
+                roster_item_free(it);
+                continue;
+            }
+            it->next = u->roster;
+            u->roster = it;
+        }
+        u->roster_state = ROSTER_LOADED;
+    }
+    run_pending(d, u);
+    router_user_release(d, u);
+}
+
+void roster_with(chatd *d, const char *local, roster_action fn, rsession *origin,
+                 xs_node *st)
+{
+    ruser *u = router_user_get(d, local);
+    if (u->roster_state == ROSTER_LOADED && !u->pending) {
+        fn(d, u, origin, st);
+        xs_free(st);
+        router_user_release(d, u);
+        return;
+    }
+    pending_action *pa = calloc(1, sizeof(*pa));
+    if (!pa) abort();
+    pa->fn = fn;
+    pa->stanza = st;
+    if (origin && !(pa->origin_full = strdup(origin->full))) abort();
+    if (u->pending_tail) u->pending_tail->next = pa;
+    else u->pending = pa;
+    u->pending_tail = pa;
+    if (u->roster_state != ROSTER_NONE) return;
+
+    u->roster_state = ROSTER_LOADING;
+    /* NULL: the callback already ran (and may have freed u). */
+    redis_async_req *req = redis_async_command(d->redis, roster_loaded, u,
+                                               "HGETALL chat:roster:%s", local);
+    if (req) u->roster_req = req;
+}
+
+/* ---- changes ---- */
+
+static void add_item_elem(xs_node *query, const roster_item *it, int removed)
+{
+    xs_node *e = xs_add_elem(query, NS_ROSTER, "item");
+    xs_set_attr(e, "jid", it->jid);
+    xs_set_attr(e, "subscription", removed ? "remove" : roster_sub_name(it->sub));
+    if (removed) return;
+    if (it->name) xs_set_attr(e, "name", it->name);
+    if (it->ask) xs_set_attr(e, "ask", "subscribe");
+    for (size_t i = 0; i < it->ngroups; i++) {
+        xs_node *g = xs_add_elem(e, NS_ROSTER, "group");
+        xs_add_text(g, it->groups[i], strlen(it->groups[i]));
+    }
+}
+
+static void push(ruser *u, const roster_item *it, int removed)
+{
+    for (rsession *rs = u->sessions; rs; rs = rs->next) {
+        if (!rs->interested) continue;
+        char id[32];
+        snprintf(id, sizeof(id), "push%lu", ++push_seq);
+        xs_node *iq = stanza_new("iq", NULL, rs->full, "set", id);
+        add_item_elem(xs_add_elem(iq, NS_ROSTER, "query"), it, removed);
+        session_send(rs, iq);
+        xs_free(iq);
+    }
+}
+
+void roster_commit(chatd *d, ruser *u, roster_item *it)
+{
+    strbuf rec = STRBUF_INIT;
+    roster_item_format(it, &rec);
+    redis_async_command(d->redis, redis_log_error_cb, NULL, "HSET chat:roster:%s %s %s",
+                        u->local, it->jid, rec.data);
+    sb_free(&rec);
+    push(u, it, 0);
+}
+
+void roster_remove(chatd *d, ruser *u, const char *bare)
+{
+    for (roster_item **pp = &u->roster; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->jid, bare) != 0) continue;
+        roster_item *it = *pp;
+        *pp = it->next;
+        redis_async_command(d->redis, redis_log_error_cb, NULL, "HDEL chat:roster:%s %s",
+                            u->local, it->jid);
+        push(u, it, 1);
+        roster_item_free(it);
+        return;
+    }
+}
+
+/* ---- jabber:iq:roster ---- */
+
+static void roster_get(chatd *d, ruser *u, rsession *rs, xs_node *st)
+{
+    (void)d;
+    if (!rs) return;
+    rs->interested = 1;
+    xs_node *res = iq_result(st);
+    xs_set_attr(res, "from", NULL);
+    xs_set_attr(res, "to", rs->full);
+    xs_node *q = xs_add_elem(res, NS_ROSTER, "query");
+    for (roster_item *it = u->roster; it; it = it->next) add_item_elem(q, it, 0);
+    session_send(rs, res);
+    xs_free(res);
+}
+
+static void unsubscribe_both_ways(chatd *d, rsession *rs, const roster_item *it)
+{
+    if (roster_sub_has_to(it->sub) || it->ask)
+        presence_handle(d, rs, stanza_new("presence", rs->full, it->jid, "unsubscribe", NULL));
+    if (roster_sub_has_from(it->sub))
+        presence_handle(d, rs, stanza_new("presence", rs->full, it->jid, "unsubscribed", NULL));
+}
+
+static void roster_set(chatd *d, ruser *u, rsession *rs, xs_node *st)
+{
+    if (!rs) return;
+    xs_node *q = xs_child(st, NS_ROSTER, "query");
+    xs_node *item = q ? xs_child(q, NS_ROSTER, "item") : NULL;
+    char bare[JID_MAX + 1];
+    jid j;
+    if (!item || xs_next_elem(item, NS_ROSTER, "item") ||
+        jid_parse(xs_attr_get(item, "jid"), &j) < 0 || j.resource[0] ||
+        !jid_bare(&j, bare, sizeof(bare)) || strcmp(bare, u->bare) == 0) {
+        router_bounce(d, st, "modify", "bad-request");
+        return;
+    }
+    const char *sub = xs_attr_get(item, "subscription");
+    if (sub && strcmp(sub, "remove") == 0) {
+        roster_item *it = roster_find(u, bare);
+        if (!it) { router_bounce(d, st, "cancel", "item-not-found"); return; }
+        roster_item before = { .jid = bare, .sub = it->sub, .ask = it->ask };
+        roster_remove(d, u, bare);
+        unsubscribe_both_ways(d, rs, &before);
+    } else {
+        roster_item *it = roster_find_or_add(u, bare);
+        roster_item_set_name(it, xs_attr_get(item, "name"));
+        roster_item_clear_groups(it);
+        for (xs_node *g = xs_child(item, NS_ROSTER, "group"); g;
+             g = xs_next_elem(g, NS_ROSTER, "group")) {
+            char *t = xs_text(g);
+            roster_item_add_group(it, t);
+            free(t);
+        }
+        roster_commit(d, u, it);
+    }
+    xs_node *res = iq_result(st);
+    xs_set_attr(res, "from", NULL);
+    session_send(rs, res);
+    xs_free(res);
+}
+
+void roster_iq(chatd *d, rsession *rs, xs_node *st)
+{
+    const char *type = xs_attr_get(st, "type");
+    if (!rs || !type) { xs_free(st); return; }
+    if (strcmp(type, "get") == 0) roster_with(d, rs->user->local, roster_get, rs, st);
+    else if (strcmp(type, "set") == 0) roster_with(d, rs->user->local, roster_set, rs, st);
+    else xs_free(st);
+}

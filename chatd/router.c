@@ -1,0 +1,343 @@
+/*
+ * router: where stanzas go (see router.h).
+ *
+ * Two maps: full JID -> rsession and localpart -> ruser (whose sessions
+ * form a list). chatd is single-threaded, so no locks. The router never
+ * touches Redis on the path of an online 1:1 message: only offline
+ * storage (offline.c) and rosters (roster.c) do.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <apr_pools.h>
+#include <apr_hash.h>
+#include "router.h"
+#include "muc.h"
+#include "log.h"
+#include "xmpp_internal.h"
+
+struct router {
+    apr_pool_t *pool;
+    apr_hash_t *sessions;   /* full JID -> rsession */
+    apr_hash_t *users;      /* localpart -> ruser */
+};
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d) abort();
+    return d;
+}
+
+int router_init(chatd *d)
+{
+    struct router *r = calloc(1, sizeof(*r));
+    if (!r) return -1;
+    if (apr_pool_create(&r->pool, NULL) != APR_SUCCESS) { free(r); return -1; }
+    r->sessions = apr_hash_make(r->pool);
+    r->users = apr_hash_make(r->pool);
+    d->router = r;
+    return 0;
+}
+
+void router_free(chatd *d)
+{
+    struct router *r = d->router;
+    if (!r) return;
+    apr_hash_index_t *hi;
+    for (hi = apr_hash_first(NULL, r->sessions); hi; hi = apr_hash_next(hi)) {
+        rsession *rs = apr_hash_this_val(hi);
+        *c2s_router_slot(rs->c2s) = NULL;
+        offline_forget(rs);
+        presence_free_session(rs);
+        free(rs->full);
+        free(rs);
+    }
+    for (hi = apr_hash_first(NULL, r->users); hi; hi = apr_hash_next(hi)) {
+        ruser *u = apr_hash_this_val(hi);
+        roster_user_free(d, u);
+        free(u->local);
+        free(u->bare);
+        free(u);
+    }
+    apr_pool_destroy(r->pool);
+    free(r);
+    d->router = NULL;
+}
+
+/* ---- lookups ---- */
+
+rsession *router_session(chatd *d, const char *full)
+{
+    return full ? apr_hash_get(d->router->sessions, full, APR_HASH_KEY_STRING) : NULL;
+}
+
+rsession *router_session_of(c2s *s)
+{
+    return s ? *c2s_router_slot(s) : NULL;
+}
+
+ruser *router_user(chatd *d, const char *local)
+{
+    return apr_hash_get(d->router->users, local, APR_HASH_KEY_STRING);
+}
+
+ruser *router_user_get(chatd *d, const char *local)
+{
+    ruser *u = router_user(d, local);
+    if (u) return u;
+    u = calloc(1, sizeof(*u));
+    if (!u) abort();
+    u->d = d;
+    u->local = xstrdup(local);
+    size_t n = strlen(local) + 1 + strlen(d->cfg.domain) + 1;
+    u->bare = malloc(n);
+    if (!u->bare) abort();
+    snprintf(u->bare, n, "%s@%s", local, d->cfg.domain);
+    apr_hash_set(d->router->users, u->local, APR_HASH_KEY_STRING, u);
+    return u;
+}
+
+void router_user_release(chatd *d, ruser *u)
+{
+    if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING) return;
+    apr_hash_set(d->router->users, u->local, APR_HASH_KEY_STRING, NULL);
+    roster_user_free(d, u);
+    free(u->local);
+    free(u->bare);
+    free(u);
+}
+
+/* ---- binding ---- */
+
+/* Take rs out of the maps: rooms, unavailable presence, user list. */
+static void session_detach(chatd *d, rsession *rs)
+{
+    if (!rs->bound) return;
+    muc_session_gone(d, rs->full);
+    presence_session_gone(d, rs);
+    offline_forget(rs);
+    if (router_session(d, rs->full) == rs)
+        apr_hash_set(d->router->sessions, rs->full, APR_HASH_KEY_STRING, NULL);
+    ruser *u = rs->user;
+    for (rsession **pp = &u->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == rs) { *pp = rs->next; break; }
+    rs->bound = 0;
+    rs->next = NULL;
+    router_user_release(d, u);
+    rs->user = NULL;
+}
+
+int router_bind(chatd *d, c2s *s, const char *full_jid)
+{
+    jid j;
+    char full[JID_MAX + 1];
+    if (jid_parse(full_jid, &j) < 0 || !j.local[0] || !j.resource[0] ||
+        strcmp(j.domain, d->cfg.domain) != 0 || !jid_full(&j, full, sizeof(full)))
+        return -1;
+    if (*c2s_router_slot(s)) return -1;          /* bound already */
+
+    rsession *old = router_session(d, full);
+    if (old) {
+        log_info("router: %s bound again, closing the older session", full);
+        session_detach(d, old);
+        c2s_close(old->c2s, "conflict", NULL);
+    }
+    rsession *rs = calloc(1, sizeof(*rs));
+    if (!rs) abort();
+    rs->c2s = s;
+    rs->full = xstrdup(full);
+    rs->bound = 1;
+    rs->user = router_user_get(d, j.local);
+    rs->next = rs->user->sessions;
+    rs->user->sessions = rs;
+    apr_hash_set(d->router->sessions, rs->full, APR_HASH_KEY_STRING, rs);
+    *c2s_router_slot(s) = rs;
+    return 0;
+}
+
+void router_session_gone(chatd *d, c2s *s)
+{
+    rsession *rs = *c2s_router_slot(s);
+    if (!rs) return;
+    session_detach(d, rs);
+    presence_free_session(rs);
+    free(rs->full);
+    free(rs);
+    *c2s_router_slot(s) = NULL;
+}
+
+/* ---- building stanzas ---- */
+
+xs_node *stanza_new(const char *name, const char *from, const char *to,
+                    const char *type, const char *id)
+{
+    xs_node *n = xs_new(NS_CLIENT, name);
+    if (from) xs_set_attr(n, "from", from);
+    if (to)   xs_set_attr(n, "to", to);
+    if (type) xs_set_attr(n, "type", type);
+    if (id)   xs_set_attr(n, "id", id);
+    return n;
+}
+
+xs_node *iq_result(const xs_node *st)
+{
+    return stanza_new("iq", xs_attr_get(st, "to"), xs_attr_get(st, "from"),
+                      "result", xs_attr_get(st, "id"));
+}
+
+void router_bounce(chatd *d, const xs_node *st, const char *type,
+                   const char *condition)
+{
+    const char *t = xs_attr_get(st, "type");
+    const char *back = xs_attr_get(st, "from");
+    if ((t && strcmp(t, "error") == 0) || !back) return;
+    if (xs_is(st, NS_CLIENT, "iq") && t && strcmp(t, "result") == 0) return;
+    const char *from = xs_attr_get(st, "to");
+    xs_node *err = stanza_new(st->name, from ? from : d->cfg.domain, back,
+                              "error", xs_attr_get(st, "id"));
+    xs_node *e = xs_add_elem(err, NS_CLIENT, "error");
+    xs_set_attr(e, "type", type);
+    xs_add_elem(e, NS_STANZAS, condition);
+    router_deliver(d, back, err);
+    xs_free(err);
+}
+
+/* ---- delivery ---- */
+
+void session_send(rsession *rs, const xs_node *st)
+{
+    c2s_deliver(rs->c2s, st);
+}
+
+rsession *user_best_session(ruser *u)
+{
+    rsession *best = NULL;
+    for (rsession *rs = u ? u->sessions : NULL; rs; rs = rs->next)
+        if (rs->available && rs->priority >= 0 &&
+            (!best || rs->priority > best->priority))
+            best = rs;
+    return best;
+}
+
+void user_send_available(ruser *u, const xs_node *st)
+{
+    for (rsession *rs = u ? u->sessions : NULL; rs; rs = rs->next)
+        if (rs->available) session_send(rs, st);
+}
+
+static int type_is(const xs_node *st, const char *type)
+{
+    const char *t = xs_attr_get(st, "type");
+    return strcmp(t ? t : "", type) == 0;
+}
+
+/* RFC 6121 §8.5: a message to a local account. */
+static void deliver_message(chatd *d, const jid *to, const xs_node *st)
+{
+    const char *type = xs_attr_get(st, "type");
+    if (!type) type = "normal";
+    int is_error = strcmp(type, "error") == 0;
+    int is_groupchat = strcmp(type, "groupchat") == 0;
+    int is_headline = strcmp(type, "headline") == 0;
+
+    if (to->resource[0]) {
+        char full[JID_MAX + 1];
+        rsession *rs = router_session(d, jid_full(to, full, sizeof(full)));
+        if (rs) { session_send(rs, st); return; }
+        if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
+        if (is_error || is_headline) return;
+    }
+    ruser *u = router_user(d, to->local);
+    rsession *best = user_best_session(u);
+    if (best && is_headline) {
+        for (rsession *rs = u->sessions; rs; rs = rs->next)
+            if (rs->available && rs->priority >= 0) session_send(rs, st);
+        return;
+    }
+    if (best && !is_groupchat) { session_send(best, st); return; }
+    if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
+    if (is_error || is_headline) return;
+    offline_store(d, to->local, st);
+}
+
+void router_deliver(chatd *d, const char *to, const xs_node *st)
+{
+    jid j;
+    if (!to || jid_parse(to, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0 || !j.local[0])
+        return;
+    if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st); return; }
+
+    if (j.resource[0]) {
+        char full[JID_MAX + 1];
+        rsession *rs = router_session(d, jid_full(&j, full, sizeof(full)));
+        if (rs) session_send(rs, st);
+        else if (xs_is(st, NS_CLIENT, "iq") && (type_is(st, "get") || type_is(st, "set")))
+            router_bounce(d, st, "cancel", "service-unavailable");
+        return;
+    }
+    if (xs_is(st, NS_CLIENT, "presence"))
+        user_send_available(router_user(d, j.local), st);
+}
+
+/* ---- routing ---- */
+
+static void route_iq(chatd *d, rsession *rs, const jid *to, xs_node *st)
+{
+    if (!to->local[0]) {
+        if (to->resource[0]) router_bounce(d, st, "cancel", "service-unavailable");
+        else iq_server_handle(d, rs, st, NULL);
+        return;
+    }
+    char addr[JID_MAX + 1];
+    if (!to->resource[0]) {
+        iq_server_handle(d, rs, st, jid_bare(to, addr, sizeof(addr)));
+        return;
+    }
+    rsession *target = router_session(d, jid_full(to, addr, sizeof(addr)));
+    if (target) session_send(target, st);
+    else if (type_is(st, "get") || type_is(st, "set"))
+        router_bounce(d, st, "cancel", "service-unavailable");
+}
+
+void router_route(chatd *d, c2s *origin, xs_node *stanza)
+{
+    rsession *rs = router_session_of(origin);
+    const char *to = xs_attr_get(stanza, "to");
+    int is_presence = xs_is(stanza, NS_CLIENT, "presence");
+    int is_iq = xs_is(stanza, NS_CLIENT, "iq");
+    int is_message = xs_is(stanza, NS_CLIENT, "message");
+
+    if (!is_presence && !is_iq && !is_message) { xs_free(stanza); return; }
+    if (is_presence && (!to || !*to)) { presence_handle(d, rs, stanza); return; }
+    if (!to || !*to) {
+        /* RFC 6120 §10.3: no 'to' means the sender's own account. */
+        if (!rs) { xs_free(stanza); return; }
+        xs_set_attr(stanza, "to", rs->user->bare);
+        to = xs_attr_get(stanza, "to");
+    }
+
+    jid j;
+    if (jid_parse(to, &j) < 0) {
+        if (!is_presence) router_bounce(d, stanza, "modify", "jid-malformed");
+        xs_free(stanza);
+        return;
+    }
+    if (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0) {
+        muc_route(d, origin, stanza);
+        xs_free(stanza);
+        return;
+    }
+    if (strcmp(j.domain, d->cfg.domain) != 0) {
+        if (!is_presence) router_bounce(d, stanza, "cancel", "remote-server-not-found");
+        xs_free(stanza);
+        return;
+    }
+    if (is_presence) {
+        if (j.local[0]) presence_handle(d, rs, stanza);
+        else xs_free(stanza);
+        return;
+    }
+    if (is_iq) route_iq(d, rs, &j, stanza);
+    else if (j.local[0]) deliver_message(d, &j, stanza);
+    xs_free(stanza);
+}

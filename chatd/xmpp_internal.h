@@ -1,0 +1,134 @@
+/*
+ * xmpp_internal: state shared by router.c, presence.c, roster.c,
+ * iq_server.c and offline.c (not by c2s or transports).
+ *
+ * Two records: rsession (one per bound session, hung off
+ * c2s_router_slot) and ruser (one per account with a session online or a
+ * roster operation pending). Both live only in memory; Redis holds the
+ * durable roster and offline messages.
+ */
+#ifndef CHATD_XMPP_INTERNAL_H
+#define CHATD_XMPP_INTERNAL_H
+
+#include <time.h>
+#include "chatd.h"
+#include "c2s.h"
+#include "jid.h"
+#include "roster_item.h"
+#include "../common/xml_stream.h"
+
+#define NS_CLIENT   "jabber:client"
+#define NS_STANZAS  "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NS_ROSTER   "jabber:iq:roster"
+#define NS_DELAY    "urn:xmpp:delay"
+#define NS_DISCO_INFO  "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+
+typedef struct ruser ruser;
+typedef struct rsession rsession;
+
+/* A JID remembered for directed presence. */
+typedef struct jid_list {
+    struct jid_list *next;
+    char *jid;
+} jid_list;
+
+struct rsession {
+    c2s        *c2s;
+    ruser      *user;
+    char       *full;             /* user@domain/resource */
+    int         bound;            /* present in the router's maps */
+    int         available;        /* initial presence sent, still available */
+    int         priority;
+    int         interested;       /* asked for the roster: gets pushes */
+    xs_node    *presence;         /* last available broadcast presence */
+    jid_list   *directed;         /* got directed presence from us */
+    struct redis_async_req *offline_req;
+    rsession   *next;             /* in user->sessions */
+};
+
+/* Work waiting for a user's roster to load. */
+typedef void (*roster_action)(chatd *d, ruser *u, rsession *origin, xs_node *st);
+typedef struct pending_action {
+    struct pending_action *next;
+    roster_action fn;
+    xs_node      *stanza;         /* owned */
+    char         *origin_full;    /* NULL: server-generated */
+} pending_action;
+
+struct ruser {
+    chatd          *d;
+    char           *local;
+    char           *bare;
+    rsession       *sessions;
+    roster_item    *roster;
+    int             roster_state;       /* ROSTER_* */
+    struct redis_async_req *roster_req;
+    pending_action *pending, *pending_tail;
+};
+
+enum { ROSTER_NONE = 0, ROSTER_LOADING, ROSTER_LOADED };
+
+/* ---- router.c ---- */
+rsession *router_session(chatd *d, const char *full);       /* NULL if none */
+rsession *router_session_of(c2s *s);                        /* NULL if unbound */
+ruser    *router_user(chatd *d, const char *local);         /* NULL if none */
+ruser    *router_user_get(chatd *d, const char *local);     /* creates */
+/* Free u when it has no sessions and nothing pending. */
+void      router_user_release(chatd *d, ruser *u);
+/* Reply to st with an error (never to an error). Does not free st. */
+void      router_bounce(chatd *d, const xs_node *st, const char *type,
+                        const char *condition);
+/* A new stanza in jabber:client with the given attributes (NULL skips). */
+xs_node  *stanza_new(const char *name, const char *from, const char *to,
+                     const char *type, const char *id);
+/* An iq result for st (from/to swapped, same id). */
+xs_node  *iq_result(const xs_node *st);
+/* Deliver to one session's client. */
+void      session_send(rsession *rs, const xs_node *st);
+/* Highest-priority available resource (priority >= 0), or NULL. */
+rsession *user_best_session(ruser *u);
+/* Deliver st to every available session of u (presence broadcast). */
+void      user_send_available(ruser *u, const xs_node *st);
+
+/* ---- roster.c ---- */
+/* Run fn once local's roster is loaded (at once if it is). Takes st. */
+void      roster_with(chatd *d, const char *local, roster_action fn,
+                      rsession *origin, xs_node *st);
+roster_item *roster_find(ruser *u, const char *bare);
+roster_item *roster_find_or_add(ruser *u, const char *bare);
+/* Persist item (or its removal) and push it to interested resources. */
+void      roster_commit(chatd *d, ruser *u, roster_item *it);
+void      roster_remove(chatd *d, ruser *u, const char *bare);
+void      roster_iq(chatd *d, rsession *rs, xs_node *st);   /* takes st */
+void      roster_user_free(chatd *d, ruser *u);
+
+/* ---- presence.c ---- */
+/* A presence from a local session (rs) or the server (rs NULL). Takes st. */
+void      presence_handle(chatd *d, rsession *rs, xs_node *st);
+void      presence_session_gone(chatd *d, rsession *rs);
+void      presence_free_session(rsession *rs);
+
+/* ---- iq_server.c ---- */
+/* An iq addressed to the server (to_bare NULL) or an account's bare JID. */
+void      iq_server_handle(chatd *d, rsession *rs, const xs_node *st,
+                           const char *to_bare);
+
+/* ---- offline.c ---- */
+void      offline_store(chatd *d, const char *local, const xs_node *st);
+void      offline_flush(chatd *d, rsession *rs);
+void      offline_forget(rsession *rs);
+
+/* XEP-0082 UTC timestamp, e.g. 2024-05-01T12:00:00Z. */
+static inline const char *xmpp_timestamp(char *buf, size_t len, time_t t)
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+/* Redis reply callback that only logs errors (fire-and-forget writes). */
+void      redis_log_error_cb(struct redisReply *reply, const char *err, void *ud);
+
+#endif
