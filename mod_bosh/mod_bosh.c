@@ -1,0 +1,544 @@
+/*
+ * mod_bosh.c - module declaration, directives and lifecycle hooks.
+ *
+ * mod_bosh serves BOSH (XEP-0124/0206) by relaying every request to a
+ * chatd node over one multiplexed connection per child (relay_client.c).
+ * This file owns the configuration and the life of the per-child state:
+ *
+ *  - post_config (second pass only: the first is a preflight and the DSO
+ *    is reloaded in between) checks Redis maxclients against our worst
+ *    case and closes that connection before any child is forked;
+ *  - child_init builds the relay clients, the Redis pool and a small
+ *    housekeeping thread (idle Redis connections, prefork stop detection);
+ *  - child_stopping (event/worker) sends RELAY_DRAIN so held requests
+ *    return at once and the old child can exit;
+ *  - a pre-cleanup on pchild stops the threads and closes every socket.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "ap_mpm.h"
+#include "mpm_common.h"
+#include "apr_strings.h"
+
+#define MOD_BOSH_DECLARES_MODULE
+#include "mod_bosh.h"
+#include "redis_cap.h"
+
+#define DEFAULT_DOMAIN              "localhost"
+#define DEFAULT_MAX_BODY            65536
+#define DEFAULT_MAX_WAIT            60
+#define DEFAULT_REDIS_PER_CHILD     2
+#define DEFAULT_REDIS_MAX_TOTAL     64
+#define DEFAULT_REDIS_ACQUIRE_MS    500
+#define DEFAULT_REDIS_IDLE_S        30
+#define DEFAULT_REDIS_CONNECT_MS    1000
+#define DEFAULT_REDIS_COMMAND_MS    1000
+/* Redis connections we leave for chatd and admin tools in the check. */
+#define REDIS_MARGIN_FOR_CHATD      32
+
+bosh_child *bosh_child_state;
+
+/* Housekeeping thread of this child. */
+static pthread_t housekeeper;
+static int housekeeper_started;
+static volatile int housekeeper_stop;
+
+bosh_server_conf *bosh_conf(const server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &bosh_module);
+}
+
+/* ---- configuration ---- */
+
+static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
+{
+    bosh_server_conf *c = apr_pcalloc(p, sizeof(*c));
+    (void)s;
+    c->nodes = apr_array_make(p, 2, sizeof(bosh_node_conf));
+    c->allow_origins = apr_array_make(p, 2, sizeof(const char *));
+    c->max_body = BOSH_UNSET;
+    c->max_wait = BOSH_UNSET;
+    c->redis_max_per_child = BOSH_UNSET;
+    c->redis_max_total = BOSH_UNSET;
+    c->redis_acquire_ms = BOSH_UNSET;
+    c->redis_idle_s = BOSH_UNSET;
+    c->redis_connect_ms = BOSH_UNSET;
+    c->redis_command_ms = BOSH_UNSET;
+    c->redis_check_warn = BOSH_UNSET;
+    c->signin = BOSH_UNSET;
+    c->signin_rate = BOSH_UNSET;
+    c->signin_burst = BOSH_UNSET;
+    c->signin_per_addr = BOSH_UNSET;
+    return c;
+}
+
+#define MERGE_INT(f) m->f = (add->f != BOSH_UNSET) ? add->f : base->f
+
+static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
+{
+    bosh_server_conf *base = basev, *add = addv;
+    bosh_server_conf *m = apr_pcalloc(p, sizeof(*m));
+
+    m->nodes = base->nodes;                 /* global only */
+    m->redis_url = base->redis_url;         /* global only */
+    m->allow_origins = add->allow_origins->nelts ? add->allow_origins
+                                                 : base->allow_origins;
+    m->domain = add->domain ? add->domain : base->domain;
+    MERGE_INT(max_body);
+    MERGE_INT(max_wait);
+    MERGE_INT(redis_max_per_child);
+    MERGE_INT(redis_max_total);
+    MERGE_INT(redis_acquire_ms);
+    MERGE_INT(redis_idle_s);
+    MERGE_INT(redis_connect_ms);
+    MERGE_INT(redis_command_ms);
+    MERGE_INT(redis_check_warn);
+    MERGE_INT(signin);
+    MERGE_INT(signin_rate);
+    MERGE_INT(signin_burst);
+    MERGE_INT(signin_per_addr);
+    return m;
+}
+
+#define DEFAULT_INT(f, v) if (c->f == BOSH_UNSET) c->f = (v)
+
+/* Replace "unset" by the defaults; run for every server in post_config. */
+static void bosh_conf_finalize(bosh_server_conf *c)
+{
+    if (!c->domain)
+        c->domain = DEFAULT_DOMAIN;
+    DEFAULT_INT(max_body, DEFAULT_MAX_BODY);
+    DEFAULT_INT(max_wait, DEFAULT_MAX_WAIT);
+    DEFAULT_INT(redis_max_per_child, DEFAULT_REDIS_PER_CHILD);
+    DEFAULT_INT(redis_max_total, DEFAULT_REDIS_MAX_TOTAL);
+    DEFAULT_INT(redis_acquire_ms, DEFAULT_REDIS_ACQUIRE_MS);
+    DEFAULT_INT(redis_idle_s, DEFAULT_REDIS_IDLE_S);
+    DEFAULT_INT(redis_connect_ms, DEFAULT_REDIS_CONNECT_MS);
+    DEFAULT_INT(redis_command_ms, DEFAULT_REDIS_COMMAND_MS);
+    DEFAULT_INT(redis_check_warn, 0);
+    DEFAULT_INT(signin, 1);
+    DEFAULT_INT(signin_rate, 0);
+    DEFAULT_INT(signin_burst, 0);
+    DEFAULT_INT(signin_per_addr, 0);
+}
+
+static const char *set_chatd(cmd_parms *cmd, void *dummy, const char *id,
+                             const char *url)
+{
+    bosh_server_conf *c = bosh_conf(cmd->server);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    bosh_node_conf *n;
+    char why[256];
+    int i;
+    (void)dummy;
+
+    if (err)
+        return err;
+    if (!bosh_node_id_valid(id))
+        return apr_psprintf(cmd->pool, "BoshChatd: node id '%s' must be 1-63 "
+                            "characters of [A-Za-z0-9_.] (it is the sid prefix)", id);
+    for (i = 0; i < c->nodes->nelts; i++)
+        if (strcmp(APR_ARRAY_IDX(c->nodes, i, bosh_node_conf).id, id) == 0)
+            return apr_psprintf(cmd->pool, "BoshChatd: node '%s' given twice", id);
+    n = apr_array_push(c->nodes);
+    n->id = id;
+    n->url = url;
+    if (bosh_endpoint_parse(url, &n->ep, why, sizeof(why)) != 0)
+        return apr_psprintf(cmd->pool, "BoshChatd: %s", why);
+    return NULL;
+}
+
+static const char *set_redis(cmd_parms *cmd, void *dummy, const char *url)
+{
+    bosh_server_conf *c = bosh_conf(cmd->server);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    redis_url u;
+    char why[256];
+    (void)dummy;
+
+    if (err)
+        return err;
+    if (redis_url_parse(url, &u, why, sizeof(why)) != 0)
+        return apr_psprintf(cmd->pool, "BoshRedis: %s", why);
+    c->redis_url = url;
+    return NULL;
+}
+
+static const char *set_domain(cmd_parms *cmd, void *dummy, const char *d)
+{
+    (void)dummy;
+    bosh_conf(cmd->server)->domain = d;
+    return NULL;
+}
+
+static const char *add_origin(cmd_parms *cmd, void *dummy, const char *o)
+{
+    (void)dummy;
+    *(const char **)apr_array_push(bosh_conf(cmd->server)->allow_origins) = o;
+    return NULL;
+}
+
+static const char *set_signin(cmd_parms *cmd, void *dummy, int on)
+{
+    (void)dummy;
+    bosh_conf(cmd->server)->signin = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *set_redis_check(cmd_parms *cmd, void *dummy, const char *v)
+{
+    (void)dummy;
+    if (strcasecmp(v, "warn") == 0)
+        bosh_conf(cmd->server)->redis_check_warn = 1;
+    else if (strcasecmp(v, "refuse") == 0)
+        bosh_conf(cmd->server)->redis_check_warn = 0;
+    else
+        return "BoshRedisCheck takes 'refuse' or 'warn'";
+    return NULL;
+}
+
+static const char *set_signin_rate(cmd_parms *cmd, void *dummy, const char *rate,
+                                   const char *burst)
+{
+    bosh_server_conf *c = bosh_conf(cmd->server);
+    char *end;
+    double v = strtod(rate, &end);
+    (void)dummy;
+
+    if (!*rate || *end || v < 0 || v > 1e6)
+        return "BoshSigninRate: expected sign-ins per second (0 = no cap)";
+    c->signin_rate = v;
+    if (burst) {
+        long b = strtol(burst, &end, 10);
+        if (!*burst || *end || b < 1 || b > 1000000)
+            return "BoshSigninRate: burst must be a whole number >= 1";
+        c->signin_burst = (int)b;
+    }
+    return NULL;
+}
+
+/* Integer directives share one handler; cmd->info says which field and
+ * its bounds, as mod_dbd's dbd_param_int does. */
+typedef struct int_param {
+    size_t offset;
+    int    min, max;
+} int_param;
+
+#define INT_PARAM(f, lo, hi) \
+    static const int_param param_##f = { APR_OFFSETOF(bosh_server_conf, f), lo, hi }
+INT_PARAM(max_body, 256, 16 * 1024 * 1024);
+INT_PARAM(max_wait, 1, 3600);
+INT_PARAM(redis_max_per_child, 1, 64);
+INT_PARAM(redis_max_total, 1, 1000000);
+INT_PARAM(redis_acquire_ms, 1, 60000);
+INT_PARAM(redis_idle_s, 1, 86400);
+INT_PARAM(redis_connect_ms, 1, 60000);
+INT_PARAM(redis_command_ms, 0, 60000);
+INT_PARAM(signin_per_addr, 0, 1000000);
+
+static const char *set_int(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const int_param *ip = cmd->info;
+    char *end;
+    long v = strtol(arg, &end, 10);
+    (void)dummy;
+
+    if (!*arg || *end || v < ip->min || v > ip->max)
+        return apr_psprintf(cmd->pool, "%s: expected a whole number between "
+                            "%d and %d, got '%s'", cmd->cmd->name, ip->min,
+                            ip->max, arg);
+    *(int *)((char *)bosh_conf(cmd->server) + ip->offset) = (int)v;
+    return NULL;
+}
+
+static const command_rec bosh_cmds[] = {
+    AP_INIT_TAKE2("BoshChatd", set_chatd, NULL, RSRC_CONF,
+                  "A chatd node: NODE_ID unix:/path | tcp:host:port (repeatable)"),
+    AP_INIT_TAKE1("BoshDomain", set_domain, NULL, RSRC_CONF,
+                  "The XMPP domain served (default localhost)"),
+    AP_INIT_TAKE1("BoshMaxBodySize", set_int, (void *)&param_max_body, RSRC_CONF,
+                  "Largest request body accepted, bytes (default 65536)"),
+    AP_INIT_TAKE1("BoshMaxWait", set_int, (void *)&param_max_wait, RSRC_CONF,
+                  "Longest BOSH wait a request may be held, seconds (default 60)"),
+    AP_INIT_TAKE1("BoshRedis", set_redis, NULL, RSRC_CONF,
+                  "Redis URL: redis://[:pw@]host[:port][/db] or unix:///path[?db=N]"),
+    AP_INIT_TAKE1("BoshRedisMaxPerChild", set_int, (void *)&param_redis_max_per_child,
+                  RSRC_CONF, "Redis connections per child at most (default 2)"),
+    AP_INIT_TAKE1("BoshRedisMaxTotal", set_int, (void *)&param_redis_max_total,
+                  RSRC_CONF, "Redis connections of all children at most (default 64)"),
+    AP_INIT_TAKE1("BoshRedisAcquireTimeout", set_int, (void *)&param_redis_acquire_ms,
+                  RSRC_CONF, "Longest wait for a pooled Redis connection, ms (default 500)"),
+    AP_INIT_TAKE1("BoshRedisIdleTimeout", set_int, (void *)&param_redis_idle_s,
+                  RSRC_CONF, "Close Redis connections idle this long, seconds (default 30)"),
+    AP_INIT_TAKE1("BoshRedisConnectTimeout", set_int, (void *)&param_redis_connect_ms,
+                  RSRC_CONF, "Redis connect timeout, ms (default 1000)"),
+    AP_INIT_TAKE1("BoshRedisCommandTimeout", set_int, (void *)&param_redis_command_ms,
+                  RSRC_CONF, "Redis command timeout, ms (default 1000, 0 = none)"),
+    AP_INIT_TAKE1("BoshRedisCheck", set_redis_check, NULL, RSRC_CONF,
+                  "refuse (default) or warn when Redis maxclients is too low"),
+    AP_INIT_FLAG("BoshSignin", set_signin, NULL, RSRC_CONF,
+                 "On (default): new sessions allowed; Off: refuse with 503"),
+    AP_INIT_TAKE12("BoshSigninRate", set_signin_rate, NULL, RSRC_CONF,
+                   "New sessions per second for all frontends (0 = no cap) [burst]"),
+    AP_INIT_TAKE1("BoshSigninPerAddress", set_int, (void *)&param_signin_per_addr,
+                  RSRC_CONF, "New sessions per client address per minute (0 = no cap)"),
+    AP_INIT_ITERATE("BoshAllowOrigin", add_origin, NULL, RSRC_CONF,
+                    "Origins allowed for CORS (repeatable; * for any)"),
+    { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
+};
+
+/* ---- start-up check ---- */
+
+/*
+ * Refuse to start when Redis would run out of connections before we hit
+ * our own caps: that is how the 2012 HipChat outage started (maxclients
+ * too low, extra Apache children holding connections). Old children still
+ * finishing after a graceful restart count too, hence ServerLimit.
+ */
+static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
+                                bosh_server_conf *c)
+{
+    redis_url u;
+    redisContext *rc;
+    redisReply *reply;
+    char err[256], addr[300];
+    int server_limit = 0, per_child_max, worst;
+    apr_int64_t maxclients = -1;
+
+    if (redis_url_parse(c->redis_url, &u, err, sizeof(err)) != 0)
+        return OK;                      /* already refused by the directive */
+    redis_url_describe(&u, addr, sizeof(addr));
+    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &server_limit);
+    if (server_limit < 1)
+        server_limit = 1;
+    per_child_max = server_limit * c->redis_max_per_child;
+    worst = (c->redis_max_total < per_child_max ? c->redis_max_total : per_child_max)
+            + REDIS_MARGIN_FOR_CHATD;
+
+    rc = redis_conn_open(&u, apr_psprintf(ptemp, "mod_bosh:%s:%d:check",
+                                          s->server_hostname ? s->server_hostname
+                                                             : "httpd", (int)getpid()),
+                         c->redis_connect_ms, c->redis_command_ms, err, sizeof(err));
+    if (!rc) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_bosh: Redis %s not reachable at start-up (%s); "
+                     "maxclients not checked", addr, err);
+        return OK;
+    }
+    reply = redisCommand(rc, "CONFIG GET maxclients");
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING)
+        maxclients = apr_atoi64(reply->element[1]->str);
+    if (reply)
+        freeReplyObject(reply);
+    redisFree(rc);                      /* nothing may be inherited by children */
+
+    if (maxclients < 0) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_bosh: Redis %s: could not read maxclients (CONFIG GET "
+                     "refused?); make sure it is at least %d", addr, worst);
+        return OK;
+    }
+    if (maxclients < worst) {
+        ap_log_error(APLOG_MARK, c->redis_check_warn ? APLOG_WARNING : APLOG_CRIT, 0, s,
+                     "mod_bosh: Redis %s maxclients is %" APR_INT64_T_FMT " but httpd may open %d "
+                     "connections (min(BoshRedisMaxTotal %d, ServerLimit %d x "
+                     "BoshRedisMaxPerChild %d) + %d for chatd); raise maxclients, "
+                     "lower the caps, or set BoshRedisCheck warn", addr, maxclients,
+                     worst, c->redis_max_total, server_limit, c->redis_max_per_child,
+                     REDIS_MARGIN_FOR_CHATD);
+        return c->redis_check_warn ? OK : HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
+                 "mod_bosh: Redis %s maxclients %" APR_INT64_T_FMT " >= worst case %d",
+                 addr, maxclients, worst);
+    return OK;
+}
+
+static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                            apr_pool_t *ptemp, server_rec *s)
+{
+    bosh_server_conf *main_conf = bosh_conf(s);
+    server_rec *vs;
+    (void)pconf; (void)plog;
+
+    for (vs = s; vs; vs = vs->next)
+        bosh_conf_finalize(bosh_conf(vs));
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
+        return OK;
+    if (main_conf->redis_url) {
+        int server_limit = 0;
+        ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &server_limit);
+        /* Slots for old-generation children too; dead ones are reclaimed. */
+        redis_cap_init(s, (server_limit > 0 ? server_limit : 1) * 2 + 16,
+                       main_conf->redis_max_total);
+        return check_redis_capacity(ptemp, s, main_conf);
+    }
+    return OK;
+}
+
+/* ---- child life ---- */
+
+int bosh_child_is_stopping(void)
+{
+    int state = AP_MPMQ_RUNNING;
+
+    if (bosh_child_state && bosh_child_state->stopping)
+        return 1;
+    if (ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS &&
+        state == AP_MPMQ_STOPPING)
+        return 1;
+    return 0;
+}
+
+void bosh_child_drain(int may_block)
+{
+    bosh_child *ch = bosh_child_state;
+    int i;
+
+    if (!ch)
+        return;
+    ch->stopping = 1;
+    for (i = 0; i < ch->nrelays; i++)
+        if (ch->relays[i])
+            relay_client_drain(ch->relays[i], may_block);
+}
+
+/* Every second: close idle Redis connections; notice a stopping child
+ * that got no child_stopping call (prefork graceful) and drain. */
+static void *housekeeper_main(void *arg)
+{
+    bosh_child *ch = arg;
+
+    while (!housekeeper_stop) {
+        int i;
+        for (i = 0; i < 10 && !housekeeper_stop; i++)
+            usleep(100 * 1000);
+        if (housekeeper_stop)
+            break;
+        if (ch->redis)
+            redis_pool_maintain(ch->redis);
+        if (bosh_child_is_stopping())
+            bosh_child_drain(1);
+    }
+    return NULL;
+}
+
+static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    int threaded = 0;
+    (void)pchild; (void)graceful;
+
+    /* Prefork only calls this from clean_child_exit, which may be a
+     * signal handler: never block there. */
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    bosh_child_drain(threaded != AP_MPMQ_NOT_SUPPORTED);
+}
+
+/* Pre-cleanup on pchild: runs before the request pools die. */
+static apr_status_t bosh_child_cleanup(void *data)
+{
+    bosh_child *ch = data;
+    int threaded = 0, join, i;
+
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    /* Threaded MPMs run this from the main thread after joining the
+     * workers; prefork may run it from a signal handler (just_die). */
+    join = threaded != AP_MPMQ_NOT_SUPPORTED;
+    ch->stopping = 1;
+    housekeeper_stop = 1;
+    if (housekeeper_started && join) {
+        pthread_join(housekeeper, NULL);
+        housekeeper_started = 0;
+    }
+    for (i = 0; i < ch->nrelays; i++)
+        relay_client_stop(ch->relays[i], join);
+    if (ch->redis) {
+        redis_pool_shutdown(ch->redis);
+        redis_cap_child_detach();
+    }
+    bosh_child_state = NULL;
+    return APR_SUCCESS;
+}
+
+static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    bosh_server_conf *c = bosh_conf(s);
+    bosh_child *ch;
+    const char *host = s->server_hostname ? s->server_hostname : "httpd";
+    const char *peer = apr_psprintf(pchild, "mod_bosh:%s:%d", host, (int)getpid());
+    int i;
+
+    if (c->nodes->nelts == 0 && !c->redis_url)
+        return;                         /* module loaded but not configured */
+
+    /* malloc, not pchild: under prefork the housekeeping and reader
+     * threads are not joined (see bosh_child_cleanup) and may look at this
+     * between the destruction of pchild and exit(). */
+    ch = calloc(1, sizeof(*ch));
+    ch->s = s;
+    ch->conf = c;
+    ch->nrelays = c->nodes->nelts;
+    ch->relays = calloc((size_t)ch->nrelays + 1, sizeof(relay_client *));
+    for (i = 0; i < ch->nrelays; i++) {
+        bosh_node_conf *n = &APR_ARRAY_IDX(c->nodes, i, bosh_node_conf);
+        ch->relays[i] = relay_client_create(s, n->id, n->url, &n->ep, peer);
+    }
+    if (c->redis_url) {
+        redis_pool_config rc;
+        char err[256];
+        memset(&rc, 0, sizeof(rc));
+        if (redis_url_parse(c->redis_url, &rc.url, err, sizeof(err)) == 0) {
+            rc.max_per_child = c->redis_max_per_child;
+            rc.acquire_ms = c->redis_acquire_ms;
+            rc.idle_s = c->redis_idle_s;
+            rc.connect_ms = c->redis_connect_ms;
+            rc.command_ms = c->redis_command_ms;
+            rc.name_prefix = peer;
+            ch->redis = redis_pool_create(s, &rc);
+            if (redis_cap_child_attach() != 0)
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                             "mod_bosh: no slot in the BoshRedisMaxTotal table; "
+                             "this child is held to its own cap only");
+        }
+    }
+    bosh_child_state = ch;
+    housekeeper_stop = 0;
+    if (pthread_create(&housekeeper, NULL, housekeeper_main, ch) == 0)
+        housekeeper_started = 1;
+    else
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "mod_bosh: cannot start the housekeeping thread; idle Redis "
+                     "connections will only be closed on use");
+    /* On pchild itself, so it runs before any subpool (mod_watchdog). */
+    apr_pool_pre_cleanup_register(pchild, ch, bosh_child_cleanup);
+}
+
+static void bosh_register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_post_config(bosh_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(bosh_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(bosh_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(bosh_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(bosh_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(bosh) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                       /* create per-directory config structure */
+    NULL,                       /* merge per-directory config structures */
+    bosh_create_server_config,  /* create per-server config structure */
+    bosh_merge_server_config,   /* merge per-server config structures */
+    bosh_cmds,                  /* command apr_table_t */
+    bosh_register_hooks,        /* register hooks */
+    AP_MODULE_FLAG_NONE         /* flags */
+};

@@ -1,0 +1,82 @@
+/*
+ * mod_bosh.h - shared types of the mod_bosh httpd module.
+ *
+ * Configuration is read per server; the per-child state (relay clients,
+ * Redis pool, counters) exists once per child process and is built in
+ * child_init from the main server's configuration.
+ */
+#ifndef MOD_BOSH_MOD_BOSH_H
+#define MOD_BOSH_MOD_BOSH_H
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "apr_tables.h"
+
+#include "bosh_route.h"
+#include "redis_pool.h"
+#include "relay_client.h"
+
+/* mod_bosh.c gets this from AP_DECLARE_MODULE. */
+#ifndef MOD_BOSH_DECLARES_MODULE
+APLOG_USE_MODULE(bosh);
+#endif
+extern module AP_MODULE_DECLARE_DATA bosh_module;
+
+#define BOSH_UNSET (-1)
+
+typedef struct bosh_node_conf {
+    const char   *id;
+    const char   *url;
+    bosh_endpoint ep;
+} bosh_node_conf;
+
+typedef struct bosh_server_conf {
+    apr_array_header_t *nodes;          /* bosh_node_conf, main server only */
+    apr_array_header_t *allow_origins;  /* const char * */
+    const char *domain;
+    const char *redis_url;
+    int  max_body;
+    int  max_wait;
+    int  redis_max_per_child;
+    int  redis_max_total;
+    int  redis_acquire_ms;
+    int  redis_idle_s;
+    int  redis_connect_ms;
+    int  redis_command_ms;
+    int  redis_check_warn;              /* BoshRedisCheck warn */
+    int  signin;                        /* BoshSignin on|off */
+    double signin_rate;                 /* BoshSigninRate (per s, 0 = no cap); <0 unset */
+    int  signin_burst;
+    int  signin_per_addr;               /* BoshSigninPerAddress (per minute) */
+} bosh_server_conf;
+
+/* Everything one child owns. One instance, created in child_init. */
+typedef struct bosh_child {
+    server_rec        *s;
+    bosh_server_conf  *conf;            /* main server's */
+    relay_client     **relays;          /* one per BoshChatd, same order */
+    int                nrelays;
+    redis_pool        *redis;           /* NULL without BoshRedis */
+    apr_uint32_t       rr_cursor;       /* round robin for new sessions */
+    apr_uint32_t       sessions_refused;/* 503 on creation */
+    apr_uint32_t       bad_requests;
+    volatile apr_uint32_t stopping;     /* child is stopping: drain done */
+} bosh_child;
+
+/* NULL in the parent and before child_init. */
+extern bosh_child *bosh_child_state;
+
+bosh_server_conf *bosh_conf(const server_rec *s);
+
+/* Send RELAY_DRAIN on every relay connection (idempotent).
+ * may_block = 0 from contexts that may be a signal handler. */
+void bosh_child_drain(int may_block);
+/* 1 once the MPM says this child is stopping (checked cheaply). */
+int  bosh_child_is_stopping(void);
+
+/* Handlers (bosh_handler.c, bosh_status.c). */
+int bosh_handler(request_rec *r);
+int bosh_status_handler(request_rec *r);
+
+#endif

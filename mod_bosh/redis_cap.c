@@ -1,0 +1,151 @@
+/*
+ * redis_cap.c - server-wide Redis connection counter in shared memory.
+ * See redis_cap.h for why and for the safety rules.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "apr_atomic.h"
+#include "apr_shm.h"
+#include "mod_bosh.h"
+#include "redis_cap.h"
+
+#define CAP_MAGIC 0x424f5348u   /* "BOSH" */
+#define CAP_USERDATA "mod_bosh_redis_cap"
+
+typedef struct cap_slot {
+    volatile apr_uint32_t pid;
+    volatile apr_uint32_t count;
+} cap_slot;
+
+typedef struct cap_shm {
+    apr_uint32_t          magic;
+    apr_uint32_t          nslots;
+    volatile apr_uint32_t max_total;
+    volatile apr_uint32_t total;
+    volatile apr_uint32_t refusals;
+    cap_slot              slots[];
+} cap_shm;
+
+/* Set in the parent before fork; children inherit it. The DSO is reloaded
+ * on restart, so the segment itself is found again via process-pool
+ * userdata. */
+static cap_shm *cap;
+static cap_slot *my_slot;
+
+apr_status_t redis_cap_init(server_rec *s, int nslots, int max_total)
+{
+    apr_pool_t *pp = s->process->pool;
+    apr_shm_t *shm = NULL;
+    apr_status_t rv;
+    void *data = NULL;
+
+    apr_pool_userdata_get(&data, CAP_USERDATA, pp);
+    shm = data;
+    if (shm) {
+        cap_shm *c = apr_shm_baseaddr_get(shm);
+        if (c->magic == CAP_MAGIC && c->nslots >= (apr_uint32_t)nslots) {
+            c->max_total = (apr_uint32_t)max_total;   /* may change on restart */
+            cap = c;
+            return APR_SUCCESS;
+        }
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                     "mod_bosh: ServerLimit grew; Redis connections of children "
+                     "started before this restart are no longer counted");
+    }
+    rv = apr_shm_create(&shm, sizeof(cap_shm) + sizeof(cap_slot) * (apr_size_t)nslots,
+                        NULL, pp);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
+                     "mod_bosh: cannot create shared memory for BoshRedisMaxTotal; "
+                     "only the per-child cap applies");
+        cap = NULL;
+        return rv;
+    }
+    cap = apr_shm_baseaddr_get(shm);
+    memset(cap, 0, sizeof(cap_shm) + sizeof(cap_slot) * (apr_size_t)nslots);
+    cap->magic = CAP_MAGIC;
+    cap->nslots = (apr_uint32_t)nslots;
+    cap->max_total = (apr_uint32_t)max_total;
+    apr_pool_userdata_set(shm, CAP_USERDATA, apr_pool_cleanup_null, pp);
+    return APR_SUCCESS;
+}
+
+static int pid_dead(apr_uint32_t pid)
+{
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+int redis_cap_child_attach(void)
+{
+    apr_uint32_t me = (apr_uint32_t)getpid(), i;
+
+    my_slot = NULL;
+    if (!cap)
+        return -1;
+    for (i = 0; i < cap->nslots; i++) {
+        cap_slot *sl = &cap->slots[i];
+        apr_uint32_t pid = sl->pid;
+        if (pid != 0 && !pid_dead(pid))
+            continue;
+        if (apr_atomic_cas32(&sl->pid, me, pid) != pid)
+            continue;                   /* another child won it */
+        /* Take back what a dead child still counted. */
+        {
+            apr_uint32_t left = apr_atomic_xchg32(&sl->count, 0);
+            if (left)
+                apr_atomic_sub32(&cap->total, left);
+        }
+        my_slot = sl;
+        return 0;
+    }
+    return -1;
+}
+
+void redis_cap_child_detach(void)
+{
+    if (!cap || !my_slot)
+        return;
+    {
+        apr_uint32_t left = apr_atomic_xchg32(&my_slot->count, 0);
+        if (left)
+            apr_atomic_sub32(&cap->total, left);
+    }
+    apr_atomic_set32(&my_slot->pid, 0);
+    my_slot = NULL;
+}
+
+int redis_cap_reserve(void)
+{
+    if (!cap || !my_slot)
+        return 1;                       /* no segment: per-child cap only */
+    if (apr_atomic_inc32(&cap->total) >= cap->max_total) {
+        apr_atomic_dec32(&cap->total);
+        apr_atomic_inc32(&cap->refusals);
+        return 0;
+    }
+    apr_atomic_inc32(&my_slot->count);
+    return 1;
+}
+
+void redis_cap_release(unsigned n)
+{
+    if (!cap || !my_slot || n == 0)
+        return;
+    apr_atomic_sub32(&my_slot->count, n);
+    apr_atomic_sub32(&cap->total, n);
+}
+
+void redis_cap_get(int *total, int *max, unsigned *refusals)
+{
+    if (!cap) {
+        *total = *max = -1;
+        *refusals = 0;
+        return;
+    }
+    *total = (int)apr_atomic_read32(&cap->total);
+    *max = (int)cap->max_total;
+    *refusals = apr_atomic_read32(&cap->refusals);
+}

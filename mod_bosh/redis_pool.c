@@ -1,0 +1,273 @@
+/*
+ * redis_pool.c - per-child Redis connection pool with a hard cap.
+ * See redis_pool.h for the rules it enforces.
+ *
+ * Slots are counted, not sockets: `total` includes connections being
+ * opened, so the cap holds while a connect is in flight even though the
+ * connect itself runs without the lock held.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mod_bosh.h"
+#include "redis_pool.h"
+#include "relay_client.h"     /* relay_now_ms */
+#include "redis_cap.h"
+
+#define RP_BACKOFF_MIN_MS 200
+#define RP_BACKOFF_MAX_MS 2000
+
+typedef struct idle_conn {
+    redisContext *c;
+    int64_t       since_ms;
+} idle_conn;
+
+struct redis_pool {
+    server_rec       *s;
+    redis_pool_config cfg;
+    char              addr[300];
+    char              prefix[200];
+
+    pthread_mutex_t   mu;
+    pthread_cond_t    cv;         /* a slot or an idle connection freed */
+    idle_conn        *idle;       /* stack: oldest at 0, newest on top */
+    int               nidle;
+    int               in_use;
+    int               total;      /* in_use + nidle + connecting */
+    int               stopping;
+    unsigned          seq;        /* for connection names */
+    int64_t           retry_at_ms;
+    int               backoff_ms;
+    redis_pool_stats  st;
+};
+
+redis_pool *redis_pool_create(server_rec *s, const redis_pool_config *cfg)
+{
+    redis_pool *p = calloc(1, sizeof(*p));
+    pthread_condattr_t attr;
+
+    p->s = s;
+    p->cfg = *cfg;
+    if (p->cfg.max_per_child < 1)
+        p->cfg.max_per_child = 1;
+    snprintf(p->prefix, sizeof(p->prefix), "%s", cfg->name_prefix);
+    p->cfg.name_prefix = p->prefix;
+    redis_url_describe(&p->cfg.url, p->addr, sizeof(p->addr));
+    p->idle = calloc((size_t)p->cfg.max_per_child, sizeof(idle_conn));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return p;
+}
+
+const char *redis_pool_address(const redis_pool *p)
+{
+    return p->addr;
+}
+
+/* Take every idle connection out of the pool (lock held); the caller
+ * frees them after unlocking. Returns how many were put in out. */
+static int take_all_idle_locked(redis_pool *p, redisContext **out)
+{
+    int i, n = p->nidle;
+    for (i = 0; i < n; i++)
+        out[i] = p->idle[i].c;
+    p->nidle = 0;
+    p->total -= n;
+    return n;
+}
+
+redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
+{
+    int64_t deadline = relay_now_ms() + p->cfg.acquire_ms;
+    int waited = 0;
+
+    *out = NULL;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->stopping) {
+            pthread_mutex_unlock(&p->mu);
+            return RP_STOPPING;
+        }
+        if (p->nidle > 0) {
+            *out = p->idle[--p->nidle].c;   /* newest: most likely alive */
+            p->in_use++;
+            pthread_mutex_unlock(&p->mu);
+            return RP_OK;
+        }
+        if (p->total < p->cfg.max_per_child) {
+            char name[256], err[256];
+            redisContext *c;
+            unsigned n;
+
+            if (relay_now_ms() < p->retry_at_ms) {
+                pthread_mutex_unlock(&p->mu);
+                return RP_DOWN;
+            }
+            if (!redis_cap_reserve()) {     /* BoshRedisMaxTotal reached */
+                p->st.total_cap_refusals++;
+                if (p->total == 0) {
+                    pthread_mutex_unlock(&p->mu);
+                    return RP_TOTAL_CAP;
+                }
+                goto wait;                  /* one of ours will come back */
+            }
+            p->total++;                    /* reserve the slot */
+            n = ++p->seq;
+            pthread_mutex_unlock(&p->mu);
+
+            snprintf(name, sizeof(name), "%s:%u", p->prefix, n);
+            err[0] = '\0';
+            c = redis_conn_open(&p->cfg.url, name, p->cfg.connect_ms,
+                                p->cfg.command_ms, err, sizeof(err));
+
+            pthread_mutex_lock(&p->mu);
+            if (!c) {
+                p->total--;
+                redis_cap_release(1);
+                p->st.failures++;
+                p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : RP_BACKOFF_MIN_MS;
+                if (p->backoff_ms > RP_BACKOFF_MAX_MS)
+                    p->backoff_ms = RP_BACKOFF_MAX_MS;
+                p->retry_at_ms = relay_now_ms() + p->backoff_ms;
+                pthread_cond_signal(&p->cv);
+                pthread_mutex_unlock(&p->mu);
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, p->s,
+                             "mod_bosh: Redis %s: cannot connect: %s",
+                             p->addr, err[0] ? err : "unknown error");
+                return RP_DOWN;
+            }
+            p->backoff_ms = 0;
+            p->retry_at_ms = 0;
+            p->in_use++;
+            p->st.opened++;
+            pthread_mutex_unlock(&p->mu);
+            *out = c;
+            return RP_OK;
+        }
+        /* At the cap: wait for a release, bounded. */
+wait:
+        {
+            int64_t now = relay_now_ms();
+            struct timespec ts;
+            if (now >= deadline) {
+                p->st.acquire_timeouts++;
+                pthread_mutex_unlock(&p->mu);
+                return RP_TIMEOUT;
+            }
+            if (!waited) {
+                p->st.waits++;
+                waited = 1;
+            }
+            ts.tv_sec = deadline / 1000;
+            ts.tv_nsec = (deadline % 1000) * 1000000;
+            pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+        }
+    }
+}
+
+void redis_pool_release(redis_pool *p, redisContext *c, int broken)
+{
+    redisContext *doomed[64];
+    int ndoomed = 0, i, flushed = 0;
+    char why[128] = "";
+
+    if (!c)
+        return;
+    if (broken)
+        snprintf(why, sizeof(why), "%s", c->err ? c->errstr : "bad reply");
+
+    pthread_mutex_lock(&p->mu);
+    p->in_use--;
+    if (broken || p->stopping) {
+        p->total--;
+        doomed[ndoomed++] = c;
+        if (broken) {
+            p->st.failures++;
+            /* Its idle siblings are probably dead too (Redis restart,
+             * server-side timeout): flush them rather than hand them out
+             * one failure at a time. */
+            if (p->nidle <= 63) {
+                flushed = take_all_idle_locked(p, doomed + ndoomed);
+                ndoomed += flushed;
+            }
+        }
+    }
+    else {
+        p->idle[p->nidle].c = c;
+        p->idle[p->nidle].since_ms = relay_now_ms();
+        p->nidle++;
+    }
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+
+    for (i = 0; i < ndoomed; i++)
+        redisFree(doomed[i]);
+    redis_cap_release((unsigned)ndoomed);
+    if (broken)
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, p->s,
+                     "mod_bosh: Redis %s: %s; connection discarded "
+                     "(and %d idle one(s))", p->addr, why, flushed);
+    redis_pool_maintain(p);
+}
+
+void redis_pool_maintain(redis_pool *p)
+{
+    redisContext *doomed[64];
+    int n = 0, i, keep;
+    int64_t cutoff = relay_now_ms() - (int64_t)p->cfg.idle_s * 1000;
+
+    pthread_mutex_lock(&p->mu);
+    /* The oldest are at the bottom of the stack. */
+    while (n < p->nidle && n < 64 && p->idle[n].since_ms <= cutoff) {
+        doomed[n] = p->idle[n].c;
+        n++;
+    }
+    if (n) {
+        keep = p->nidle - n;
+        memmove(p->idle, p->idle + n, (size_t)keep * sizeof(idle_conn));
+        p->nidle = keep;
+        p->total -= n;
+        p->st.closed_idle += (unsigned)n;
+        pthread_cond_signal(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (i = 0; i < n; i++)
+        redisFree(doomed[i]);
+    redis_cap_release((unsigned)n);
+}
+
+void redis_pool_shutdown(redis_pool *p)
+{
+    redisContext *doomed[64];
+    int n = 0, i;
+
+    if (!p)
+        return;
+    if (pthread_mutex_trylock(&p->mu) != 0)
+        return;      /* interrupted mid-acquire: exit() closes the sockets */
+    p->stopping = 1;
+    if (p->nidle <= 64)
+        n = take_all_idle_locked(p, doomed);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (i = 0; i < n; i++)
+        redisFree(doomed[i]);
+    redis_cap_release((unsigned)n);
+}
+
+void redis_pool_get_stats(redis_pool *p, redis_pool_stats *st)
+{
+    pthread_mutex_lock(&p->mu);
+    *st = p->st;
+    st->in_use = p->in_use;
+    st->idle = p->nidle;
+    st->total = p->total;
+    st->max = p->cfg.max_per_child;
+    pthread_mutex_unlock(&p->mu);
+}

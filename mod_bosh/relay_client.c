@@ -1,0 +1,724 @@
+/*
+ * relay_client.c - the per-child, per-chatd multiplexed relay connection.
+ * See relay_client.h for the threading and memory rules.
+ *
+ * Locks: wmu serialises writers and connect/close of the socket; mu
+ * guards the state (fd, generation, waiter list, counters). Order is
+ * always wmu before mu. Only the reader thread closes an established
+ * socket: a writer that hits an error shuts it down, the reader then
+ * sees EOF, fails that generation's waiters and closes it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "mod_bosh.h"
+#include "relay_client.h"
+#include "../common/relay_proto.h"
+#include "../common/strbuf.h"
+
+#define RELAY_CONNECT_TIMEOUT_MS   2000
+#define RELAY_SEND_TIMEOUT_S       5
+#define RELAY_TICK_MS              200
+#define RELAY_BACKOFF_MIN_MS       250
+#define RELAY_BACKOFF_MAX_MS       5000
+
+enum { W_WAITING = 0, W_DONE, W_BROKEN };
+
+typedef struct relay_waiter {
+    struct relay_waiter *next;
+    uint32_t       req_id;
+    unsigned       gen;
+    int            state;
+    pthread_cond_t cv;
+    /* answer (malloc'd by the reader) */
+    int            http_status;
+    char          *content_type;
+    char          *body;
+    size_t         body_len;
+    unsigned       retry_after;
+} relay_waiter;
+
+struct relay_client {
+    server_rec     *s;
+    char           *node_id;
+    char           *url;
+    char           *peer_name;
+    bosh_endpoint   ep;
+
+    pthread_mutex_t wmu;            /* writers, connect */
+    pthread_mutex_t mu;             /* state below */
+    pthread_cond_t  reader_cv;      /* reader waits for a connection */
+    pthread_t       reader;
+    int             reader_started;
+
+    int             fd;             /* -1: not connected */
+    unsigned        gen;            /* bumped on every connect */
+    unsigned        drained_gen;    /* gen that got DRAIN (0: none) */
+    volatile int    stop;
+    uint32_t        next_id;
+    relay_waiter   *waiters;
+    int64_t         retry_at_ms;    /* back-off after a failed connect */
+    int             backoff_ms;
+
+    relay_client_stats st;
+};
+
+int64_t relay_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void ms_to_timespec(int64_t ms, struct timespec *ts)
+{
+    ts->tv_sec = ms / 1000;
+    ts->tv_nsec = (ms % 1000) * 1000000;
+}
+
+static void cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+/* Write all of buf; 0 on success, errno on failure. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno ? errno : EIO;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Read exactly len bytes before deadline; 0 or an errno (ETIMEDOUT,
+ * ECONNRESET for EOF). Only used during the handshake. */
+static int read_exact(int fd, char *buf, size_t len, int64_t deadline_ms)
+{
+    while (len > 0) {
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        int64_t left = deadline_ms - relay_now_ms();
+        ssize_t n;
+        if (left <= 0)
+            return ETIMEDOUT;
+        if (poll(&pfd, 1, (int)left) < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        n = read(fd, buf, len);
+        if (n == 0)
+            return ECONNRESET;
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return errno;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Non-blocking connect bounded by RELAY_CONNECT_TIMEOUT_MS, then back to
+ * blocking with a send timeout. Returns the fd or -1 with *why set. */
+static int open_socket(const bosh_endpoint *ep, const char **why, int *err)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    struct addrinfo hints, *ai = NULL;
+    int fd, flags, rv;
+    struct timeval tv = { RELAY_SEND_TIMEOUT_S, 0 };
+
+    memset(&ss, 0, sizeof(ss));
+    if (ep->is_unix) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+        sun->sun_family = AF_UNIX;
+        strcpy(sun->sun_path, ep->path);
+        sslen = sizeof(*sun);
+    }
+    else {
+        char port[16];
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        snprintf(port, sizeof(port), "%d", ep->port);
+        if ((rv = getaddrinfo(ep->host, port, &hints, &ai)) != 0 || !ai) {
+            *why = "cannot resolve host";
+            *err = 0;
+            return -1;
+        }
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        sslen = ai->ai_addrlen;
+        freeaddrinfo(ai);
+    }
+
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *why = "socket()";
+        *err = errno;
+        return -1;
+    }
+    flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    rv = connect(fd, (struct sockaddr *)&ss, sslen);
+    if (rv < 0 && errno == EINPROGRESS) {
+        struct pollfd pfd = { fd, POLLOUT, 0 };
+        int soerr = 0;
+        socklen_t len = sizeof(soerr);
+        rv = poll(&pfd, 1, RELAY_CONNECT_TIMEOUT_MS);
+        if (rv == 0) {
+            close(fd);
+            *why = "connect timed out";
+            *err = 0;
+            return -1;
+        }
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        if (rv < 0 || soerr) {
+            *err = rv < 0 ? errno : soerr;
+            close(fd);
+            *why = "connect()";
+            return -1;
+        }
+    }
+    else if (rv < 0) {
+        *err = errno;
+        close(fd);
+        *why = "connect()";
+        return -1;
+    }
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (!ep->is_unix) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    }
+    return fd;
+}
+
+/* Connect, send HELLO, read WELCOME. Called with wmu held and no socket.
+ * Returns 0 and installs the socket, or -1 (logged, back-off armed). */
+static int connect_locked(relay_client *rc)
+{
+    const char *why = NULL;
+    int err = 0, fd;
+    strbuf out = STRBUF_INIT;
+    size_t at;
+    char hdr[RELAY_HEADER_LEN];
+    char *payload = NULL;
+    relay_header h;
+    size_t need;
+    relay_field f;
+    char node[BOSH_NODE_ID_MAX] = "";
+
+    fd = open_socket(&rc->ep, &why, &err);
+    if (fd >= 0) {
+        at = relay_begin(&out, RELAY_HELLO, 0);
+        relay_put_str(&out, RT_PEER_NAME, rc->peer_name);
+        relay_end(&out, at);
+        if ((err = write_all(fd, out.data, out.len)) != 0)
+            why = "sending HELLO";
+        sb_free(&out);
+    }
+    if (fd >= 0 && !why) {
+        int64_t deadline = relay_now_ms() + RELAY_CONNECT_TIMEOUT_MS;
+        if ((err = read_exact(fd, hdr, sizeof(hdr), deadline)) != 0) {
+            why = "waiting for WELCOME";
+        }
+        else if (relay_decode(hdr, sizeof(hdr), RELAY_MAX_PAYLOAD, &h, &need)
+                 == RELAY_BAD) {
+            why = "relay version mismatch (bad WELCOME header)";
+        }
+        else if (h.type != RELAY_WELCOME) {
+            why = "expected a WELCOME frame";
+        }
+        else {
+            payload = malloc(h.length ? h.length : 1);
+            if ((err = read_exact(fd, payload, h.length, deadline)) != 0)
+                why = "reading WELCOME";
+            else if (relay_find(payload, h.length, RT_NODE_ID, &f) &&
+                     f.len < sizeof(node)) {
+                memcpy(node, f.data, f.len);
+                node[f.len] = '\0';
+            }
+            free(payload);
+        }
+    }
+    /* RELAY.md: a node that is not the one configured at this address
+     * would hand out sids that route elsewhere; treat it as down. */
+    if (!why && strcmp(node, rc->node_id) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, rc->s,
+                     "mod_bosh: chatd at %s calls itself node '%s' but BoshChatd "
+                     "names it '%s'; not using it", rc->url, node, rc->node_id);
+        why = "node id mismatch";
+    }
+    if (why) {
+        int64_t now = relay_now_ms();
+        if (fd >= 0)
+            close(fd);
+        pthread_mutex_lock(&rc->mu);
+        rc->st.connect_failures++;
+        rc->backoff_ms = rc->backoff_ms ? rc->backoff_ms * 2 : RELAY_BACKOFF_MIN_MS;
+        if (rc->backoff_ms > RELAY_BACKOFF_MAX_MS)
+            rc->backoff_ms = RELAY_BACKOFF_MAX_MS;
+        rc->retry_at_ms = now + rc->backoff_ms;
+        pthread_mutex_unlock(&rc->mu);
+        ap_log_error(APLOG_MARK, APLOG_ERR, err ? APR_FROM_OS_ERROR(err) : 0, rc->s,
+                     "mod_bosh: relay to chatd node %s (%s) failed: %s; "
+                     "next attempt in %d ms", rc->node_id, rc->url, why,
+                     rc->backoff_ms);
+        return -1;
+    }
+    pthread_mutex_lock(&rc->mu);
+    rc->fd = fd;
+    rc->gen++;
+    rc->backoff_ms = 0;
+    rc->retry_at_ms = 0;
+    rc->st.connects++;
+    pthread_cond_signal(&rc->reader_cv);
+    pthread_mutex_unlock(&rc->mu);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, rc->s,
+                 "mod_bosh: relay connected to chatd node %s (%s)",
+                 rc->node_id, rc->url);
+    return 0;
+}
+
+/* The reader saw the socket of generation gen fail: fail its waiters,
+ * close it. */
+static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
+                            int err)
+{
+    int old = -1, failed = 0;
+    relay_waiter *w;
+
+    pthread_mutex_lock(&rc->wmu);
+    pthread_mutex_lock(&rc->mu);
+    if (rc->gen == gen && rc->fd >= 0) {
+        old = rc->fd;
+        rc->fd = -1;
+        for (w = rc->waiters; w; w = w->next) {
+            if (w->gen == gen && w->state == W_WAITING) {
+                w->state = W_BROKEN;
+                pthread_cond_signal(&w->cv);
+                failed++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&rc->mu);
+    if (old >= 0)
+        close(old);
+    pthread_mutex_unlock(&rc->wmu);
+    if (old >= 0 && !rc->stop)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, err ? APR_FROM_OS_ERROR(err) : 0,
+                     rc->s, "mod_bosh: relay to chatd node %s (%s) lost: %s; "
+                     "%d waiting request(s) failed", rc->node_id, rc->url,
+                     reason, failed);
+}
+
+/* Hand one RESPONSE to its waiter (dropped if nobody waits any more). */
+static void deliver(relay_client *rc, const relay_header *h, const char *payload)
+{
+    relay_field f;
+    uint16_t status = 200;
+    uint32_t retry = 0;
+    char *ctype = NULL, *body = NULL;
+    size_t body_len = 0;
+    relay_waiter *w;
+
+    if (relay_find(payload, h->length, RT_HTTP_STATUS, &f))
+        relay_field_u16(&f, &status);
+    if (relay_find(payload, h->length, RT_RETRY_AFTER, &f))
+        relay_field_u32(&f, &retry);
+    if (relay_find(payload, h->length, RT_CONTENT_TYPE, &f)) {
+        ctype = malloc(f.len + 1);
+        memcpy(ctype, f.data, f.len);
+        ctype[f.len] = '\0';
+    }
+    if (relay_find(payload, h->length, RT_BODY, &f)) {
+        body = malloc(f.len + 1);
+        memcpy(body, f.data, f.len);
+        body[f.len] = '\0';
+        body_len = f.len;
+    }
+
+    pthread_mutex_lock(&rc->mu);
+    rc->st.responses++;
+    for (w = rc->waiters; w; w = w->next) {
+        if (w->req_id == h->req_id && w->state == W_WAITING) {
+            w->http_status = status;
+            w->retry_after = retry;
+            w->content_type = ctype;
+            w->body = body;
+            w->body_len = body_len;
+            w->state = W_DONE;
+            pthread_cond_signal(&w->cv);
+            ctype = body = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rc->mu);
+    free(ctype);
+    free(body);
+}
+
+/* Answer a PING if the write lock is free (never block the reader). */
+static void answer_ping(relay_client *rc, int fd, uint32_t req_id)
+{
+    char pong[RELAY_HEADER_LEN] = { RELAY_VERSION, RELAY_PONG, 0, 0,
+        (char)(req_id >> 24), (char)(req_id >> 16), (char)(req_id >> 8),
+        (char)req_id, 0, 0, 0, 0 };
+    if (pthread_mutex_trylock(&rc->wmu) == 0) {
+        write_all(fd, pong, sizeof(pong));
+        pthread_mutex_unlock(&rc->wmu);
+    }
+}
+
+/* Read frames from fd until it fails or we are told to stop. */
+static void read_connection(relay_client *rc, int fd, unsigned gen)
+{
+    strbuf in = STRBUF_INIT;
+    char chunk[16384];
+    const char *reason = "closed by chatd";
+    int err = 0;
+
+    while (!rc->stop) {
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        ssize_t n;
+        int rv = poll(&pfd, 1, 1000);
+        if (rv < 0 && errno != EINTR) {
+            reason = "poll()";
+            err = errno;
+            break;
+        }
+        if (rv <= 0)
+            continue;
+        n = read(fd, chunk, sizeof(chunk));
+        if (n == 0)
+            break;
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            reason = "read()";
+            err = errno;
+            break;
+        }
+        sb_append(&in, chunk, (size_t)n);
+        for (;;) {
+            relay_header h;
+            size_t need = 0;
+            relay_decode_status ds = relay_decode(in.data, in.len,
+                                                  RELAY_MAX_PAYLOAD, &h, &need);
+            if (ds == RELAY_NEED_MORE)
+                break;
+            if (ds == RELAY_BAD) {
+                reason = "protocol error (bad frame)";
+                goto out;
+            }
+            if (h.type == RELAY_RESPONSE)
+                deliver(rc, &h, in.data + RELAY_HEADER_LEN);
+            else if (h.type == RELAY_PING)
+                answer_ping(rc, fd, h.req_id);
+            sb_consume(&in, need);
+        }
+    }
+out:
+    sb_free(&in);
+    connection_lost(rc, gen, rc->stop ? "child stopping" : reason, err);
+}
+
+static void *reader_main(void *arg)
+{
+    relay_client *rc = arg;
+
+    for (;;) {
+        int fd;
+        unsigned gen;
+
+        pthread_mutex_lock(&rc->mu);
+        while (rc->fd < 0 && !rc->stop) {
+            struct timespec ts;
+            ms_to_timespec(relay_now_ms() + 1000, &ts);
+            pthread_cond_timedwait(&rc->reader_cv, &rc->mu, &ts);
+        }
+        fd = rc->fd;
+        gen = rc->gen;
+        pthread_mutex_unlock(&rc->mu);
+        if (fd < 0)          /* stopping and nothing to close */
+            break;
+        read_connection(rc, fd, gen);
+        if (rc->stop)
+            break;
+    }
+    return NULL;
+}
+
+relay_client *relay_client_create(server_rec *s, const char *node_id,
+                                  const char *url, const bosh_endpoint *ep,
+                                  const char *peer_name)
+{
+    relay_client *rc = calloc(1, sizeof(*rc));
+    int rv;
+
+    rc->s = s;
+    rc->node_id = strdup(node_id);
+    rc->url = strdup(url);
+    rc->peer_name = strdup(peer_name);
+    rc->ep = *ep;
+    rc->fd = -1;
+    pthread_mutex_init(&rc->wmu, NULL);
+    pthread_mutex_init(&rc->mu, NULL);
+    cond_init_monotonic(&rc->reader_cv);
+    if ((rv = pthread_create(&rc->reader, NULL, reader_main, rc)) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, APR_FROM_OS_ERROR(rv), s,
+                     "mod_bosh: cannot start the relay reader thread for node %s",
+                     node_id);
+        return NULL;   /* rc leaks on purpose: it is tiny and the child is broken */
+    }
+    rc->reader_started = 1;
+    return rc;
+}
+
+void relay_client_stop(relay_client *rc, int join)
+{
+    int fd;
+
+    if (!rc)
+        return;
+    rc->stop = 1;
+    fd = rc->fd;                        /* a plain read: no lock, see header */
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);        /* wakes the reader with EOF */
+    pthread_cond_signal(&rc->reader_cv);
+    if (join && rc->reader_started) {
+        pthread_join(rc->reader, NULL);
+        rc->reader_started = 0;
+    }
+}
+
+void relay_call_clear(relay_call *call)
+{
+    free(call->content_type);
+    free(call->resp_body);
+    call->content_type = NULL;
+    call->resp_body = NULL;
+    call->resp_len = 0;
+}
+
+static void unlink_waiter(relay_client *rc, relay_waiter *w)
+{
+    relay_waiter **pp;
+    for (pp = &rc->waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            return;
+        }
+    }
+}
+
+/* Send a header-only frame on generation gen, if it is still current. */
+static void send_control(relay_client *rc, relay_type type, uint32_t req_id,
+                         unsigned gen)
+{
+    char frame[RELAY_HEADER_LEN] = { RELAY_VERSION, (char)type, 0, 0,
+        (char)(req_id >> 24), (char)(req_id >> 16), (char)(req_id >> 8),
+        (char)req_id, 0, 0, 0, 0 };
+    int fd;
+
+    pthread_mutex_lock(&rc->wmu);
+    pthread_mutex_lock(&rc->mu);
+    fd = (rc->gen == gen) ? rc->fd : -1;
+    pthread_mutex_unlock(&rc->mu);
+    if (fd >= 0 && write_all(fd, frame, sizeof(frame)) != 0)
+        shutdown(fd, SHUT_RDWR);
+    pthread_mutex_unlock(&rc->wmu);
+}
+
+relay_call_status relay_client_call(relay_client *rc, relay_call *call,
+                                    int64_t deadline_ms,
+                                    relay_tick_fn tick, void *tick_ud)
+{
+    relay_waiter w;
+    strbuf out = STRBUF_INIT;
+    size_t at;
+    int fd, err, aborted = 0, timed_out = 0;
+    relay_call_status result;
+    uint8_t secure = call->secure ? 1 : 0;
+
+    memset(&w, 0, sizeof(w));
+    cond_init_monotonic(&w.cv);
+
+    /* Make sure there is a connection; connects are serialised by wmu. */
+    pthread_mutex_lock(&rc->wmu);
+    pthread_mutex_lock(&rc->mu);
+    fd = rc->fd;
+    pthread_mutex_unlock(&rc->mu);
+    if (fd < 0) {
+        if (rc->stop || relay_now_ms() < rc->retry_at_ms ||
+            connect_locked(rc) != 0) {
+            pthread_mutex_unlock(&rc->wmu);
+            pthread_cond_destroy(&w.cv);
+            return RELAY_CALL_UNAVAILABLE;
+        }
+    }
+
+    /* Register the waiter before the frame can be answered. */
+    pthread_mutex_lock(&rc->mu);
+    if (++rc->next_id == 0)
+        rc->next_id = 1;
+    w.req_id = rc->next_id;
+    w.gen = rc->gen;
+    w.state = W_WAITING;
+    w.next = rc->waiters;
+    rc->waiters = &w;
+    rc->st.requests++;
+    rc->st.held++;
+    fd = rc->fd;
+    pthread_mutex_unlock(&rc->mu);
+
+    at = relay_begin(&out, RELAY_REQUEST, w.req_id);
+    relay_put(&out, RT_BODY, call->body, (uint32_t)call->body_len);
+    relay_put_str(&out, RT_CLIENT_ADDR, call->client_addr);
+    relay_put(&out, RT_SECURE, &secure, 1);
+    relay_put_str(&out, RT_SID, call->sid);
+    relay_end(&out, at);
+    err = write_all(fd, out.data, out.len);
+    if (err)
+        shutdown(fd, SHUT_RDWR);        /* the reader fails the waiters */
+    pthread_mutex_unlock(&rc->wmu);
+    sb_free(&out);
+
+    /* Park until answered, broken, past the deadline, or abandoned. */
+    pthread_mutex_lock(&rc->mu);
+    while (w.state == W_WAITING) {
+        int64_t now = relay_now_ms(), until;
+        struct timespec ts;
+        if (now >= deadline_ms) {
+            timed_out = 1;
+            break;
+        }
+        until = now + RELAY_TICK_MS < deadline_ms ? now + RELAY_TICK_MS : deadline_ms;
+        ms_to_timespec(until, &ts);
+        pthread_cond_timedwait(&w.cv, &rc->mu, &ts);
+        if (w.state != W_WAITING || !tick)
+            continue;
+        pthread_mutex_unlock(&rc->mu);
+        aborted = tick(tick_ud);
+        pthread_mutex_lock(&rc->mu);
+        if (aborted && w.state == W_WAITING)
+            break;
+        aborted = 0;
+    }
+    unlink_waiter(rc, &w);
+    rc->st.held--;
+    if (w.state == W_DONE) {
+        result = RELAY_CALL_OK;
+    }
+    else if (aborted) {
+        rc->st.canceled++;
+        result = RELAY_CALL_ABORTED;
+    }
+    else {
+        if (timed_out)
+            rc->st.timeouts++;
+        else
+            rc->st.broken++;
+        result = RELAY_CALL_BROKEN;
+    }
+    pthread_mutex_unlock(&rc->mu);
+    pthread_cond_destroy(&w.cv);
+
+    if (result == RELAY_CALL_OK) {
+        call->http_status = w.http_status;
+        call->content_type = w.content_type;
+        call->resp_body = w.body;
+        call->resp_len = w.body_len;
+        call->retry_after = w.retry_after;
+    }
+    else if (aborted || timed_out) {
+        /* chatd still answers it; tell it nobody will read the answer. */
+        send_control(rc, RELAY_CANCEL, w.req_id, w.gen);
+        if (timed_out)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, rc->s,
+                         "mod_bosh: chatd node %s did not answer request %u "
+                         "before the deadline", rc->node_id, w.req_id);
+    }
+    return result;
+}
+
+void relay_client_drain(relay_client *rc, int may_block)
+{
+    static const char frame[RELAY_HEADER_LEN] = { RELAY_VERSION, RELAY_DRAIN,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+    int fd = -1, sent = 0;
+
+    if (may_block)
+        pthread_mutex_lock(&rc->wmu);
+    else if (pthread_mutex_trylock(&rc->wmu) != 0)
+        return;
+    if (may_block)
+        pthread_mutex_lock(&rc->mu);
+    else if (pthread_mutex_trylock(&rc->mu) != 0) {
+        pthread_mutex_unlock(&rc->wmu);
+        return;
+    }
+    if (rc->fd >= 0 && rc->drained_gen != rc->gen) {
+        rc->drained_gen = rc->gen;
+        rc->st.drains++;
+        fd = rc->fd;
+    }
+    pthread_mutex_unlock(&rc->mu);
+    if (fd >= 0) {
+        if (write_all(fd, frame, sizeof(frame)) != 0)
+            shutdown(fd, SHUT_RDWR);
+        else
+            sent = 1;
+    }
+    pthread_mutex_unlock(&rc->wmu);
+    if (sent && may_block)
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, rc->s,
+                     "mod_bosh: sent DRAIN to chatd node %s", rc->node_id);
+}
+
+int relay_client_usable(relay_client *rc)
+{
+    int ok;
+    pthread_mutex_lock(&rc->mu);
+    ok = !rc->stop && (rc->fd >= 0 || relay_now_ms() >= rc->retry_at_ms);
+    pthread_mutex_unlock(&rc->mu);
+    return ok;
+}
+
+const char *relay_client_node(const relay_client *rc) { return rc->node_id; }
+const char *relay_client_url(const relay_client *rc) { return rc->url; }
+
+void relay_client_get_stats(relay_client *rc, relay_client_stats *st)
+{
+    pthread_mutex_lock(&rc->mu);
+    *st = rc->st;
+    st->connected = rc->fd >= 0;
+    pthread_mutex_unlock(&rc->mu);
+}
