@@ -7,7 +7,13 @@
  *   chatctl ... passwd NAME PASSWORD       (PASSWORD "-": read one line from stdin)
  *   chatctl ... deluser NAME
  *   chatctl ... users
+ *   chatctl ... signin close [--reason TEXT] [--for DURATION]   (90s, 10m, 1h, 1h30m)
+ *   chatctl ... signin open
+ *   chatctl ... signin status
  *
+ * signin drives the sign-in gate, hash chat:signin {closed, reason, until}
+ * (common/admission.h): mod_bosh and chatd refuse new sessions with 503
+ * while it is closed; `until` (Redis's clock) ends a closure by itself.
  * Only SCRAM verifiers (SHA-1 and SHA-256, 4096 iterations, 16-byte
  * random salt) are written; the password itself never reaches Redis.
  *
@@ -24,6 +30,7 @@
 
 #include "config.h"
 #include "users.h"
+#include "../common/admission.h"
 #include "../common/redis_conn.h"
 #include "../common/scram.h"
 
@@ -40,7 +47,8 @@ typedef struct ctl {
 
 typedef struct command {
     const char *name;
-    int         nargs;          /* exact number of arguments after the name */
+    int         nargs;          /* exact number of arguments after the name;
+                                   -1: any, the command checks them itself */
     const char *usage;
     int       (*run)(ctl *c, char **argv);
 } command;
@@ -232,12 +240,188 @@ static int cmd_users(ctl *c, char **argv) {
     return EXIT_OK;
 }
 
-/* Later: signin, rooms, sessions, stats slot in here. */
+/* ---- signin: the operators' switch for new sessions ---- */
+
+#define SIGNIN_MAX_REASON 200
+
+/* "1h2m3s" style; buf >= 32. */
+static const char *fmt_secs(long long s, char *buf, size_t len) {
+    long long h = s / 3600, m = (s % 3600) / 60, sec = s % 60;
+    if (h) snprintf(buf, len, "%lldh%02lldm%02llds", h, m, sec);
+    else if (m) snprintf(buf, len, "%lldm%02llds", m, sec);
+    else snprintf(buf, len, "%llds", sec);
+    return buf;
+}
+
+static const char *fmt_utc(long long t, char *buf, size_t len) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm) || !strftime(buf, len, "%Y-%m-%d %H:%M:%S UTC", &tm))
+        snprintf(buf, len, "%lld", t);
+    return buf;
+}
+
+/* Sets the gate with Redis's clock (the one the admission script reads),
+ * so `--for` means the same on every frontend. Returns {until, now}. */
+static const char SIGNIN_CLOSE_LUA[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local now = tonumber(redis.call('TIME')[1])\n"
+    "local till = 0\n"
+    "if tonumber(ARGV[2]) > 0 then till = now + tonumber(ARGV[2]) end\n"
+    "redis.call('HSET', KEYS[1], 'closed', '1', 'reason', ARGV[1], 'until', till)\n"
+    "return {till, now}\n";
+
+static int signin_close(ctl *c, char **argv) {
+    const char *reason = "", *dur = NULL;
+    long long secs = 0;
+    char buf[64], when[64];
+
+    for (int i = 0; argv[i]; i++) {
+        if (strcmp(argv[i], "--reason") == 0 && argv[i + 1]) reason = argv[++i];
+        else if (strncmp(argv[i], "--reason=", 9) == 0) reason = argv[i] + 9;
+        else if (strcmp(argv[i], "--for") == 0 && argv[i + 1]) dur = argv[++i];
+        else if (strncmp(argv[i], "--for=", 6) == 0) dur = argv[i] + 6;
+        else {
+            fprintf(stderr, "chatctl: signin close: unexpected '%s'\n"
+                            "usage: chatctl signin close [--reason TEXT] [--for DURATION]\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (dur && (admission_parse_duration(dur, &secs) != 0 || secs <= 0)) {
+        fprintf(stderr, "chatctl: --for wants a positive duration like 90s, 10m, 1h or 1h30m, not '%s'\n", dur);
+        return EXIT_USAGE;
+    }
+    if (strlen(reason) > SIGNIN_MAX_REASON) {
+        fprintf(stderr, "chatctl: the reason is longer than %d bytes\n", SIGNIN_MAX_REASON);
+        return EXIT_USAGE;
+    }
+    for (const char *p = reason; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            fprintf(stderr, "chatctl: the reason must be one line of text (users see it)\n");
+            return EXIT_USAGE;
+        }
+
+    redisContext *r = ctl_redis(c);
+    if (!r) return EXIT_UNAVAILABLE;
+    redisReply *rep = redisCommand(r, "EVAL %s 1 %s %s %lld", SIGNIN_CLOSE_LUA,
+                                   ADMISSION_GATE_KEY, reason, secs);
+    if (reply_failed(c, rep, "closing sign-in")) return EXIT_UNAVAILABLE;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+        freeReplyObject(rep);
+        fprintf(stderr, "chatctl: unexpected reply from Redis\n");
+        return EXIT_UNAVAILABLE;
+    }
+    long long till = rep->element[0]->integer;
+    freeReplyObject(rep);
+    if (till)
+        printf("sign-in closed for %s, until %s", fmt_secs(secs, buf, sizeof buf),
+               fmt_utc(till, when, sizeof when));
+    else
+        printf("sign-in closed until `chatctl signin open`");
+    printf("%s%s\n", reason[0] ? ": " : "", reason);
+    return EXIT_OK;
+}
+
+static int signin_open(ctl *c) {
+    redisContext *r = ctl_redis(c);
+    if (!r) return EXIT_UNAVAILABLE;
+    redisReply *rep = redisCommand(r, "HSET %s closed 0 reason %s until 0",
+                                   ADMISSION_GATE_KEY, "");
+    if (reply_failed(c, rep, "opening sign-in")) return EXIT_UNAVAILABLE;
+    freeReplyObject(rep);
+    printf("sign-in open\n");
+    return EXIT_OK;
+}
+
+static const char *elem_str(const redisReply *r, size_t i) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements) return NULL;
+    return r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : NULL;
+}
+
+static int signin_status(ctl *c) {
+    char buf[64], when[64];
+    redisContext *r = ctl_redis(c);
+    if (!r) return EXIT_UNAVAILABLE;
+
+    /* One MULTI so the clock, gate and bucket are read at one instant. */
+    redisAppendCommand(r, "MULTI");
+    redisAppendCommand(r, "TIME");
+    redisAppendCommand(r, "HMGET %s closed reason until", ADMISSION_GATE_KEY);
+    redisAppendCommand(r, "HMGET %s tokens ts rate burst", ADMISSION_BUCKET_KEY);
+    redisAppendCommand(r, "EXEC");
+    redisReply *rep = NULL;
+    for (int i = 0; i < 5; i++) {
+        if (rep) freeReplyObject(rep);
+        if (redisGetReply(r, (void **)&rep) != REDIS_OK) rep = NULL;
+        if (reply_failed(c, rep, "reading the sign-in state")) return EXIT_UNAVAILABLE;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+        rep->element[0]->type != REDIS_REPLY_ARRAY || rep->element[0]->elements != 2) {
+        freeReplyObject(rep);
+        fprintf(stderr, "chatctl: unexpected reply from Redis\n");
+        return EXIT_UNAVAILABLE;
+    }
+    const redisReply *gate = rep->element[1], *bucket = rep->element[2];
+    long long now_s = atoll(rep->element[0]->element[0]->str);
+    long long now_ms = now_s * 1000 + atoll(rep->element[0]->element[1]->str) / 1000;
+    const char *closed = elem_str(gate, 0), *reason = elem_str(gate, 1),
+               *until = elem_str(gate, 2);
+    long long till = until ? atoll(until) : 0;
+    int is_closed = closed && closed[0] && strcmp(closed, "0") != 0;
+
+    if (is_closed && (till <= 0 || till > now_s)) {
+        printf("sign-in: closed\n");
+        printf("reason: %s\n", reason && reason[0] ? reason : "(none given)");
+        if (till > 0)
+            printf("remaining: %s (until %s)\n", fmt_secs(till - now_s, buf, sizeof buf),
+                   fmt_utc(till, when, sizeof when));
+        else
+            printf("remaining: indefinitely (until `chatctl signin open`)\n");
+    } else if (is_closed) {
+        printf("sign-in: open (the closure ran out %s ago, at %s)\n",
+               fmt_secs(now_s - till, buf, sizeof buf), fmt_utc(till, when, sizeof when));
+    } else {
+        printf("sign-in: open\n");
+    }
+
+    /* The bucket as the admission script would see it now. */
+    const char *tok = elem_str(bucket, 0), *ts = elem_str(bucket, 1),
+               *rate = elem_str(bucket, 2), *burst = elem_str(bucket, 3);
+    if (tok && ts && rate && burst && atof(rate) > 0) {
+        double t = atof(tok), b = atof(burst), rt = atof(rate);
+        long long last = atoll(ts);
+        if (now_ms > last) t += (double)(now_ms - last) * rt / 1000.0;
+        if (t > b) t = b;
+        printf("bucket: %.1f of %.0f tokens, refill %s/s, last attempt %s ago\n",
+               t, b, rate, fmt_secs((now_ms - last) / 1000, buf, sizeof buf));
+    } else {
+        printf("bucket: full (no sign-in within one refill time, or no rate configured)\n");
+    }
+    freeReplyObject(rep);
+    return EXIT_OK;
+}
+
+static int cmd_signin(ctl *c, char **argv) {
+    const char *sub = argv[0];
+    if (sub && strcmp(sub, "close") == 0) return signin_close(c, argv + 1);
+    if (sub && argv[1] == NULL) {
+        if (strcmp(sub, "open") == 0) return signin_open(c);
+        if (strcmp(sub, "status") == 0) return signin_status(c);
+    }
+    fprintf(stderr, "usage: chatctl signin close [--reason TEXT] [--for DURATION] | open | status\n");
+    return EXIT_USAGE;
+}
+
+/* Later: rooms, sessions, stats slot in here. */
 static const command commands[] = {
     { "adduser", 2, "adduser NAME PASSWORD   add an account (fails if it exists)", cmd_adduser },
     { "passwd",  2, "passwd NAME PASSWORD    set an existing account's password", cmd_passwd },
     { "deluser", 1, "deluser NAME            delete an account, its roster and offline messages", cmd_deluser },
     { "users",   0, "users                   list accounts", cmd_users },
+    { "signin", -1, "signin close [--reason TEXT] [--for DURATION]\n"
+                    "                          refuse new sessions (503 + Retry-After); DURATION 90s, 10m, 1h\n"
+                    "  signin open             admit new sessions again\n"
+                    "  signin status           closed/open, reason, time left, the rate bucket", cmd_signin },
     { NULL, 0, NULL, NULL }
 };
 
@@ -275,7 +459,7 @@ int main(int argc, char **argv) {
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (argc - optind - 1 != cmd->nargs) {
+    if (cmd->nargs >= 0 && argc - optind - 1 != cmd->nargs) {
         fprintf(stderr, "usage: chatctl %s\n", cmd->usage);
         return EXIT_USAGE;
     }
