@@ -5,8 +5,9 @@
  * relay_req. We parse the <body/>, look the session up by sid, let the pure
  * state machine (bosh_sm.c) decide, and execute its actions: answer a
  * request (relay_req_answer, exactly once per request), hand payloads to the
- * session's c2s in rid order, end the session. Each BOSH session is the
- * "bosh" transport of one c2s session.
+ * session's c2s in rid order, end the session. Each BOSH stream is the
+ * "bosh" transport of one c2s session; a session starts with one stream
+ * and the client may add more (XEP-0124 §multi), each with its own c2s.
  *
  * Reentrancy: executing an action can call back into us (a stanza makes the
  * c2s close its stream, which answers held requests). Sessions are
@@ -40,12 +41,23 @@ typedef struct bosh_mgr {
     apr_hash_t *sessions;      /* sid -> bosh_session */
 } bosh_mgr;
 
-typedef struct bosh_session {
+typedef struct bosh_session bosh_session;
+
+/* One XMPP stream of a session: its c2s, and its id in bosh_sm. */
+typedef struct bosh_stream {
+    bosh_session       *s;
+    int                 id;
+    c2s                *c2s;
+    int                 closed;     /* ops->close was called */
+    struct bosh_stream *next;
+} bosh_stream;
+
+struct bosh_session {
     bosh_mgr   *mgr;
     chatd      *d;
     char        sid[64];
     bosh_sm    *sm;
-    c2s        *c2s;
+    bosh_stream *streams;       /* first stream (id 0) first */
     char       *content_type;   /* every response carries it */
     char       *xmpp_version;   /* for restarts */
     int         legacy;         /* no 'ver' at creation: HTTP error codes */
@@ -55,9 +67,8 @@ typedef struct bosh_session {
     loop_timer *reap_timer;     /* c2s_free after ops->close */
     int         depth;          /* events in progress */
     int         ended;          /* bosh_sm said END */
-    int         c2s_closed;     /* ops->close was called */
     int         destroying;
-} bosh_session;
+};
 
 /* One relayed request, from arrival to its answer. */
 typedef struct bosh_req {
@@ -83,6 +94,35 @@ static const c2s_transport bosh_transport = {
 };
 
 static uint64_t now_ms(const bosh_session *s) { return loop_now_ms(s->d->loop); }
+
+static int stream_live(const bosh_stream *st) { return st->c2s && !st->closed; }
+
+static bosh_stream *stream_by_id(bosh_session *s, int id) {
+    for (bosh_stream *st = s->streams; st; st = st->next)
+        if (st->id == id) return st;
+    return NULL;
+}
+
+static int any_stream_live(bosh_session *s) {
+    for (bosh_stream *st = s->streams; st; st = st->next)
+        if (stream_live(st)) return 1;
+    return 0;
+}
+
+/* 128 random bits as hex: sid suffixes and stream names (§multi: opaque,
+ * unpredictable). */
+static int random_hex(char *out, size_t outlen) {
+    unsigned char rnd[16];
+    static const char hex[] = "0123456789abcdef";
+    if (outlen < 33 || apr_generate_random_bytes(rnd, sizeof rnd) != APR_SUCCESS)
+        return -1;
+    for (size_t i = 0; i < sizeof rnd; i++) {
+        out[2 * i] = hex[rnd[i] >> 4];
+        out[2 * i + 1] = hex[rnd[i] & 15];
+    }
+    out[32] = '\0';
+    return 0;
+}
 
 /* ---- requests ---- */
 
@@ -121,26 +161,55 @@ static void answer_req(bosh_session *s, bosh_req *q, const bosh_action *a) {
     else req_free(q);
 }
 
+static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr,
+                                const char *auth_user);
+static void add_stream(bosh_session *s, bosh_req *q);
+
+/* One request's payloads for one stream. Broadcast copies them. */
+static void process_for(bosh_session *s, bosh_stream *st, bosh_body *b,
+                        int copy) {
+    (void)s;
+    if (b->flags & BB_RESTART) {
+        /* XEP-0206 §5: stanzas inside a restart body are ignored. */
+        if (stream_live(st))
+            c2s_stream_start(st->c2s, b->to ? b->to : s->d->cfg.domain,
+                             s->xmpp_version, b->lang);
+    } else if (copy) {
+        for (xs_node *c = xs_child(b->root, NULL, NULL); c && stream_live(st);
+             c = xs_next_elem(c, NULL, NULL))
+            c2s_stanza(st->c2s, xs_copy(c));
+    } else {
+        xs_node *child;
+        while (stream_live(st) && (child = xs_child(b->root, NULL, NULL)) != NULL) {
+            xs_unlink(child);
+            c2s_stanza(st->c2s, child);
+        }
+    }
+    if ((b->flags & BB_TERMINATE) && stream_live(st))
+        c2s_stream_end(st->c2s);
+}
+
 /* Payloads of one request, in rid order (bosh_sm guarantees the order).
  * A stanza can end the stream, and that answers q from inside this
  * function: q stays allocated (busy) until we are done with its body. */
-static void process_req(bosh_session *s, bosh_req *q) {
-    bosh_body *b = &q->body;
+static void process_req(bosh_session *s, bosh_req *q, const bosh_action *a) {
     q->busy = 1;
-    if (b->flags & BB_RESTART) {
-        /* XEP-0206 §5: stanzas inside a restart body are ignored. */
-        c2s_stream_start(s->c2s, b->to ? b->to : s->d->cfg.domain,
-                         s->xmpp_version, b->lang);
-    } else {
-        xs_node *child;
-        while (s->c2s && !s->c2s_closed &&
-               (child = xs_child(b->root, NULL, NULL)) != NULL) {
-            xs_unlink(child);
-            c2s_stanza(s->c2s, child);
+    if (a->new_stream) {
+        add_stream(s, q);
+    } else if (a->stream == BOSH_SM_ALL_STREAMS) {
+        /* §multi-transmit: no 'stream' means every open stream. Streams
+         * are collected first: processing may close one. */
+        int ids[BOSH_SM_MAX_STREAMS], n = 0;
+        for (bosh_stream *st = s->streams; st && n < BOSH_SM_MAX_STREAMS; st = st->next)
+            if (stream_live(st)) ids[n++] = st->id;
+        for (int i = 0; i < n; i++) {
+            bosh_stream *st = stream_by_id(s, ids[i]);
+            if (st) process_for(s, st, &q->body, 1);
         }
+    } else {
+        bosh_stream *st = stream_by_id(s, a->stream);
+        if (st) process_for(s, st, &q->body, 0);
     }
-    if ((b->flags & BB_TERMINATE) && s->c2s && !s->c2s_closed)
-        c2s_stream_end(s->c2s);
     q->busy = 0;
     if (q->answered) req_free(q);
 }
@@ -151,10 +220,10 @@ static void run_actions(bosh_session *s, bosh_actions *acts) {
         switch (a->type) {
         case BOSH_ACT_ANSWER:  answer_req(s, a->req, a); break;
         case BOSH_ACT_PROCESS:
-            /* Once the stream is closed, payloads are dropped; the
+            /* Once the streams are closed, payloads are dropped; the
              * request itself may already be answered (and freed) by the
              * close, so it must not be touched. */
-            if (s->c2s && !s->c2s_closed) process_req(s, a->req);
+            if (!s->ended && any_stream_live(s)) process_req(s, a->req, a);
             break;
         case BOSH_ACT_END:     s->ended = 1; break;
         }
@@ -174,10 +243,15 @@ static void destroy(bosh_session *s) {
     apr_hash_set(s->mgr->sessions, s->sid, APR_HASH_KEY_STRING, NULL);
     if (s->d->stats.bosh_sessions) s->d->stats.bosh_sessions--;
     log_debug("bosh %s: session ended", s->sid);
-    if (s->c2s) {
-        c2s *c = s->c2s;
-        s->c2s = NULL;
-        c2s_free(c);
+    while (s->streams) {
+        bosh_stream *st = s->streams;
+        s->streams = st->next;
+        if (st->c2s) {
+            c2s *c = st->c2s;
+            st->c2s = NULL;
+            c2s_free(c);
+        }
+        free(st);
     }
     bosh_sm_free(s->sm);
     free(s->content_type);
@@ -229,9 +303,12 @@ static void flush_cb(loop *l, void *ud) {
     bosh_sm_flush(s->sm, now_ms(s), &acts);
     run_actions(s, &acts);
     /* Output piling up with no request to carry it (a stalled client). */
-    if (!s->ended && s->c2s && !s->c2s_closed && s->d->cfg.max_output &&
-        bosh_sm_pending(s->sm) > s->d->cfg.max_output)
-        c2s_close(s->c2s, "resource-constraint", "output queue full");
+    for (bosh_stream *st = s->streams; st && !s->ended; st = st->next)
+        if (stream_live(st) && s->d->cfg.max_output &&
+            bosh_sm_stream_pending(s->sm, st->id) > s->d->cfg.max_output) {
+            c2s_close(st->c2s, "resource-constraint", "output queue full");
+            break;      /* the list may have changed */
+        }
     s->depth--;
     after_event(s);
 }
@@ -241,15 +318,27 @@ static void schedule_flush(bosh_session *s) {
         s->flush_timer = loop_timer_add(s->d->loop, 0, flush_cb, s);
 }
 
+/* Free the c2s of every closed stream (never inside ops->close). */
 static void reap_cb(loop *l, void *ud) {
     bosh_session *s = ud;
     (void)l;
     s->reap_timer = NULL;
-    if (s->c2s) {
-        c2s *c = s->c2s;
-        s->c2s = NULL;
-        c2s_free(c);
+    s->depth++;
+    for (bosh_stream **pp = &s->streams; *pp;) {
+        bosh_stream *st = *pp;
+        if (st->closed && st->c2s) {
+            c2s *c = st->c2s;
+            st->c2s = NULL;
+            c2s_free(c);
+        }
+        if (st->closed && st != s->streams) {   /* keep the first: ids */
+            *pp = st->next;
+            free(st);
+        } else {
+            pp = &st->next;
+        }
     }
+    s->depth--;
     after_event(s);
 }
 
@@ -263,9 +352,9 @@ static void transport_stream_open(void *t, const char *stream_id) {
  * (jabber:client). Inside <body xmlns=httpbind> that scope is gone, so a
  * top-level element without xmlns gets xmlns='jabber:client' back
  * (XEP-0206 §8). stream:-prefixed elements are left alone. */
-static void queue_output(bosh_session *s, const char *xml, size_t len) {
+static void queue_output(bosh_session *s, int id, const char *xml, size_t len) {
     if (len < 2 || xml[0] != '<' || (len > 8 && memcmp(xml, "<stream:", 8) == 0)) {
-        bosh_sm_output(s->sm, xml, len);
+        bosh_sm_stream_output(s->sm, id, xml, len);
         return;
     }
     size_t name_end = 1;
@@ -278,7 +367,7 @@ static void queue_output(bosh_session *s, const char *xml, size_t len) {
         if (c == '>') break;
         if (c == 'x' && j + 6 <= len && memcmp(xml + j, "xmlns=", 6) == 0 &&
             strchr(" \t\r\n", xml[j - 1])) {
-            bosh_sm_output(s->sm, xml, len);
+            bosh_sm_stream_output(s->sm, id, xml, len);
             return;
         }
     }
@@ -286,21 +375,23 @@ static void queue_output(bosh_session *s, const char *xml, size_t len) {
     sb_append(&sb, xml, name_end);
     sb_puts(&sb, " xmlns='" JABBER_CLIENT_NS "'");
     sb_append(&sb, xml + name_end, len - name_end);
-    bosh_sm_output(s->sm, sb.data, sb.len);
+    bosh_sm_stream_output(s->sm, id, sb.data, sb.len);
     sb_free(&sb);
 }
 
 static void transport_send(void *t, const char *xml, size_t len) {
-    bosh_session *s = t;
-    if (s->ended || s->destroying) return;
-    queue_output(s, xml, len);
+    bosh_stream *st = t;
+    bosh_session *s = st->s;
+    if (s->ended || s->destroying || st->closed) return;
+    queue_output(s, st->id, xml, len);
     schedule_flush(s);
 }
 
 static void transport_close(void *t, const char *condition, const char *text) {
-    bosh_session *s = t;
-    if (s->c2s_closed || s->destroying) return;
-    s->c2s_closed = 1;
+    bosh_stream *st = t;
+    bosh_session *s = st->s;
+    if (st->closed || s->destroying) return;
+    st->closed = 1;
     const char *cond = NULL;
     strbuf extra = STRBUF_INIT;
     if (condition) {
@@ -324,7 +415,9 @@ static void transport_close(void *t, const char *condition, const char *text) {
     bosh_actions acts;
     bosh_actions_init(&acts);
     s->depth++;
-    bosh_sm_close(s->sm, now_ms(s), cond, extra.data, &acts);
+    /* One stream of several: only it ends (§multi-error); the last one
+     * ends the session. */
+    bosh_sm_stream_close(s->sm, now_ms(s), st->id, cond, extra.data, &acts);
     run_actions(s, &acts);
     s->depth--;
     sb_free(&extra);
@@ -355,17 +448,44 @@ static void on_release(relay_req *r, void *ud) {
 }
 
 static int make_sid(const char *node, char *out, size_t outlen) {
-    unsigned char rnd[16];
-    static const char hex[] = "0123456789abcdef";
-    if (apr_generate_random_bytes(rnd, sizeof rnd) != APR_SUCCESS) return -1;
     size_t n = (size_t)snprintf(out, outlen, "%s-", node);
     if (n + 33 > outlen) return -1;
-    for (size_t i = 0; i < sizeof rnd; i++) {
-        out[n++] = hex[rnd[i] >> 4];
-        out[n++] = hex[rnd[i] & 15];
+    return random_hex(out + n, outlen - n);
+}
+
+static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr,
+                                const char *auth_user) {
+    bosh_stream *st = calloc(1, sizeof *st);
+    if (!st) abort();
+    st->s = s;
+    st->id = id;
+    bosh_stream **pp = &s->streams;
+    while (*pp) pp = &(*pp)->next;
+    *pp = st;
+    st->c2s = c2s_new(s->d, &bosh_transport, st, 1, client_addr ? client_addr : "");
+    if (auth_user && *auth_user) c2s_set_vouched_user(st->c2s, auth_user);
+    return st;
+}
+
+/* §multi-add: an empty body with 'to'. Only our domain is served; any
+ * other 'to' gets a stream that ends at once with host-unknown. */
+static void add_stream(bosh_session *s, bosh_req *q) {
+    char name[40];
+    bosh_body *b = &q->body;
+    if (random_hex(name, sizeof name) != 0) return;
+    int id = bosh_sm_stream_add(s->sm, name);
+    if (id < 0) return;
+    if (!s->d->cfg.domain || strcasecmp(b->to, s->d->cfg.domain) != 0) {
+        bosh_actions acts;
+        bosh_actions_init(&acts);
+        bosh_sm_stream_close(s->sm, now_ms(s), id, "host-unknown", NULL, &acts);
+        run_actions(s, &acts);
+        return;
     }
-    out[n] = '\0';
-    return 0;
+    bosh_stream *st = open_stream(s, id, q->r ? q->r->client_addr : "",
+                                  q->r ? q->r->auth_user : NULL);
+    log_debug("bosh %s: stream %s added", s->sid, name);
+    c2s_stream_start(st->c2s, b->to, s->xmpp_version, b->lang);
 }
 
 static int header_safe(const char *v) {
@@ -392,6 +512,7 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
         .has_hold = !!(b->flags & BB_HAS_HOLD), .hold = b->hold,
         .has_ver = !!(b->flags & BB_HAS_VER),
         .ver_major = b->ver_major, .ver_minor = b->ver_minor,
+        .has_ack = !!(b->flags & BB_HAS_ACK), .ack = b->ack,
     };
     bosh_sm_params p;
     bosh_sm_negotiate(&lim, &c, &p);
@@ -412,12 +533,13 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     if (!s->content_type || !s->xmpp_version) abort();
     uint64_t now = now_ms(s);
     s->sm = bosh_sm_new(&p, b->rid, now);
+    char first[40];
+    if (random_hex(first, sizeof first) == 0)
+        bosh_sm_enable_streams(s->sm, first);   /* §multi-discover */
+    if (b->newkey) bosh_sm_set_key(s->sm, b->newkey);   /* §keys */
     apr_hash_set(m->sessions, s->sid, APR_HASH_KEY_STRING, s);
     d->stats.bosh_sessions++;
-    s->c2s = c2s_new(d, &bosh_transport, s, 1,
-                     q->r->client_addr ? q->r->client_addr : "");
-    if (q->r->auth_user && *q->r->auth_user)
-        c2s_set_vouched_user(s->c2s, q->r->auth_user);
+    bosh_stream *st = open_stream(s, 0, q->r->client_addr, q->r->auth_user);
     log_debug("bosh %s: new session from %s (wait %u hold %u)", s->sid,
               q->r->client_addr ? q->r->client_addr : "?", p.wait, p.hold);
 
@@ -428,7 +550,7 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     bosh_actions_init(&acts);
     s->depth++;
     /* features go out through transport_send into the machine's queue */
-    c2s_stream_start(s->c2s, b->to, s->xmpp_version, b->lang);
+    c2s_stream_start(st->c2s, b->to, s->xmpp_version, b->lang);
     bosh_sm_creation_answer(s->sm, now_ms(s), q, s->sid, d->cfg.domain, &acts);
     run_actions(s, &acts);
     s->depth--;
@@ -459,13 +581,19 @@ void bosh_handle_request(chatd *d, relay_req *r) {
     q->s = s;
     r->on_release = on_release;
     r->release_ud = q;
-    unsigned flags = 0;
-    if (q->body.flags & BB_TERMINATE) flags |= BOSH_REQ_TERMINATE;
-    if (q->body.flags & BB_HAS_PAUSE) flags |= BOSH_REQ_PAUSE;
+    const bosh_body *b = &q->body;
+    bosh_sm_req sr = {
+        .rid = b->rid, .pause = b->pause, .npayloads = b->npayloads,
+        .has_ack = !!(b->flags & BB_HAS_ACK), .ack = b->ack,
+        .key = b->key, .newkey = b->newkey, .stream = b->stream, .to = b->to,
+    };
+    if (b->flags & BB_TERMINATE) sr.flags |= BOSH_REQ_TERMINATE;
+    if (b->flags & BB_HAS_PAUSE) sr.flags |= BOSH_REQ_PAUSE;
+    if (b->flags & BB_RESTART) sr.flags |= BOSH_REQ_RESTART;
     bosh_actions acts;
     bosh_actions_init(&acts);
     s->depth++;
-    bosh_sm_request(s->sm, now_ms(s), q->body.rid, flags, q->body.pause, q, &acts);
+    bosh_sm_request_ex(s->sm, now_ms(s), &sr, q, &acts);
     run_actions(s, &acts);
     if (!s->ended) schedule_flush(s);   /* hold=0, and output made above */
     s->depth--;
@@ -506,7 +634,7 @@ void bosh_shutdown_all(chatd *d) {
         if (!s->ended) {
             bosh_actions acts;
             bosh_actions_init(&acts);
-            s->c2s_closed = 1;
+            for (bosh_stream *st = s->streams; st; st = st->next) st->closed = 1;
             s->depth++;
             bosh_sm_close(s->sm, now_ms(s), "system-shutdown", NULL, &acts);
             run_actions(s, &acts);
