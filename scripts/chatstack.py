@@ -1,0 +1,663 @@
+#!/usr/bin/python3
+"""chatstack: start and stop a private Redis + chatd + httpd (mod_bosh).
+
+Why one module: `make run` (the demo) and the integration tests
+(tests/integration/conftest.py) need the same three daemons, configured the
+same way; writing the configs and the readiness checks once keeps the demo
+and the tests honest with each other.
+
+Everything lives under one directory (./run for the demo, a tmp dir for the
+tests): configs, sockets, pid files, logs. Nothing touches /etc/apache2, the
+system redis or any system service. Readiness is always "poll a condition
+until a deadline", never a fixed sleep.
+
+CLI (used by scripts/run.sh):
+    chatstack.py start  --dir DIR [--http-port N] [--xmpp-port N] [--users alice,bob]
+    chatstack.py stop   --dir DIR
+    chatstack.py status --dir DIR
+"""
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APACHE_BIN = "/usr/sbin/apache2"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+MOD_BOSH_SO = os.path.join(REPO, "mod_bosh", ".libs", "mod_bosh.so")
+SITE_CONF = os.path.join(REPO, "httpd-conf", "demo-site.conf")
+
+# Debian modules the site needs (mpm chosen separately).
+HTTPD_MODULES = [
+    ("authz_core_module", "mod_authz_core.so"),
+    ("authz_host_module", "mod_authz_host.so"),
+    ("mime_module", "mod_mime.so"),
+    ("dir_module", "mod_dir.so"),
+    ("alias_module", "mod_alias.so"),
+    ("headers_module", "mod_headers.so"),
+    ("status_module", "mod_status.so"),
+    ("log_config_module", "mod_log_config.so"),
+]
+
+MPM_CONF = {
+    "event": """\
+<IfModule mpm_event_module>
+    StartServers          2
+    ServerLimit           4
+    ThreadsPerChild      25
+    MaxRequestWorkers   100
+    MinSpareThreads      10
+    MaxSpareThreads      75
+    MaxConnectionsPerChild 0
+</IfModule>""",
+    "worker": """\
+<IfModule mpm_worker_module>
+    StartServers          2
+    ServerLimit           4
+    ThreadsPerChild      25
+    MaxRequestWorkers   100
+    MinSpareThreads      10
+    MaxSpareThreads      75
+</IfModule>""",
+    "prefork": """\
+<IfModule mpm_prefork_module>
+    StartServers          4
+    MinSpareServers       2
+    MaxSpareServers       8
+    MaxRequestWorkers    40
+</IfModule>""",
+}
+
+
+class StackError(RuntimeError):
+    """A daemon did not come up (the message carries the log tail)."""
+
+
+def free_port():
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def tail(path, lines=40):
+    """Last lines of a log file, for error messages."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()[-16384:]
+    except OSError as e:
+        return f"({path}: {e.strerror})"
+    text = data.decode("utf-8", "replace").splitlines()[-lines:]
+    return "\n".join(text) if text else f"({path} is empty)"
+
+
+def wait_for(what, check, timeout, alive=None, logs=()):
+    """Poll check() until it returns a true value or the deadline passes.
+
+    alive(), when given, is polled too: a daemon that exited fails at once
+    instead of waiting out the deadline. On failure raise StackError with
+    the tail of every log in logs."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    last_err = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except OSError as e:
+            last_err = e
+        if alive is not None and not alive():
+            reason = "exited"
+            break
+        if time.monotonic() >= deadline:
+            reason = f"not ready after {timeout}s"
+            break
+        time.sleep(delay)          # polling interval, not synchronisation
+        delay = min(delay * 2, 0.2)
+    msg = [f"{what}: {reason}" + (f" (last error: {last_err})" if last_err else "")]
+    for log in logs:
+        msg.append(f"--- tail of {log} ---\n{tail(log)}")
+    raise StackError("\n".join(msg))
+
+
+def unix_connects(path):
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        s.connect(path)
+    return True
+
+
+def tcp_connects(port, host="127.0.0.1"):
+    with socket.create_connection((host, port), timeout=1):
+        return True
+
+
+def redis_pings(sock_path):
+    if not os.path.exists(sock_path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        s.connect(sock_path)
+        s.sendall(b"PING\r\n")
+        return s.recv(64).startswith(b"+PONG")
+
+
+def http_answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code          # any HTTP answer means httpd is serving
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def module_symbol(so_path):
+    """The module struct name exported by a DSO (e.g. bosh_module), so the
+    LoadModule line follows whatever mod_bosh.c declares."""
+    try:
+        out = subprocess.run(["nm", "-D", "--defined-only", so_path],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "bosh_module"
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in ("D", "B") and parts[2].endswith("_module"):
+            return parts[2]
+    return "bosh_module"
+
+
+class Stack:
+    """One Redis + chatd + httpd under `root`.
+
+    foreground=True (tests): the daemons are our children (Popen), so an
+    early exit is seen at once and stop() gets their exit status.
+    foreground=False (make run): they daemonize and write pid files; stop()
+    works from the pid files alone, in a later process."""
+
+    def __init__(self, root, http_port=None, xmpp_port=None, redis_port=None,
+                 mpm="event", foreground=True, domain="localhost", node_id="n1",
+                 chatd_extra=None, httpd_extra=""):
+        self.root = os.path.abspath(root)
+        self.http_port = http_port or free_port()
+        self.xmpp_port = xmpp_port or free_port()
+        self.redis_port = redis_port or free_port()
+        self.mpm = mpm
+        self.foreground = foreground
+        self.domain = domain
+        self.muc_domain = "conference." + domain
+        self.node_id = node_id
+        self.chatd_extra = chatd_extra or {}
+        self.httpd_extra = httpd_extra
+        self.procs = {}
+
+        r = self.root
+        self.redis_sock = os.path.join(r, "redis.sock")
+        self.redis_conf = os.path.join(r, "redis.conf")
+        self.redis_pidfile = os.path.join(r, "redis.pid")
+        self.redis_log = os.path.join(r, "redis.log")
+        self.redis_url = "unix://" + self.redis_sock
+        self.relay_sock = os.path.join(r, "chatd-relay.sock")
+        self.chatd_conf = os.path.join(r, "chatd.conf")
+        self.chatd_pidfile = os.path.join(r, "chatd.pid")
+        self.chatd_log = os.path.join(r, "chatd.log")
+        self.chatd_stderr = os.path.join(r, "chatd.stderr")
+        self.tls_cert = os.path.join(r, "tls-cert.pem")
+        self.tls_key = os.path.join(r, "tls-key.pem")
+        self.httpd_root = os.path.join(r, "httpd")
+        self.httpd_conf = os.path.join(self.httpd_root, "httpd.conf")
+        self.httpd_pidfile = os.path.join(self.httpd_root, "httpd.pid")
+        self.httpd_error_log = os.path.join(self.httpd_root, "logs", "error_log")
+        self.httpd_access_log = os.path.join(self.httpd_root, "logs", "access_log")
+        self.state_file = os.path.join(r, "stack.json")
+        self.chatd_bin = os.path.join(REPO, "build", "chatd")
+        self.chatctl_bin = os.path.join(REPO, "build", "chatctl")
+
+    # -- urls ---------------------------------------------------------------
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    @property
+    def bosh_url(self):
+        return f"http://127.0.0.1:{self.http_port}/http-bind"
+
+    @property
+    def status_url(self):
+        return f"http://127.0.0.1:{self.http_port}/bosh-status"
+
+    # -- configs ------------------------------------------------------------
+    def write_configs(self):
+        for d in (self.root, self.httpd_root,
+                  os.path.join(self.httpd_root, "logs"),
+                  os.path.join(self.httpd_root, "runtime")):
+            os.makedirs(d, exist_ok=True)
+        # httpd children may run as www-data (when we are root): they must
+        # reach the sockets under root.
+        os.chmod(self.root, 0o755)
+        self._write_redis_conf()
+        self._make_tls_pair()
+        self._write_chatd_conf()
+        self._write_httpd_conf()
+        with open(self.state_file, "w") as f:
+            json.dump({"http_port": self.http_port, "xmpp_port": self.xmpp_port,
+                       "redis_port": self.redis_port, "mpm": self.mpm}, f)
+
+    def _write_redis_conf(self):
+        lines = [
+            f"port {self.redis_port}",
+            "bind 127.0.0.1",
+            f"unixsocket {self.redis_sock}",
+            "unixsocketperm 777",
+            f"daemonize {'no' if self.foreground else 'yes'}",
+            f"pidfile {self.redis_pidfile}",
+            f"logfile {self.redis_log}",
+            f"dir {self.root}",
+            'save ""',
+            "appendonly no",
+            "maxclients 1000",
+        ]
+        with open(self.redis_conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _make_tls_pair(self):
+        if os.path.exists(self.tls_cert) and os.path.exists(self.tls_key):
+            return
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec",
+             "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", self.tls_key, "-out", self.tls_cert, "-days", "365",
+             "-subj", f"/CN={self.domain}",
+             "-addext", f"subjectAltName=DNS:{self.domain},DNS:{self.muc_domain}"],
+            check=True, capture_output=True)
+        os.chmod(self.tls_key, 0o600)
+
+    def chatd_settings(self):
+        settings = {
+            "domain": self.domain,
+            "node_id": self.node_id,
+            "redis": "unix://" + self.redis_sock,
+            "relay_listen": "unix:" + self.relay_sock,
+            "c2s_listen": f"127.0.0.1:{self.xmpp_port}",
+            "tls_cert": self.tls_cert,
+            "tls_key": self.tls_key,
+            "plain_without_tls": "yes",
+            "pidfile": self.chatd_pidfile,
+            "logfile": self.chatd_log,
+            "log_level": "debug" if self.foreground else "info",
+            "daemonize": "no" if self.foreground else "yes",
+        }
+        settings.update(self.chatd_extra)
+        return settings
+
+    def _write_chatd_conf(self):
+        with open(self.chatd_conf, "w") as f:
+            f.write("# chatd config generated by scripts/chatstack.py; keys: chatd/config.h\n")
+            for k, v in self.chatd_settings().items():
+                f.write(f"{k} {v}\n")
+
+    def _write_httpd_conf(self):
+        mods = [f"LoadModule mpm_{self.mpm}_module {APACHE_MODULES}/mod_mpm_{self.mpm}.so"]
+        # IfModule: some of them may be compiled in (log_config is, on Debian)
+        mods += [f"<IfModule !{name}>\n    LoadModule {name} {APACHE_MODULES}/{so}\n</IfModule>"
+                 for name, so in HTTPD_MODULES]
+        mods.append(f"LoadModule {module_symbol(MOD_BOSH_SO)} {MOD_BOSH_SO}")
+        user = ""
+        if os.geteuid() == 0:
+            user = "User www-data\nGroup www-data"
+        conf = f"""\
+# httpd config generated by scripts/chatstack.py: a private server, not the
+# system apache2 (no /etc/apache2, no systemd).
+ServerRoot "{self.httpd_root}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{self.http_port}
+PidFile "{self.httpd_pidfile}"
+DefaultRuntimeDir "{self.httpd_root}/runtime"
+Mutex file:{self.httpd_root}/runtime default
+ErrorLog "{self.httpd_error_log}"
+LogLevel info
+LogFormat "%h %t \\"%r\\" %>s %b %D" timing
+CustomLog "{self.httpd_access_log}" timing
+{user}
+{chr(10).join(mods)}
+{MPM_CONF[self.mpm]}
+# Longer than any BOSH wait, so a held request is never cut by httpd.
+Timeout 120
+KeepAlive On
+KeepAliveTimeout 30
+TypesConfig /etc/mime.types
+AddType application/wasm .wasm
+<Directory />
+    AllowOverride None
+    Require all denied
+</Directory>
+Define CHAT_REPO "{REPO}"
+Define CHAT_NODE {self.node_id}
+Define CHAT_DOMAIN {self.domain}
+Define CHAT_RELAY "{self.relay_sock}"
+Define CHAT_REDIS_URL "unix://{self.redis_sock}"
+Include "{SITE_CONF}"
+{self.httpd_extra}
+"""
+        with open(self.httpd_conf, "w") as f:
+            f.write(conf)
+
+    # -- start --------------------------------------------------------------
+    def start(self, timeout=20):
+        for path in (self.chatd_bin, MOD_BOSH_SO):
+            if not os.path.exists(path):
+                raise StackError(f"{path} is missing: run `make` first")
+        self.write_configs()
+        self.start_redis(timeout)
+        self.start_chatd(timeout)
+        self.start_httpd(timeout)
+
+    def _spawn(self, name, argv, stdout_path):
+        out = open(stdout_path, "ab")
+        # Own session: httpd prefork signals its whole process group on
+        # shutdown (killpg), which must not include pytest or make.
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=self.root,
+                                start_new_session=True)
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def _alive(self, name, pidfile):
+        """alive() for wait_for: the child, or the daemon named in pidfile."""
+        if self.foreground:
+            proc = self.procs[name]
+            return lambda: proc.poll() is None
+        def check():
+            pid = read_pid(pidfile)
+            return pid is None or pid_alive(pid)   # no pidfile yet: still starting
+        return check
+
+    def start_redis(self, timeout=20):
+        for stale in (self.redis_sock,):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        if self.foreground:
+            self._spawn("redis", ["redis-server", self.redis_conf], self.redis_log + ".stdout")
+        else:
+            subprocess.run(["redis-server", self.redis_conf], check=True)
+        wait_for("redis-server", lambda: redis_pings(self.redis_sock), timeout,
+                 alive=self._alive("redis", self.redis_pidfile), logs=[self.redis_log])
+
+    def start_chatd(self, timeout=20):
+        if os.path.exists(self.relay_sock):
+            os.unlink(self.relay_sock)
+        argv = [self.chatd_bin, "-c", self.chatd_conf]
+        if self.foreground:
+            self._spawn("chatd", argv, self.chatd_stderr)
+        else:
+            with open(self.chatd_stderr, "ab") as out:
+                rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode
+            if rc != 0:
+                raise StackError(f"chatd exited {rc}\n--- {self.chatd_stderr} ---\n"
+                                 f"{tail(self.chatd_stderr)}\n--- {self.chatd_log} ---\n"
+                                 f"{tail(self.chatd_log)}")
+        logs = [self.chatd_log, self.chatd_stderr]
+        alive = self._alive("chatd", self.chatd_pidfile)
+        wait_for("chatd relay socket", lambda: unix_connects(self.relay_sock), timeout,
+                 alive=alive, logs=logs)
+        if os.geteuid() == 0:
+            # httpd children run as www-data and must connect to it.
+            os.chmod(self.relay_sock, 0o777)
+        wait_for("chatd c2s port", lambda: tcp_connects(self.xmpp_port), timeout,
+                 alive=alive, logs=logs)
+
+    def httpd_cmd(self, *args):
+        return [APACHE_BIN, "-d", self.httpd_root, "-f", self.httpd_conf, *args]
+
+    def start_httpd(self, timeout=20):
+        check = subprocess.run(self.httpd_cmd("-t"), capture_output=True, text=True)
+        if check.returncode != 0:
+            raise StackError(f"httpd config test failed:\n{check.stdout}{check.stderr}")
+        if self.foreground:
+            self._spawn("httpd", self.httpd_cmd("-DFOREGROUND"),
+                        os.path.join(self.httpd_root, "logs", "stdout"))
+        else:
+            out_path = os.path.join(self.httpd_root, "logs", "stdout")
+            with open(out_path, "ab") as out:
+                # a file, not a pipe: the detached daemon must not hold our pipe open
+                rc = subprocess.run(self.httpd_cmd("-k", "start"), stdout=out,
+                                    stderr=subprocess.STDOUT).returncode
+            if rc != 0:
+                raise StackError(f"httpd -k start exited {rc}:\n{tail(out_path)}\n"
+                                 f"{tail(self.httpd_error_log)}")
+        wait_for("httpd", lambda: http_answers(self.base_url), timeout,
+                 alive=self._alive("httpd", self.httpd_pidfile),
+                 logs=[self.httpd_error_log])
+
+    def httpd_graceful(self):
+        """-k graceful: new generation of children, same parent."""
+        subprocess.run(self.httpd_cmd("-k", "graceful"), check=True, capture_output=True)
+
+    # -- stop ---------------------------------------------------------------
+    def _stop_one(self, name, pidfile, sig=signal.SIGTERM, timeout=20):
+        """Signal the daemon and wait until it is gone. Returns its exit
+        status when it is our child, 0 when it was a daemon that exited,
+        None when nothing was running, -1 when it had to be killed."""
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    return proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    return -1
+            return proc.returncode
+        pid = read_pid(pidfile)
+        if pid is None or not pid_alive(pid):
+            return None
+        os.kill(pid, sig)
+        try:
+            wait_for(f"{name} exit", lambda: not pid_alive(pid), timeout)
+        except StackError:
+            os.kill(pid, signal.SIGKILL)
+            return -1
+        return 0
+
+    def stop(self):
+        """Stop httpd, then chatd, then redis. Returns {name: status}."""
+        return {
+            "httpd": self._stop_one("httpd", self.httpd_pidfile),
+            "chatd": self._stop_one("chatd", self.chatd_pidfile),
+            "redis": self._stop_one("redis", self.redis_pidfile),
+        }
+
+    # -- helpers for tests and the demo -------------------------------------
+    def redis_cli(self, *args):
+        """Run redis-cli against our redis; returns stdout (stripped)."""
+        r = subprocess.run(["redis-cli", "-s", self.redis_sock, *map(str, args)],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise StackError(f"redis-cli {' '.join(map(str, args))}: {r.stderr}")
+        return r.stdout.strip()
+
+    def redis_clients(self):
+        """CLIENT LIST as a list of dicts (excluding this redis-cli itself)."""
+        clients = []
+        for line in self.redis_cli("CLIENT", "LIST").splitlines():
+            fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            if fields.get("cmd") not in ("client|list", "client"):
+                clients.append(fields)
+        return clients
+
+    def chatctl(self, *args, check=True):
+        r = subprocess.run([self.chatctl_bin, "-c", self.chatd_conf, *map(str, args)],
+                           capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise StackError(f"chatctl {' '.join(map(str, args))} exited {r.returncode}:\n"
+                             f"{r.stdout}{r.stderr}")
+        return r
+
+    def add_user(self, name, password=None):
+        password = password or secrets.token_urlsafe(9)
+        self.chatctl("adduser", name, password)
+        return password
+
+    def logs_tail(self, lines=40):
+        """All logs' tails, for a failing test's message."""
+        out = []
+        for log in (self.chatd_log, self.chatd_stderr, self.httpd_error_log, self.redis_log):
+            if os.path.exists(log):
+                out.append(f"--- tail of {log} ---\n{tail(log, lines)}")
+        return "\n".join(out)
+
+    @classmethod
+    def from_dir(cls, root, foreground=False):
+        """The stack described by root/stack.json (for stop/status)."""
+        with open(os.path.join(root, "stack.json")) as f:
+            st = json.load(f)
+        return cls(root, http_port=st["http_port"], xmpp_port=st["xmpp_port"],
+                   redis_port=st["redis_port"], mpm=st.get("mpm", "event"),
+                   foreground=foreground)
+
+
+# -- CLI ------------------------------------------------------------------
+def cmd_start(args):
+    root = os.path.abspath(args.dir)
+    if os.path.exists(os.path.join(root, "stack.json")):
+        old = Stack.from_dir(root)
+        if any(read_pid(p) and pid_alive(read_pid(p))
+               for p in (old.redis_pidfile, old.chatd_pidfile, old.httpd_pidfile)):
+            print(f"already running under {root} (make stop first); status:")
+            return cmd_status(args)
+    http_port = int(args.http_port)
+    xmpp_port = int(args.xmpp_port)
+    for port, var in ((http_port, "HTTP_PORT"), (xmpp_port, "XMPP_PORT")):
+        if not port_is_free(port):
+            print(f"port {port} is in use: set {var}=<port> (e.g. `{var}={free_port()} make run`)",
+                  file=sys.stderr)
+            return 1
+    stack = Stack(root, http_port=http_port, xmpp_port=xmpp_port,
+                  mpm=args.mpm, foreground=False)
+    try:
+        stack.start()
+    except StackError as e:
+        print(f"start failed: {e}", file=sys.stderr)
+        stack.stop()
+        return 1
+    users = {}
+    for name in args.users.split(","):
+        if name:
+            users[name] = stack.add_user(name)
+    with open(os.path.join(root, "users.txt"), "w") as f:
+        for name, pw in users.items():
+            f.write(f"{name}@{stack.domain} {pw}\n")
+    os.chmod(os.path.join(root, "users.txt"), 0o600)
+    print_info(stack, users)
+    return 0
+
+
+def print_info(stack, users):
+    print()
+    print(f"  Demo site:   {stack.base_url}")
+    print(f"  BOSH URL:    {stack.bosh_url}")
+    print(f"  XMPP (c2s):  127.0.0.1:{stack.xmpp_port}  (STARTTLS, self-signed)")
+    print(f"  Status:      {stack.status_url}")
+    for name, pw in users.items():
+        print(f"  User:        {name}  password {pw}")
+    print(f"  Room:        lobby@{stack.muc_domain} (created on first join)")
+    print(f"  Logs:        {stack.chatd_log}, {stack.httpd_error_log}")
+    print("  Stop with:   make stop")
+    print()
+
+
+def cmd_stop(args):
+    root = os.path.abspath(args.dir)
+    if not os.path.exists(os.path.join(root, "stack.json")):
+        print("nothing to stop")
+        return 0
+    stack = Stack.from_dir(root)
+    result = stack.stop()
+    for name, st in result.items():
+        print(f"{name}: " + {None: "not running", 0: "stopped", -1: "killed"}.get(st, f"exit {st}"))
+    return 0 if all(v in (None, 0) for v in result.values()) else 1
+
+
+def cmd_status(args):
+    root = os.path.abspath(args.dir)
+    if not os.path.exists(os.path.join(root, "stack.json")):
+        print("not running")
+        return 1
+    stack = Stack.from_dir(root)
+    running = True
+    for name, pidfile in (("redis", stack.redis_pidfile), ("chatd", stack.chatd_pidfile),
+                          ("httpd", stack.httpd_pidfile)):
+        pid = read_pid(pidfile)
+        up = pid is not None and pid_alive(pid)
+        running &= up
+        print(f"{name}: " + (f"running (pid {pid})" if up else "not running"))
+    users = {}
+    try:
+        with open(os.path.join(root, "users.txt")) as f:
+            for line in f:
+                jid, pw = line.split()
+                users[jid.split("@")[0]] = pw
+    except OSError:
+        pass
+    if running:
+        print_info(stack, users)
+    return 0 if running else 1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--dir", default=os.path.join(REPO, "run"))
+    p.add_argument("--http-port", default=os.environ.get("HTTP_PORT", "8080"))
+    p.add_argument("--xmpp-port", default=os.environ.get("XMPP_PORT", "5222"))
+    p.add_argument("--mpm", default=os.environ.get("MPM", "event"), choices=sorted(MPM_CONF))
+    p.add_argument("--users", default="alice,bob")
+    args = p.parse_args(argv)
+    return {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}[args.action](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

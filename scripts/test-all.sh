@@ -1,0 +1,43 @@
+#!/bin/bash
+# test-all.sh: what `make test` runs after installing packages.
+#   1. build everything (chatd, chatctl, mod_bosh.so)   - stop here on failure
+#   2. unit tests                                        (make unit)
+#   3. unit tests under ASan + UBSan in build-asan/      (make unit-asan)
+#   4. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js
+# Steps 2-4 all run even when one fails, so one run shows every failure;
+# the exit status is non-zero if any step failed. On success the output
+# ends with pytest's summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+MAKE=${MAKE:-make}
+
+failed=()
+run_step() {
+    local name=$1; shift
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    if "$@"; then
+        [ "$name" = integration ] || echo "=== $name: ok ($((SECONDS - t0))s)"
+    else
+        echo "=== $name: FAILED ($((SECONDS - t0))s)"
+        failed+=("$name")
+    fi
+}
+
+run_step build $MAKE --no-print-directory -j"$JOBS" all
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "make test: the build failed; nothing else was run"
+    exit 1
+fi
+run_step unit $MAKE --no-print-directory -j"$JOBS" unit
+ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1} \
+UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+    run_step unit-asan $MAKE --no-print-directory -j"$JOBS" unit-asan
+run_step integration /usr/bin/python3 -m pytest -q tests/integration
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "make test: FAILED: ${failed[*]}"
+    exit 1
+fi
+# On success the last line is pytest's "N passed in S s".
