@@ -162,6 +162,8 @@ void c2s_set_vouched_user(c2s *s, const char *user) {
 void **c2s_router_slot(c2s *s) { return &s->router_slot; }
 const char *c2s_jid(const c2s *s) { return s->jid; }
 const char *c2s_stream_id(const c2s *s) { return s->stream_id; }
+const char *c2s_kind(const c2s *s) { return s->ops->kind; }
+const char *c2s_peer(const c2s *s) { return s->peer; }
 
 /* ------------------------------------------------------------- features */
 

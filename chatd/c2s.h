@@ -80,5 +80,8 @@ void **c2s_router_slot(c2s *s);
 
 const char *c2s_jid(const c2s *s);   /* full JID once bound, else NULL */
 const char *c2s_stream_id(const c2s *s);
+/* For the admin socket (chatctl sessions list). */
+const char *c2s_kind(const c2s *s);  /* ops->kind: "c2s" or "bosh" */
+const char *c2s_peer(const c2s *s);  /* client address as given to c2s_new */
 
 #endif

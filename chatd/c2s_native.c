@@ -10,6 +10,31 @@
  * own I/O callback or from its own timer, never from inside a transport op,
  * because ops run in the middle of other sessions' work (a router kick, a
  * broadcast). Ops only set flags and arm the loop.
+ *
+ * Admission (common/admission.h), the same gate and pace as mod_bosh's:
+ *   - The node's session cap (cfg.max_sessions, native + BOSH) is checked
+ *     when the client opens its first stream: no Redis, just a count, and
+ *     the stream header has been read so the client's parser is in step
+ *     for our error. Over the cap: stream error resource-constraint
+ *     (RFC 6120 4.9.3.16, "lacks the system resources ... to service the
+ *     stream" is exactly a full node).
+ *   - The sign-in script runs when the client sends its first SASL <auth>,
+ *     not at stream open. Why there: it is the sign-in the gate and the
+ *     bucket are meant to count (not TCP probes, keepalive reconnects that
+ *     die in STARTTLS, or port scanners); the refusal text then travels
+ *     inside TLS; and a Redis failure has a precise, retryable SASL answer
+ *     (temporary-auth-failure, RFC 6120 6.5.12). The <auth> and anything
+ *     after it are held here (c2s never sees them) until the script
+ *     answers, asynchronously through redis_async: the loop never blocks.
+ *   - A refusal is a stream error, never a SASL <not-authorized/>: stock
+ *     clients read a SASL failure as "wrong password" and stop (or ask the
+ *     user), but treat a stream error as a lost connection and reconnect
+ *     with their own back-off, which is what a storm needs. Conditions
+ *     (RFC 6120 4.9.3): closed gate and per-address cap are
+ *     policy-violation (4.9.3.12: local policy, "MAY specify the policy in
+ *     <text/>"), the operators' reason and the retry time in <text>; the
+ *     server-wide rate is resource-constraint, since the whole service,
+ *     not this client, is over its budget.
  */
 #include "c2s_native.h"
 
@@ -28,6 +53,8 @@
 #include <openssl/rand.h>
 #include "../common/strbuf.h"
 #include "../common/xml_stream.h"
+#include "../common/admission.h"
+#include "admin.h"
 #include "c2s.h"
 #include "log.h"
 #include "tls.h"
@@ -37,8 +64,15 @@
 #define NATIVE_STOP_FLUSH_MS 1000
 #define STREAM_NS_URI "http://etherx.jabber.org/streams"
 #define STREAMS_ERR_NS "urn:ietf:params:xml:ns:xmpp-streams"
+#define SASL_NS "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NATIVE_MAX_HELD 32         /* stanzas held while admission runs */
 
 typedef struct native_conn native_conn;
+
+typedef struct held_stanza {
+    struct held_stanza *next;
+    xs_node *stanza;
+} held_stanza;
 
 enum { TLS_NONE, TLS_HANDSHAKE, TLS_ON };
 
@@ -59,6 +93,15 @@ struct native_conn {
     int          in_feed;
     loop_timer  *timer;             /* close timeout or deferred destroy */
     char         peer[64];
+    char         addr[INET6_ADDRSTRLEN]; /* host part: the per-address cap */
+    int          counted;           /* holds a max_sessions slot (stats.c2s_sessions) */
+    int          admitted;          /* the sign-in script said yes */
+    int          admitting;         /* the script is running; input is held */
+    int          admit_use_sha;
+    redis_async_req *admit_req;
+    admission_argv admit_argv;
+    held_stanza *held, *held_tail;  /* the <auth> first, then what followed */
+    int          held_count;
 };
 
 typedef struct c2s_listener {
@@ -220,6 +263,17 @@ static void on_stream_start(void *ud, const char *ns, const char *name, const ch
         op_close(c, "invalid-namespace", NULL);
         return;
     }
+    if (!c->counted) {
+        chatd *d = c->lst->d;
+        if (chatd_session_slots_full(d)) {
+            d->stats.sessions_refused++;
+            c2s_close(c->s, "resource-constraint",
+                      "this server is at its session limit; try again later");
+            return;
+        }
+        c->counted = 1;
+        d->stats.c2s_sessions++;
+    }
     const char *to = NULL, *version = NULL, *lang = NULL;
     for (size_t i = 0; attrs && attrs[i]; i += 2) {
         if (!strcmp(attrs[i], "to")) to = attrs[i + 1];
@@ -229,14 +283,153 @@ static void on_stream_start(void *ud, const char *ns, const char *name, const ch
     c2s_stream_start(c->s, to, version, lang);
 }
 
-static void on_stanza(void *ud, xs_node *stanza) {
+/* ---- sign-in admission (see the top of the file) ---- */
+
+static void route_stanza(native_conn *c, xs_node *stanza);
+
+static void held_clear(native_conn *c) {
+    while (c->held) {
+        held_stanza *h = c->held;
+        c->held = h->next;
+        xs_free(h->stanza);
+        free(h);
+    }
+    c->held_tail = NULL;
+    c->held_count = 0;
+}
+
+static void admission_cancel(native_conn *c) {
+    if (c->admit_req) redis_async_forget(c->admit_req);
+    c->admit_req = NULL;
+    c->admitting = 0;
+    held_clear(c);
+}
+
+/* Hold a stanza while the script runs; at_front for the gated <auth>. */
+static void hold(native_conn *c, xs_node *stanza, int at_front) {
+    if (c->held_count >= NATIVE_MAX_HELD) {
+        xs_free(stanza);
+        admission_cancel(c);
+        c2s_close(c->s, "policy-violation", "too many stanzas during sign-in");
+        return;
+    }
+    held_stanza *h = calloc(1, sizeof(*h));
+    if (!h) abort();
+    h->stanza = stanza;
+    if (at_front) {
+        h->next = c->held;
+        c->held = h;
+        if (!c->held_tail) c->held_tail = h;
+    } else {
+        if (c->held_tail) c->held_tail->next = h;
+        else c->held = h;
+        c->held_tail = h;
+    }
+    c->held_count++;
+}
+
+static xs_node *held_pop(native_conn *c) {
+    held_stanza *h = c->held;
+    if (!h) return NULL;
+    c->held = h->next;
+    if (!c->held) c->held_tail = NULL;
+    c->held_count--;
+    xs_node *st = h->stanza;
+    free(h);
+    return st;
+}
+
+/* Hand held stanzas on in order, until one starts admission again. */
+static void held_replay(native_conn *c) {
+    xs_node *st;
+    while (!c->admitting && (st = held_pop(c))) route_stanza(c, st);
+}
+
+static void admission_send(native_conn *c);
+
+static void admission_cb(redisReply *reply, const char *err, void *ud) {
     native_conn *c = ud;
+    chatd *d = c->lst->d;
+    c->admit_req = NULL;
+    if (!err && c->admit_use_sha && admission_is_noscript(reply)) {
+        c->admit_use_sha = 0;       /* Redis restarted or flushed its scripts */
+        admission_send(c);
+        return;
+    }
+    c->admitting = 0;
+    if (c->closing || c->dead) { held_clear(c); return; }
+
+    admission_result res;
+    char why[256] = "";
+    uint32_t rnd = 0;
+    RAND_bytes((unsigned char *)&rnd, sizeof(rnd));
+    if (err || admission_interpret(reply, 10, rnd, &res, why, sizeof(why)) != 0) {
+        /* Redis cannot say: refuse this attempt in a way clients retry,
+         * and leave the stream open so the retry is cheap. */
+        d->stats.signin_unavailable++;
+        log_warn("c2s %s: sign-in admission unavailable: %s", c->peer, err ? err : why);
+        xs_free(held_pop(c));   /* the <auth> */
+        static const char fail[] =
+            "<failure xmlns='" SASL_NS "'><temporary-auth-failure/>"
+            "<text xml:lang='en'>sign-in is unavailable right now; try again shortly</text>"
+            "</failure>";
+        op_send(c, fail, sizeof(fail) - 1);
+        held_replay(c);
+        return;
+    }
+    if (res.verdict == ADMIT_OK) {
+        c->admitted = 1;
+        held_replay(c);
+        return;
+    }
+    d->stats.signin_refused++;
+    log_info("c2s %s: sign-in refused: %s", c->peer, res.reason);
+    held_clear(c);
+    c2s_close(c->s, res.verdict == ADMIT_RATE ? "resource-constraint" : "policy-violation",
+              res.reason);
+}
+
+static void admission_send(native_conn *c) {
+    chatd *d = c->lst->d;
+    admission_config ac;
+    admission_config_defaults(&ac);
+    ac.rate = d->cfg.signin_rate;
+    ac.burst = d->cfg.signin_burst;
+    ac.per_addr_per_min = d->cfg.signin_per_addr;
+    admission_build_argv(&c->admit_argv, &ac, c->addr, c->admit_use_sha);
+    c->admitting = 1;
+    /* NULL means the callback already ran (with an error). */
+    redis_async_req *r = redis_async_commandargv(d->redis, admission_cb, c,
+                                                 c->admit_argv.argc, c->admit_argv.argv,
+                                                 c->admit_argv.argvlen);
+    if (r) c->admit_req = r;
+}
+
+static int is_sasl_auth(const xs_node *st) {
+    return st->ns && st->name && !strcmp(st->ns, SASL_NS) && !strcmp(st->name, "auth");
+}
+
+static void route_stanza(native_conn *c, xs_node *stanza) {
     if (c->closing || c->dead) { xs_free(stanza); return; }
+    if (c->admitting) { hold(c, stanza, 0); return; }
+    if (!c->admitted && is_sasl_auth(stanza) && c->lst->d->redis) {
+        hold(c, stanza, 1);
+        c->admit_use_sha = 1;
+        admission_send(c);
+        return;
+    }
     c2s_stanza(c->s, stanza);
+}
+
+/* ---- parser callbacks (stanzas) ---- */
+
+static void on_stanza(void *ud, xs_node *stanza) {
+    route_stanza(ud, stanza);
 }
 
 static void on_stream_end(void *ud) {
     native_conn *c = ud;
+    admission_cancel(c);    /* the client is gone: nothing held matters */
     c2s_stream_end(c->s);
     /* The client is done either way; make sure our side closes too. */
     if (!c->closing) op_close(c, NULL, NULL);
@@ -349,6 +542,7 @@ static void conn_destroy(native_conn *c) {
     c->closing = 1;
     loop_timer_cancel(d->loop, c->timer);
     c->timer = NULL;
+    admission_cancel(c);
     /* c2s_free may deliver presence elsewhere; our ops now drop output. */
     c2s *s = c->s;
     c->s = NULL;
@@ -360,7 +554,7 @@ static void conn_destroy(native_conn *c) {
     sb_free(&c->out);
     if (c->prev) c->prev->next = c->next; else lst->conns = c->next;
     if (c->next) c->next->prev = c->prev;
-    if (d->stats.c2s_sessions) d->stats.c2s_sessions--;
+    if (c->counted && d->stats.c2s_sessions) d->stats.c2s_sessions--;
     log_debug("c2s %s: disconnected", c->peer);
     free(c);
 }
@@ -391,6 +585,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
                     NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+        snprintf(c->addr, sizeof(c->addr), "%s", host);
         c->p = xs_parser_new(&parser_cbs, c, d->cfg.max_stanza);
         if (!c->p || loop_watch(d->loop, cfd, LOOP_READ, conn_io, c) < 0) {
             xs_parser_free(c->p);
@@ -401,7 +596,6 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         c->next = lst->conns;
         if (lst->conns) lst->conns->prev = c;
         lst->conns = c;
-        d->stats.c2s_sessions++;
         c->s = c2s_new(d, &native_ops, c, 0, c->peer);
         log_debug("c2s %s: connected", c->peer);
     }

@@ -10,6 +10,11 @@
  *   chatctl ... signin close [--reason TEXT] [--for DURATION]   (90s, 10m, 1h, 1h30m)
  *   chatctl ... signin open
  *   chatctl ... signin status
+ *   chatctl -c chatd.conf stats             (these ask the running chatd over
+ *   chatctl -c chatd.conf sessions list      its admin_socket, chatd/admin.h)
+ *   chatctl -c chatd.conf sessions kick JID
+ *   chatctl -c chatd.conf rooms list
+ *   chatctl -c chatd.conf rooms destroy ROOM
  *
  * signin drives the sign-in gate, hash chat:signin {closed, reason, until}
  * (common/admission.h): mod_bosh and chatd refuse new sessions with 503
@@ -20,9 +25,13 @@
  * Exit status: 0 done; 1 refused (user exists, no such user, bad name or
  * password); 2 usage; 3 configuration or Redis unavailable.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
@@ -43,6 +52,7 @@ enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3 };
 typedef struct ctl {
     const char   *redis_url;
     redisContext *redis;        /* opened on first use */
+    const char   *admin_socket; /* chatd's control socket; NULL: off or unknown */
 } ctl;
 
 typedef struct command {
@@ -412,7 +422,143 @@ static int cmd_signin(ctl *c, char **argv) {
     return EXIT_USAGE;
 }
 
-/* Later: rooms, sessions, stats slot in here. */
+/* ---- commands for the running chatd (its admin socket) ---- */
+
+#define ADMIN_TIMEOUT_MS 5000
+
+static int elapsed_ms(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+/* Send one command line; print the answer's lines; the last line says
+ * "ok" or "error: ...". chatd answers from memory, so a slow answer means
+ * a stuck chatd: give up after ADMIN_TIMEOUT_MS. */
+static int admin_request(ctl *c, const char *line) {
+    struct sockaddr_un sun;
+    if (!c->admin_socket) {
+        fprintf(stderr, "chatctl: no admin socket: give -c chatd.conf with admin_socket "
+                        "(or a unix: relay_listen)\n");
+        return EXIT_UNAVAILABLE;
+    }
+    if (strlen(c->admin_socket) >= sizeof sun.sun_path) {
+        fprintf(stderr, "chatctl: admin socket path too long\n");
+        return EXIT_UNAVAILABLE;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) { perror("chatctl: socket"); return EXIT_UNAVAILABLE; }
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    strcpy(sun.sun_path, c->admin_socket);
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        fprintf(stderr, "chatctl: cannot reach chatd at %s: %s (is it running?)\n",
+                c->admin_socket, strerror(errno));
+        close(fd);
+        return EXIT_UNAVAILABLE;
+    }
+    size_t len = strlen(line);
+    char *msg = malloc(len + 2);
+    if (!msg) abort();
+    memcpy(msg, line, len);
+    msg[len++] = '\n';
+    ssize_t w = send(fd, msg, len, MSG_NOSIGNAL);
+    free(msg);
+    if (w != (ssize_t)len) {
+        fprintf(stderr, "chatctl: cannot talk to chatd at %s\n", c->admin_socket);
+        close(fd);
+        return EXIT_UNAVAILABLE;
+    }
+    shutdown(fd, SHUT_WR);   /* chatd closes once it has answered */
+
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int left = ADMIN_TIMEOUT_MS - elapsed_ms(&t0);
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int pr = left > 0 ? poll(&p, 1, left) : 0;
+        if (pr < 0 && errno == EINTR) continue;
+        if (pr <= 0) {
+            fprintf(stderr, "chatctl: no answer from chatd within %d ms\n", ADMIN_TIMEOUT_MS);
+            free(buf);
+            close(fd);
+            return EXIT_UNAVAILABLE;
+        }
+        if (n + 4096 + 1 > cap) {
+            cap = cap ? 2 * cap : 8192;
+            buf = realloc(buf, cap);
+            if (!buf) abort();
+        }
+        ssize_t r = recv(fd, buf + n, cap - n - 1, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (!buf) buf = calloc(1, 1);
+    if (!buf) abort();
+    buf[n] = '\0';
+    /* Split off the final status line. */
+    while (n && buf[n - 1] == '\n') buf[--n] = '\0';
+    char *last = strrchr(buf, '\n');
+    char *status = last ? last + 1 : buf;
+    if (last) *last = '\0';
+    int rc;
+    if (!strcmp(status, "ok")) {
+        if (last) printf("%s\n", buf);
+        rc = EXIT_OK;
+    } else if (!strncmp(status, "error: ", 7)) {
+        if (last) printf("%s\n", buf);
+        fprintf(stderr, "chatctl: %s\n", status + 7);
+        rc = EXIT_REFUSED;
+    } else {
+        fprintf(stderr, "chatctl: chatd's answer was cut short\n");
+        rc = EXIT_UNAVAILABLE;
+    }
+    free(buf);
+    return rc;
+}
+
+static int cmd_stats(ctl *c, char **argv) {
+    (void)argv;
+    return admin_request(c, "stats");
+}
+
+/* Command lines are single lines: no newline may sneak into an argument. */
+static int one_line_arg(const char *what, const char *arg) {
+    if (!*arg || strpbrk(arg, "\r\n")) {
+        fprintf(stderr, "chatctl: bad %s '%s'\n", what, arg);
+        return 0;
+    }
+    return 1;
+}
+
+static int cmd_sessions(ctl *c, char **argv) {
+    char line[1200];
+    if (argv[0] && !strcmp(argv[0], "list") && !argv[1]) return admin_request(c, "sessions");
+    if (argv[0] && !strcmp(argv[0], "kick") && argv[1] && !argv[2]) {
+        if (!one_line_arg("JID", argv[1]) || strlen(argv[1]) > 1100) return EXIT_USAGE;
+        snprintf(line, sizeof line, "kick %s", argv[1]);
+        return admin_request(c, line);
+    }
+    fprintf(stderr, "usage: chatctl sessions list | sessions kick JID\n");
+    return EXIT_USAGE;
+}
+
+static int cmd_rooms(ctl *c, char **argv) {
+    char line[1200];
+    if (argv[0] && !strcmp(argv[0], "list") && !argv[1]) return admin_request(c, "rooms");
+    if (argv[0] && !strcmp(argv[0], "destroy") && argv[1] && !argv[2]) {
+        if (!one_line_arg("room", argv[1]) || strlen(argv[1]) > 1100) return EXIT_USAGE;
+        snprintf(line, sizeof line, "room-destroy %s", argv[1]);
+        return admin_request(c, line);
+    }
+    fprintf(stderr, "usage: chatctl rooms list | rooms destroy ROOM\n");
+    return EXIT_USAGE;
+}
+
 static const command commands[] = {
     { "adduser", 2, "adduser NAME PASSWORD   add an account (fails if it exists)", cmd_adduser },
     { "passwd",  2, "passwd NAME PASSWORD    set an existing account's password", cmd_passwd },
@@ -422,6 +568,11 @@ static const command commands[] = {
                     "                          refuse new sessions (503 + Retry-After); DURATION 90s, 10m, 1h\n"
                     "  signin open             admit new sessions again\n"
                     "  signin status           closed/open, reason, time left, the rate bucket", cmd_signin },
+    { "stats",    0, "stats                   the running chatd's counters (needs -c: admin_socket)", cmd_stats },
+    { "sessions", -1, "sessions list           bound sessions: JID, c2s|bosh, client address\n"
+                      "  sessions kick JID       end a session (bare JID: all of that user's)", cmd_sessions },
+    { "rooms",    -1, "rooms list              rooms in memory: JID, occupants, persistent|temporary\n"
+                      "  rooms destroy ROOM      destroy a room (occupants are told; Redis state goes)", cmd_rooms },
     { NULL, 0, NULL, NULL }
 };
 
@@ -429,7 +580,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: chatctl [-c chatd.conf | -r REDIS_URL] COMMAND [ARGS]\n"
                "PASSWORD \"-\" reads the password from standard input.\ncommands:\n");
     for (const command *c = commands; c->name; c++) fprintf(f, "  %s\n", c->usage);
-    fprintf(f, "exit status: 0 done, 1 refused, 2 usage, 3 config or Redis unavailable\n");
+    fprintf(f, "exit status: 0 done, 1 refused, 2 usage, 3 config, Redis or chatd unavailable\n");
 }
 
 int main(int argc, char **argv) {
@@ -477,7 +628,7 @@ int main(int argc, char **argv) {
         cfg_loaded = 1;
         url = cfg.redis_url;
     }
-    ctl c = { url, NULL };
+    ctl c = { url, NULL, cfg_loaded ? cfg.admin_socket : NULL };
     int rc = cmd->run(&c, argv + optind + 1);
     if (c.redis) redisFree(c.redis);
     if (cfg_loaded) config_free(&cfg);

@@ -16,12 +16,15 @@ struct relay_server;    /* relay_server.h: connections from mod_bosh */
 struct bosh_mgr;        /* bosh.h: BOSH sessions */
 struct c2s_listener;    /* c2s_native.h: port 5222 */
 struct tls_ctx;         /* tls.h */
+struct admin_server;    /* admin.h: chatctl's control socket */
 
 typedef struct chatd_stats {
     uint64_t c2s_sessions, bosh_sessions;        /* current */
     uint64_t stanzas_in, stanzas_out;            /* totals */
     uint64_t auth_ok, auth_fail;
     uint64_t relay_conns, relay_requests;
+    /* native sign-in admission (c2s_native.c) and the max_sessions cap */
+    uint64_t signin_refused, signin_unavailable, sessions_refused;
 } chatd_stats;
 
 typedef struct chatd {
@@ -36,6 +39,7 @@ typedef struct chatd {
     struct tls_ctx       *tls;
     chatd_stats           stats;
     int                   stopping;     /* SIGTERM received */
+    struct admin_server  *admin;
 } chatd;
 
 #endif

@@ -90,7 +90,7 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "redis", &c->redis_url }, { "relay_listen", &c->relay_listen },
         { "c2s_listen", &c->c2s_listen }, { "tls_cert", &c->tls_cert },
         { "tls_key", &c->tls_key }, { "pidfile", &c->pidfile },
-        { "logfile", &c->logfile },
+        { "logfile", &c->logfile }, { "admin_socket", &c->admin_socket },
     };
     struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
         { "bosh_max_wait", &c->bosh_max_wait, 3600 },
@@ -100,6 +100,8 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "bosh_polling", &c->bosh_polling, 3600 },
         { "muc_history", &c->muc_history, 10000 },
         { "max_sessions", &c->max_sessions, 10000000 },
+        { "signin_burst", &c->signin_burst, 1000000 },
+        { "signin_per_addr", &c->signin_per_addr, 1000000 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -147,6 +149,17 @@ static int apply(chatd_config *c, const char *key, const char *val,
         }
         return 0;
     }
+    if (!strcmp(key, "signin_rate")) {
+        char *end;
+        errno = 0;
+        double r = strtod(val, &end);
+        if (errno || end == val || *end || !(r >= 0 && r <= 1e6)) {
+            snprintf(err, errlen, "signin_rate: expected sign-ins per second 0..1000000, got '%s'", val);
+            return -1;
+        }
+        c->signin_rate = r;
+        return 0;
+    }
     if (!strcmp(key, "log_level")) {
         if (parse_level(val, &c->log_level) < 0) {
             snprintf(err, errlen, "log_level: expected error|warn|info|debug, got '%s'", val);
@@ -156,6 +169,27 @@ static int apply(chatd_config *c, const char *key, const char *val,
     }
     snprintf(err, errlen, "unknown key '%s'", key);
     return -1;
+}
+
+/* admin_socket: unset means admin.sock beside a unix: relay socket (both
+ * are local-only, so they belong in the same protected directory), and
+ * off for a tcp: relay; "off" means off. Off is stored as NULL. */
+static int admin_socket_default(chatd_config *c) {
+    if (c->admin_socket && !strcmp(c->admin_socket, "off")) {
+        free(c->admin_socket);
+        c->admin_socket = NULL;
+        return 0;
+    }
+    if (c->admin_socket || !c->relay_listen || strncmp(c->relay_listen, "unix:", 5) != 0)
+        return 0;
+    const char *path = c->relay_listen + 5;
+    const char *slash = strrchr(path, '/');
+    size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+    c->admin_socket = malloc(dirlen + sizeof("admin.sock"));
+    if (!c->admin_socket) return -1;
+    memcpy(c->admin_socket, path, dirlen);
+    memcpy(c->admin_socket + dirlen, "admin.sock", sizeof("admin.sock"));
+    return 0;
 }
 
 static char *trim(char *s) {
@@ -202,6 +236,7 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
         if (!c->muc_domain) { snprintf(err, errlen, "out of memory"); return -1; }
         snprintf(c->muc_domain, n, "conference.%s", c->domain);
     }
+    if (admin_socket_default(c) < 0) { snprintf(err, errlen, "out of memory"); return -1; }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");
         return -1;
@@ -220,5 +255,6 @@ void config_free(chatd_config *c) {
     free(c->tls_key);
     free(c->pidfile);
     free(c->logfile);
+    free(c->admin_socket);
     memset(c, 0, sizeof(*c));
 }

@@ -30,6 +30,12 @@ typedef struct chatd_config {
     char    *logfile;           /* logfile       (stderr) */
     int      log_level;         /* log_level     info (error|warn|info|debug) */
     int      daemonize;         /* daemonize     no */
+    /* Added for admission on the native listener and the admin socket. */
+    char    *admin_socket;      /* admin_socket  admin.sock next to a unix: relay socket,
+                                   else off; "off" disables (NULL when off) */
+    double   signin_rate;       /* signin_rate   0 (sign-ins/s, all frontends; 0 = no cap) */
+    unsigned signin_burst;      /* signin_burst  0 (token bucket size; taken as >= 1) */
+    unsigned signin_per_addr;   /* signin_per_addr 0 (per client address per minute) */
 } chatd_config;
 
 /* Defaults, then the file (path may be NULL). Returns 0 or -1 with err. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include <apr_general.h>
 #include "chatd.h"
+#include "admin.h"
 #include "bosh.h"
 #include "c2s.h"
 #include "c2s_native.h"
@@ -41,6 +42,7 @@ static void begin_shutdown(chatd *d) {
     if (d->stopping) return;
     d->stopping = 1;
     log_info("shutting down");
+    admin_stop(d);
     bosh_shutdown_all(d);
     c2s_native_stop(d, "system-shutdown");
     relay_server_stop(d);       /* flushes the answers queued above */
@@ -135,6 +137,7 @@ int main(int argc, char **argv) {
     bosh_up = 1;
     if (relay_server_start(&d) < 0) goto out;
     if (c2s_native_start(&d) < 0) goto out;
+    if (admin_start(&d) < 0) goto out;
 
     log_info("ready");
     loop_run(d.loop);
@@ -142,6 +145,7 @@ int main(int argc, char **argv) {
 
 out:
     d.stopping = 1;
+    admin_stop(&d);
     c2s_native_stop(&d, "system-shutdown");
     relay_server_stop(&d);
     if (bosh_up) bosh_free(&d);

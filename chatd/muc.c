@@ -950,3 +950,36 @@ void muc_session_gone(chatd *d, const char *full_jid)
         room_maybe_gone(d, rm);     /* deleting the current entry is allowed */
     }
 }
+
+/* ---- admin socket ---- */
+
+void muc_foreach_room(chatd *d, void (*fn)(const char *room_jid, size_t occupants,
+                                           int persistent, void *ud), void *ud)
+{
+    if (!d->muc) return;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->muc->rooms); hi;
+         hi = apr_hash_next(hi)) {
+        room *rm = apr_hash_this_val(hi);
+        fn(rm->m->jid, rm->m->noccupants, rm->m->cfg.persistent, ud);
+    }
+}
+
+int muc_admin_destroy(chatd *d, const char *room_jid, const char *reason)
+{
+    char bare[JID_MAX + 1];
+    if (!d->muc || !jid_bare_str(room_jid, bare, sizeof(bare))) return -1;
+    room *rm = room_find(d, bare);
+    if (!rm) return -1;
+    xs_node *dst = xs_new(NS_MUC_USER, "destroy");
+    if (reason && *reason) add_text_elem(dst, NS_MUC_USER, "reason", reason);
+    pres_opts o = { .type = "unavailable", .gone = 1, .extra = dst };
+    for (muc_occupant *occ = rm->m->occupants; occ; occ = occ->next) {
+        xs_node *p = occupant_presence(rm, occ, occ, &o);
+        send_to(d, occ->jid, p);
+        xs_free(p);
+    }
+    xs_free(dst);
+    room_forget_redis(d, rm->m->jid, 1);
+    room_free(d, rm);
+    return 0;
+}

@@ -22,4 +22,11 @@ void  muc_route(chatd *d, c2s *origin, xs_node *stanza);
 /* A session ended: it leaves every room it was in. */
 void  muc_session_gone(chatd *d, const char *full_jid);
 
+/* Admin socket: every room in memory, and destroying one (occupants get
+ * unavailable presence with <destroy/>, XEP-0045 10.9; its Redis config
+ * and history go). muc_admin_destroy returns 0, or -1 if no such room. */
+void  muc_foreach_room(chatd *d, void (*fn)(const char *room_jid, size_t occupants,
+                                            int persistent, void *ud), void *ud);
+int   muc_admin_destroy(chatd *d, const char *room_jid, const char *reason);
+
 #endif

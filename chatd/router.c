@@ -341,3 +341,16 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
     else if (j.local[0]) deliver_message(d, &j, stanza);
     xs_free(stanza);
 }
+
+/* ---- admin ---- */
+
+void router_foreach_session(chatd *d, void (*fn)(c2s *s, const char *full, void *ud),
+                            void *ud)
+{
+    if (!d->router) return;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->router->sessions); hi;
+         hi = apr_hash_next(hi)) {
+        rsession *rs = apr_hash_this_val(hi);
+        fn(rs->c2s, rs->full, ud);
+    }
+}
