@@ -37,6 +37,10 @@ APXS    ?= apxs
 MOD_SRC := $(wildcard mod_bosh/*.c)
 MOD_SO  := mod_bosh/.libs/mod_bosh.so
 
+.PHONY: test-packaging
+test-packaging:
+	@tests/packaging/test_packages.sh
+
 .PHONY: all chatd mod_bosh unit unit-asan deps test run stop clean fuzz integration
 all: $(BUILD)/chatd $(BUILD)/chatctl $(MOD_SO)
 

@@ -16,6 +16,7 @@
  * deferred "reap" timer.
  */
 #include "bosh.h"
+#include "admin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,6 +498,18 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     chatd *d = m->d;
     bosh_body *b = &q->body;
     if (d->stopping) { answer_terminate(q, "system-shutdown"); return; }
+    if (chatd_session_slots_full(d)) {
+        /* XEP-0124 has no overload condition; the XMPP one travels as a
+         * remote stream error, as it would on the native port. */
+        static const char full[] =
+            "<body xmlns='" BOSH_NS "' xmlns:stream='" STREAM_NS "' type='terminate'"
+            " condition='remote-stream-error'><stream:error><resource-constraint"
+            " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error></body>";
+        d->stats.sessions_refused++;
+        relay_req_answer(q->r, 200, DEFAULT_CONTENT_TYPE, full, sizeof full - 1, 0);
+        req_free(q);
+        return;
+    }
     if (!b->to || !*b->to) { answer_terminate(q, "improper-addressing"); return; }
     if (!d->cfg.domain || strcasecmp(b->to, d->cfg.domain) != 0) {
         answer_terminate(q, "host-unknown");

@@ -3,7 +3,8 @@
 #   1. build everything (chatd, chatctl, mod_bosh.so)   - stop here on failure
 #   2. unit tests                                        (make unit)
 #   3. unit tests under ASan + UBSan in build-asan/      (make unit-asan)
-#   4. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js
+#   4. Debian packages: build, install, a2enmod bosh && apachectl configtest, purge
+#   5. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js
 # Steps 2-4 all run even when one fails, so one run shows every failure;
 # the exit status is non-zero if any step failed. On success the output
 # ends with pytest's summary line.
@@ -34,6 +35,7 @@ run_step unit $MAKE --no-print-directory -j"$JOBS" unit
 ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     run_step unit-asan $MAKE --no-print-directory -j"$JOBS" unit-asan
+run_step packaging tests/packaging/test_packages.sh
 run_step integration /usr/bin/python3 -m pytest -q tests/integration
 
 if [ ${#failed[@]} -gt 0 ]; then
