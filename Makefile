@@ -36,6 +36,8 @@ UNIT_HELPER_OBJ := $(UNIT_HELPERS:%.c=$(OBJ)/%.o)
 APXS    ?= apxs
 MOD_SRC := $(wildcard mod_bosh/*.c)
 MOD_SO  := mod_bosh/.libs/mod_bosh.so
+# zlib: mod_bosh gzips answers and inflates gzip requests (bosh_gzip.c).
+MOD_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz)
 
 .PHONY: test-packaging
 test-packaging:
@@ -80,7 +82,7 @@ $(MOD_SO): $(MOD_SRC) $(COMMON_SRC) $(wildcard mod_bosh/*.h common/*.h)
 	$(APXS) -c -o mod_bosh/mod_bosh.la \
 	    -Wc,-std=c11 -Wc,-Wall -Wc,-Wextra -Wc,-Werror -Wc,-D_GNU_SOURCE \
 	    $(addprefix -Wc,,$(filter -I%,$(PKG_CFLAGS))) \
-	    $(MOD_SRC) $(COMMON_SRC) $(PKG_LIBS) >$(BUILD)/apxs.log 2>&1 \
+	    $(MOD_SRC) $(COMMON_SRC) $(PKG_LIBS) $(MOD_LIBS) >$(BUILD)/apxs.log 2>&1 \
 	    || { cat $(BUILD)/apxs.log; exit 1; }
 
 # Keep the test objects (make would delete them as intermediates).

@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "addr_count.h"
 #include "c2s.h"
 #include "jid.h"
 #include "log.h"
@@ -47,6 +48,26 @@ typedef struct admin_server {
 int chatd_session_slots_full(chatd *d) {
     return d->cfg.max_sessions &&
            d->stats.c2s_sessions + d->stats.bosh_sessions >= d->cfg.max_sessions;
+}
+
+int chatd_addr_slot_take(chatd *d, const char *addr) {
+    if (!d->cfg.max_sessions_per_addr || !addr || !*addr) return 0;
+    if (!d->addr_sessions) d->addr_sessions = addr_count_new();
+    if (addr_count_get(d->addr_sessions, addr) >= d->cfg.max_sessions_per_addr) {
+        d->stats.addr_refused++;
+        return -1;
+    }
+    addr_count_inc(d->addr_sessions, addr);
+    return 1;
+}
+
+void chatd_addr_slot_release(chatd *d, const char *addr) {
+    if (d->addr_sessions && addr && *addr) addr_count_dec(d->addr_sessions, addr);
+}
+
+void chatd_addr_slots_free(chatd *d) {
+    addr_count_free(d->addr_sessions);
+    d->addr_sessions = NULL;
 }
 
 /* ---- commands ---- */
@@ -111,6 +132,10 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "sessions_refused %llu\n", (unsigned long long)st->sessions_refused);
     sb_printf(out, "signin_refused %llu\n", (unsigned long long)st->signin_refused);
     sb_printf(out, "signin_unavailable %llu\n", (unsigned long long)st->signin_unavailable);
+    sb_printf(out, "max_sessions_per_addr %u\n", d->cfg.max_sessions_per_addr);
+    sb_printf(out, "addr_refused %llu\n", (unsigned long long)st->addr_refused);
+    sb_printf(out, "addrs_with_sessions %zu\n",
+              d->addr_sessions ? addr_count_size(d->addr_sessions) : (size_t)0);
     sb_printf(out, "rooms %zu\n", rooms);
     sb_printf(out, "stanzas_in %llu\n", (unsigned long long)st->stanzas_in);
     sb_printf(out, "stanzas_out %llu\n", (unsigned long long)st->stanzas_out);

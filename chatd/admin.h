@@ -29,6 +29,16 @@
  * check it at stream open (c2s_native.c); BOSH at session creation. */
 int  chatd_session_slots_full(chatd *d);
 
+/* The per-address cap on live sessions, cfg.max_sessions_per_addr (0 = no
+ * cap), counted per node (why per node: addr_count.h). Take a slot when a
+ * session starts: 1 = taken (release it exactly once when the session
+ * ends), 0 = not counted (no address or no cap: release nothing), -1 =
+ * the address is at its cap (stats.addr_refused counted; refuse). */
+int  chatd_addr_slot_take(chatd *d, const char *addr);
+void chatd_addr_slot_release(chatd *d, const char *addr);
+/* At shutdown. */
+void chatd_addr_slots_free(chatd *d);
+
 /* Listen on cfg.admin_socket (NULL: nothing to do). Returns 0 or -1. */
 int  admin_start(chatd *d);
 void admin_stop(chatd *d);

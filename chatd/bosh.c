@@ -30,11 +30,16 @@
 #include "c2s.h"
 #include "log.h"
 #include "relay_server.h"
+#include "users.h"
+#include "../common/admission.h"
 #include "../common/bosh_body.h"
+#include "../common/relay_proto.h"
 #include "../common/strbuf.h"
 
 #define DEFAULT_CONTENT_TYPE "text/xml; charset=utf-8"
 #define STREAMS_ERR_NS "urn:ietf:params:xml:ns:xmpp-streams"
+#define SASL_NS        "urn:ietf:params:xml:ns:xmpp-sasl"
+#define BIND_NS        "urn:ietf:params:xml:ns:xmpp-bind"
 
 typedef struct bosh_mgr {
     chatd      *d;
@@ -62,6 +67,7 @@ struct bosh_session {
     char       *content_type;   /* every response carries it */
     char       *xmpp_version;   /* for restarts */
     int         legacy;         /* no 'ver' at creation: HTTP error codes */
+    int         secure;         /* created over HTTPS: plaintext refused */
     loop_timer *timer;          /* bosh_sm_deadline */
     uint64_t    timer_at;
     loop_timer *flush_timer;    /* coalesces a burst of output */
@@ -69,6 +75,20 @@ struct bosh_session {
     int         depth;          /* events in progress */
     int         ended;          /* bosh_sm said END */
     int         destroying;
+    /* Vouched identity (RELAY.md "Vouched identities"): the creation
+     * request's RT_AUTH_USER, fixed for the session's life; every later
+     * request must carry the same. vouched is its localpart when it names
+     * a valid user of our domain (then EXTERNAL is offered), else NULL. */
+    char       *auth_id;
+    char       *vouched, *vouched_name;
+    /* Prebind (RT_PREBIND): the creation request, answered with JSON once
+     * EXTERNAL, the restart and bind have run server-side. While set, the
+     * stream's output goes nowhere. */
+    struct bosh_req *prebind;
+    int         prebind_authed; /* <success/> seen: restart and bind next */
+    loop_timer *prebind_timer;
+    char       *addr_slot;      /* client address holding a max_sessions_per_addr
+                                   slot (admin.h), or NULL */
 };
 
 /* One relayed request, from arrival to its answer. */
@@ -84,6 +104,9 @@ typedef struct bosh_req {
 static void transport_stream_open(void *t, const char *stream_id);
 static void transport_send(void *t, const char *xml, size_t len);
 static void transport_close(void *t, const char *condition, const char *text);
+static void transport_stream_restart(void *t);
+static void prebind_schedule(bosh_session *s);
+static void prebind_answer(bosh_session *s, int status, const char *json);
 
 static const c2s_transport bosh_transport = {
     .kind = "bosh",
@@ -91,7 +114,8 @@ static const c2s_transport bosh_transport = {
     .send = transport_send,
     .close = transport_close,
     .starttls = NULL,
-    .stream_restart = NULL,
+    /* Only prebind acts on it; a client restarts with xmpp:restart. */
+    .stream_restart = transport_stream_restart,
 };
 
 static uint64_t now_ms(const bosh_session *s) { return loop_now_ms(s->d->loop); }
@@ -162,8 +186,7 @@ static void answer_req(bosh_session *s, bosh_req *q, const bosh_action *a) {
     else req_free(q);
 }
 
-static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr,
-                                const char *auth_user);
+static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr);
 static void add_stream(bosh_session *s, bosh_req *q);
 
 /* One request's payloads for one stream. Broadcast copies them. */
@@ -237,12 +260,18 @@ static void run_actions(bosh_session *s, bosh_actions *acts) {
 static void destroy(bosh_session *s) {
     loop *l = s->d->loop;
     s->destroying = 1;
+    /* Exactly once, even for a prebind the session did not live to finish. */
+    if (s->prebind) prebind_answer(s, 503, "{\"error\":\"session ended\"}");
+    loop_timer_cancel(l, s->prebind_timer);
+    s->prebind_timer = NULL;
     loop_timer_cancel(l, s->timer);
     loop_timer_cancel(l, s->flush_timer);
     loop_timer_cancel(l, s->reap_timer);
     s->timer = s->flush_timer = s->reap_timer = NULL;
     apr_hash_set(s->mgr->sessions, s->sid, APR_HASH_KEY_STRING, NULL);
     if (s->d->stats.bosh_sessions) s->d->stats.bosh_sessions--;
+    if (s->addr_slot) chatd_addr_slot_release(s->d, s->addr_slot);
+    free(s->addr_slot);
     log_debug("bosh %s: session ended", s->sid);
     while (s->streams) {
         bosh_stream *st = s->streams;
@@ -257,6 +286,9 @@ static void destroy(bosh_session *s) {
     bosh_sm_free(s->sm);
     free(s->content_type);
     free(s->xmpp_version);
+    free(s->auth_id);
+    free(s->vouched);
+    free(s->vouched_name);
     free(s);
 }
 
@@ -384,6 +416,12 @@ static void transport_send(void *t, const char *xml, size_t len) {
     bosh_stream *st = t;
     bosh_session *s = st->s;
     if (s->ended || s->destroying || st->closed) return;
+    if (s->prebind) {
+        /* Nobody reads this stream yet: features, <success/> and the bind
+         * result go nowhere. A <failure/> ends the prebind. */
+        if (len > 8 && memcmp(xml, "<failure", 8) == 0) prebind_schedule(s);
+        return;
+    }
     queue_output(s, st->id, xml, len);
     schedule_flush(s);
 }
@@ -393,6 +431,7 @@ static void transport_close(void *t, const char *condition, const char *text) {
     bosh_session *s = st->s;
     if (st->closed || s->destroying) return;
     st->closed = 1;
+    if (s->prebind) prebind_schedule(s);   /* fails it: no live stream */
     const char *cond = NULL;
     strbuf extra = STRBUF_INIT;
     if (condition) {
@@ -454,8 +493,8 @@ static int make_sid(const char *node, char *out, size_t outlen) {
     return random_hex(out + n, outlen - n);
 }
 
-static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr,
-                                const char *auth_user) {
+/* Every stream of a session gets the session's vouched identity. */
+static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr) {
     bosh_stream *st = calloc(1, sizeof *st);
     if (!st) abort();
     st->s = s;
@@ -464,7 +503,10 @@ static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr
     while (*pp) pp = &(*pp)->next;
     *pp = st;
     st->c2s = c2s_new(s->d, &bosh_transport, st, 1, client_addr ? client_addr : "");
-    if (auth_user && *auth_user) c2s_set_vouched_user(st->c2s, auth_user);
+    if (s->vouched) {
+        c2s_set_vouched_user(st->c2s, s->vouched);
+        c2s_set_vouched_name(st->c2s, s->vouched_name);
+    }
     return st;
 }
 
@@ -483,8 +525,7 @@ static void add_stream(bosh_session *s, bosh_req *q) {
         run_actions(s, &acts);
         return;
     }
-    bosh_stream *st = open_stream(s, id, q->r ? q->r->client_addr : "",
-                                  q->r ? q->r->auth_user : NULL);
+    bosh_stream *st = open_stream(s, id, q->r ? q->r->client_addr : "");
     log_debug("bosh %s: stream %s added", s->sid, name);
     c2s_stream_start(st->c2s, b->to, s->xmpp_version, b->lang);
 }
@@ -492,6 +533,169 @@ static void add_stream(bosh_session *s, bosh_req *q) {
 static int header_safe(const char *v) {
     for (; *v; v++) if ((unsigned char)*v < 0x20 || *v == 0x7f) return 0;
     return 1;
+}
+
+/* ---- vouched identities and prebind (RELAY.md) ---- */
+
+/* The localpart of an RT_AUTH_USER value: "local@domain" with our domain,
+ * or a bare "local". Returns 0 and writes the normalized localpart, or -1
+ * (another domain, an invalid name: then nothing is vouched). */
+static int vouched_localpart(const chatd *d, const char *id, char *out, size_t outlen) {
+    char local[USERS_MAX_LOCALPART + 2];
+    const char *at = strchr(id, '@');
+    size_t n = at ? (size_t)(at - id) : strlen(id);
+    if (n == 0 || n >= sizeof local) return -1;
+    if (at && (!d->cfg.domain || strcasecmp(at + 1, d->cfg.domain) != 0)) return -1;
+    memcpy(local, id, n);
+    local[n] = '\0';
+    return users_normalize_localpart(local, out, outlen);
+}
+
+/* Fix the session's identity from its creation request. */
+static void set_identity(bosh_session *s, const relay_req *r) {
+    char local[USERS_MAX_LOCALPART + 1];
+    if (!r->auth_user || !*r->auth_user) return;
+    if (!(s->auth_id = strdup(r->auth_user))) abort();
+    if (vouched_localpart(s->d, r->auth_user, local, sizeof local) != 0) {
+        log_warn("bosh %s: httpd vouched for '%s', not a user of %s: EXTERNAL not offered",
+                 s->sid, r->auth_user, s->d->cfg.domain ? s->d->cfg.domain : "?");
+        return;
+    }
+    if (!(s->vouched = strdup(local))) abort();
+    if (r->display_name && *r->display_name && !(s->vouched_name = strdup(r->display_name)))
+        abort();
+}
+
+/* A later request must carry the identity the session was created with. */
+static int same_identity(const bosh_session *s, const relay_req *r) {
+    const char *a = s->auth_id, *b = r->auth_user;
+    if (!a || !*a) return !b || !*b;
+    return b && strcmp(a, b) == 0;
+}
+
+static void json_str(strbuf *sb, const char *v) {
+    sb_putc(sb, '"');
+    for (; *v; v++) {
+        unsigned char c = (unsigned char)*v;
+        if (c == '"' || c == '\\') { sb_putc(sb, '\\'); sb_putc(sb, (char)c); }
+        else if (c < 0x20) sb_printf(sb, "\\u%04x", c);
+        else sb_putc(sb, (char)c);
+    }
+    sb_putc(sb, '"');
+}
+
+/* Answer the prebind request (exactly once) and forget it. */
+static void prebind_answer(bosh_session *s, int status, const char *json) {
+    bosh_req *q = s->prebind;
+    s->prebind = NULL;
+    if (!q) return;
+    relay_req_answer(q->r, status, "application/json", json, strlen(json), 0);
+    q->r = NULL;
+    req_free(q);
+}
+
+/* The session was refused or its stream ended before it was bound. */
+static void prebind_fail(bosh_session *s, int status, const char *why) {
+    strbuf sb = STRBUF_INIT;
+    log_info("bosh %s: prebind for %s failed: %s", s->sid,
+             s->vouched ? s->vouched : "?", why);
+    sb_puts(&sb, "{\"error\":");
+    json_str(&sb, why);
+    sb_putc(&sb, '}');
+    prebind_answer(s, status, sb.data);
+    sb_free(&sb);
+    for (bosh_stream *st = s->streams; st; st = st->next) st->closed = 1;
+    s->ended = 1;           /* after_event destroys it */
+}
+
+/* Bound: the creation rid is spent (its answer, the bare session
+ * attributes, is buffered as for any client) and the client attaches with
+ * the next rid. */
+static void prebind_done(bosh_session *s, const char *jid) {
+    bosh_req *q = s->prebind;
+    bosh_actions acts;
+    strbuf sb = STRBUF_INIT;
+    bosh_actions_init(&acts);
+    bosh_sm_creation_answer(s->sm, now_ms(s), q, s->sid, s->d->cfg.domain, &acts);
+    bosh_actions_clear(&acts);          /* that answer goes to nobody */
+    sb_puts(&sb, "{\"jid\":");
+    json_str(&sb, jid);
+    sb_puts(&sb, ",\"sid\":");
+    json_str(&sb, s->sid);
+    sb_printf(&sb, ",\"rid\":%llu}", (unsigned long long)bosh_sm_last_rid(s->sm) + 1);
+    log_info("bosh %s: prebound %s", s->sid, jid);
+    prebind_answer(s, 200, sb.data);
+    sb_free(&sb);
+}
+
+/* Runs outside the c2s callbacks: after <success/> do the restart and the
+ * bind as a client would; after a failure or a closed stream, give up. */
+static void prebind_cb(loop *l, void *ud) {
+    bosh_session *s = ud;
+    (void)l;
+    s->prebind_timer = NULL;
+    if (!s->prebind) return;
+    s->depth++;
+    bosh_stream *st = s->streams;
+    if (s->prebind_authed && st && stream_live(st) && !c2s_jid(st->c2s)) {
+        c2s_stream_start(st->c2s, s->d->cfg.domain, s->xmpp_version, NULL);
+        xs_node *iq = xs_new(JABBER_CLIENT_NS, "iq");
+        xs_set_attr(iq, "type", "set");
+        xs_set_attr(iq, "id", "prebind");
+        xs_add_elem(iq, BIND_NS, "bind");
+        if (stream_live(st)) c2s_stanza(st->c2s, iq);
+        else xs_free(iq);
+    }
+    const char *jid = st && stream_live(st) ? c2s_jid(st->c2s) : NULL;
+    if (jid) prebind_done(s, jid);
+    else prebind_fail(s, s->prebind_authed ? 503 : 403,
+                      s->prebind_authed ? "bind failed" : "not authorized");
+    s->depth--;
+    after_event(s);
+}
+
+static void prebind_schedule(bosh_session *s) {
+    if (s->prebind && !s->prebind_timer && !s->destroying)
+        s->prebind_timer = loop_timer_add(s->d->loop, 0, prebind_cb, s);
+}
+
+/* SASL succeeded on the (only) stream: the client would now restart. */
+static void transport_stream_restart(void *t) {
+    bosh_stream *st = t;
+    if (!st->s->prebind) return;
+    st->s->prebind_authed = 1;
+    prebind_schedule(st->s);
+}
+
+/* DRAIN or a dead relay connection: answer now, drop the half-made session. */
+static void prebind_on_release(relay_req *r, void *ud) {
+    bosh_session *s = ud;
+    (void)r;
+    s->depth++;
+    prebind_fail(s, 503, "relay connection closing");
+    s->depth--;
+    after_event(s);
+}
+
+/* Sign the new session in as its vouched user, server-side. Redis answers
+ * EXTERNAL later; transport_send / transport_stream_restart then schedule
+ * prebind_cb. */
+static void prebind_start(bosh_session *s, bosh_req *q, bosh_stream *st) {
+    s->prebind = q;
+    q->r->on_release = prebind_on_release;
+    q->r->release_ud = s;
+    s->depth++;
+    c2s_stream_start(st->c2s, q->body.to, s->xmpp_version, q->body.lang);
+    if (stream_live(st)) {
+        xs_node *auth = xs_new(SASL_NS, "auth");
+        xs_set_attr(auth, "mechanism", "EXTERNAL");
+        xs_add_text(auth, "=", 1);
+        c2s_stanza(st->c2s, auth);
+    } else {
+        prebind_schedule(s);
+    }
+    s->depth--;
+    after_event(s);
 }
 
 static void create_session(bosh_mgr *m, bosh_req *q) {
@@ -515,6 +719,29 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
         answer_terminate(q, "host-unknown");
         return;
     }
+    /* One address over its live-session cap on this node (addr_count.h).
+     * Answered like mod_bosh's admission refusals: HTTP 503, Retry-After,
+     * a readable reason. Strophe resends the same rid on a 5xx with
+     * growing delays (0, 8, 35, 99 s) before giving up, which outlasts
+     * the inactivity timeout that frees the slot of a closed tab; a
+     * terminate would make Converse reconnect every 3 s instead. */
+    int slot = chatd_addr_slot_take(d, q->r->client_addr);
+    if (slot < 0) {
+        strbuf sb = STRBUF_INIT;
+        uint32_t rnd = 0;
+        apr_generate_random_bytes((unsigned char *)&rnd, sizeof rnd);
+        sb_printf(&sb, "sign-in refused: too many sessions from your address "
+                  "(%u on this server); close one or try again later\n",
+                  d->cfg.max_sessions_per_addr);
+        log_info("bosh: creation from %s refused: address at max_sessions_per_addr",
+                 q->r->client_addr);
+        relay_req_answer(q->r, 503, "text/plain; charset=utf-8", sb.data, sb.len,
+                         admission_retry_after((long long)d->cfg.bosh_inactivity * 1000,
+                                               10, rnd));
+        sb_free(&sb);
+        req_free(q);
+        return;
+    }
     bosh_sm_limits lim = {
         .max_wait = d->cfg.bosh_max_wait, .max_hold = d->cfg.bosh_max_hold,
         .inactivity = d->cfg.bosh_inactivity, .maxpause = d->cfg.bosh_max_pause,
@@ -534,12 +761,15 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     if (!s) abort();
     if (make_sid(d->cfg.node_id ? d->cfg.node_id : "n1", s->sid, sizeof s->sid) != 0) {
         free(s);
+        if (slot > 0) chatd_addr_slot_release(d, q->r->client_addr);
         answer_terminate(q, "internal-server-error");
         return;
     }
     s->mgr = m;
     s->d = d;
+    if (slot > 0 && !(s->addr_slot = strdup(q->r->client_addr))) abort();
     s->legacy = !c.has_ver;
+    s->secure = q->r->secure;
     s->content_type = strdup(b->content && *b->content && header_safe(b->content)
                              ? b->content : DEFAULT_CONTENT_TYPE);
     s->xmpp_version = strdup(b->xmpp_version ? b->xmpp_version : "1.0");
@@ -552,9 +782,24 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     if (b->newkey) bosh_sm_set_key(s->sm, b->newkey);   /* §keys */
     apr_hash_set(m->sessions, s->sid, APR_HASH_KEY_STRING, s);
     d->stats.bosh_sessions++;
-    bosh_stream *st = open_stream(s, 0, q->r->client_addr, q->r->auth_user);
-    log_debug("bosh %s: new session from %s (wait %u hold %u)", s->sid,
-              q->r->client_addr ? q->r->client_addr : "?", p.wait, p.hold);
+    set_identity(s, q->r);
+    bosh_stream *st = open_stream(s, 0, q->r->client_addr);
+    log_debug("bosh %s: new session from %s (wait %u hold %u)%s%s", s->sid,
+              q->r->client_addr ? q->r->client_addr : "?", p.wait, p.hold,
+              s->vouched ? " vouched for " : "", s->vouched ? s->vouched : "");
+    if (q->r->prebind) {
+        q->s = s;
+        if (!s->vouched) {
+            s->prebind = q;
+            s->depth++;
+            prebind_fail(s, 403, "no vouched user of this domain");
+            s->depth--;
+            after_event(s);
+            return;
+        }
+        prebind_start(s, q, st);
+        return;
+    }
 
     q->s = s;
     q->r->on_release = on_release;
@@ -588,7 +833,28 @@ void bosh_handle_request(chatd *d, relay_req *r) {
 
     bosh_session *s = apr_hash_get(m->sessions, q->body.sid, APR_HASH_KEY_STRING);
     if (!s || s->ended || s->destroying) {
-        answer_terminate(q, "item-not-found");
+        /* While stopping, a client that had no request held when its
+         * session was ended learns why from its next one (main.c grace). */
+        answer_terminate(q, d->stopping ? "system-shutdown" : "item-not-found");
+        return;
+    }
+    if (!same_identity(s, r) || s->prebind) {
+        /* Fixed at creation (RELAY.md): never reaches the session. */
+        log_info("bosh %s: request from %s carries identity '%s', session has '%s': refused",
+                 s->sid, r->client_addr, r->auth_user ? r->auth_user : "",
+                 s->auth_id ? s->auth_id : "");
+        answer_terminate(q, "policy-violation");
+        return;
+    }
+    if (s->secure && !r->secure) {
+        /* XEP-0124 §security: once secure, always secure. The request
+         * never reaches the session (its rid stays free for the client's
+         * HTTPS retry) and mod_bosh closes the connection unanswered. */
+        log_info("bosh %s: plaintext request from %s for a session created "
+                 "over HTTPS: connection closed", s->sid, r->client_addr);
+        relay_req_answer(r, RELAY_STATUS_CLOSE, DEFAULT_CONTENT_TYPE, "", 0, 0);
+        q->r = NULL;
+        req_free(q);
         return;
     }
     q->s = s;

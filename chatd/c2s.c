@@ -50,6 +50,7 @@ struct c2s {
     int                  secure;
     char                *peer;
     char                *vouched;       /* SASL EXTERNAL identity, or NULL */
+    char                *vouched_name;  /* its display name (auth module), or NULL */
     char                 stream_id[33];
     int                  stream_started;
     int                  closed;        /* ops->close called */
@@ -147,6 +148,7 @@ void c2s_free(c2s *s) {
     }
     free(s->peer);
     free(s->vouched);
+    free(s->vouched_name);
     free(s->user);
     free(s->jid);
     free(s);
@@ -157,6 +159,11 @@ void c2s_set_secure(c2s *s, int secure) { s->secure = secure; }
 void c2s_set_vouched_user(c2s *s, const char *user) {
     free(s->vouched);
     s->vouched = user ? xstrdup(user) : NULL;
+}
+
+void c2s_set_vouched_name(c2s *s, const char *name) {
+    free(s->vouched_name);
+    s->vouched_name = name && *name ? xstrdup(name) : NULL;
 }
 
 void **c2s_router_slot(c2s *s) { return &s->router_slot; }
@@ -181,9 +188,11 @@ static int tls_required(const c2s *s) {
 }
 
 static int mechanism_offered(const c2s *s, const char *mech) {
+    /* A vouched stream is for that user only: EXTERNAL alone, so a stock
+     * client (Strophe ranks SCRAM above EXTERNAL) never tries a password. */
+    if (s->vouched) return strcmp(mech, "EXTERNAL") == 0;
     if (strcmp(mech, "SCRAM-SHA-256") == 0 || strcmp(mech, "SCRAM-SHA-1") == 0) return 1;
     if (strcmp(mech, "PLAIN") == 0) return plain_allowed(s);
-    if (strcmp(mech, "EXTERNAL") == 0) return s->vouched != NULL;
     return 0;
 }
 
@@ -338,18 +347,6 @@ static char *sasl_decode(const xs_node *n, size_t *len, int *absent) {
     return out;
 }
 
-/* EXTERNAL: the transport vouched for s->vouched; the client may only
- * ask for that identity (authzid empty, the user or user@domain). */
-static void sasl_external(c2s *s, const char *authzid, size_t len) {
-    char want[512];
-    snprintf(want, sizeof want, "%s@%s", s->vouched, s->d->cfg.domain);
-    if (len == 0 || (len == strlen(s->vouched) && memcmp(authzid, s->vouched, len) == 0) ||
-        (len == strlen(want) && strncasecmp(authzid, want, len) == 0))
-        sasl_success(s, s->vouched, NULL, 0);
-    else
-        sasl_failure(s, "invalid-authzid", 1);
-}
-
 static void handle_sasl(c2s *s, xs_node *st) {
     size_t len = 0;
     int absent = 0;
@@ -383,12 +380,11 @@ static void handle_sasl(c2s *s, xs_node *st) {
             sasl_failure(s, "incorrect-encoding", 1);
             return;
         }
-        if (strcmp(mech, "EXTERNAL") == 0) {
-            sasl_external(s, data, len);
-            free(data);
-            return;
-        }
-        s->sasl = users_sasl_new(s->d, mech);
+        /* EXTERNAL: the transport vouched for s->vouched; users.c checks
+         * the authzid and finds (or provisions) the account. */
+        s->sasl = strcmp(mech, "EXTERNAL") == 0
+                  ? users_sasl_new_external(s->d, s->vouched, s->vouched_name)
+                  : users_sasl_new(s->d, mech);
         if (!s->sasl) {
             free(data);
             sasl_failure(s, "invalid-mechanism", 1);

@@ -55,6 +55,9 @@ void  c2s_set_secure(c2s *s, int secure);
 /* Identity vouched for by the transport (BOSH: httpd's authenticated user,
  * issue 8); enables SASL EXTERNAL for exactly that user. NULL clears. */
 void  c2s_set_vouched_user(c2s *s, const char *user);
+/* Display name the auth module gave for the vouched user (NULL ok): stored
+ * on the account when EXTERNAL signs in (users_sasl_new_external). */
+void  c2s_set_vouched_name(c2s *s, const char *name);
 
 /* Events from the transport. */
 void  c2s_stream_start(c2s *s, const char *to, const char *version,

@@ -89,12 +89,14 @@ struct native_conn {
     int          tls_wants_write;   /* OpenSSL needs writability to go on */
     int          header_sent;
     int          closing;           /* stream closed: flush, then destroy */
+    int          shut_wr;           /* all said and FIN sent: drain until EOF */
     int          dead;              /* destroy as soon as possible */
     int          in_feed;
     loop_timer  *timer;             /* close timeout or deferred destroy */
     char         peer[64];
     char         addr[INET6_ADDRSTRLEN]; /* host part: the per-address cap */
     int          counted;           /* holds a max_sessions slot (stats.c2s_sessions) */
+    int          addr_counted;      /* holds a max_sessions_per_addr slot */
     int          admitted;          /* the sign-in script said yes */
     int          admitting;         /* the script is running; input is held */
     int          admit_use_sha;
@@ -271,6 +273,19 @@ static void on_stream_start(void *ud, const char *ns, const char *name, const ch
                       "this server is at its session limit; try again later");
             return;
         }
+        /* One address over its live-session cap (per node, addr_count.h):
+         * local policy, like the per-minute address cap below. */
+        int slot = chatd_addr_slot_take(d, c->addr);
+        if (slot < 0) {
+            char text[160];
+            snprintf(text, sizeof text, "too many sessions from your address "
+                     "(%u on this server); close one or try again later",
+                     d->cfg.max_sessions_per_addr);
+            log_info("c2s %s: refused: address at max_sessions_per_addr", c->peer);
+            c2s_close(c->s, "policy-violation", text);
+            return;
+        }
+        c->addr_counted = slot > 0;
         c->counted = 1;
         d->stats.c2s_sessions++;
     }
@@ -524,10 +539,16 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
             conn_handshake(c);
         }
     }
-    if (!c->dead && c->closing && c->out.len == 0 && !c->tls_wants_write) {
-        /* Everything said: close our side. */
+    if (!c->dead && c->closing && !c->shut_wr && c->out.len == 0 && !c->tls_wants_write) {
+        /* Everything said: close our side with a FIN, and linger. Closing
+         * the socket now would send a RST if the client's bytes are still
+         * arriving (an oversized stanza, a pipelining client), and a RST
+         * makes the client's kernel drop our unread stream error. So
+         * keep discarding input until the client closes too, or until the
+         * close timer (NATIVE_CLOSE_MS, armed by op_close) gives up. */
         if (c->ssl) SSL_shutdown(c->ssl);
-        c->dead = 1;
+        shutdown(c->fd, SHUT_WR);
+        c->shut_wr = 1;
     }
     if (c->dead) { conn_destroy(c); return; }
     conn_arm(c);
@@ -555,6 +576,7 @@ static void conn_destroy(native_conn *c) {
     if (c->prev) c->prev->next = c->next; else lst->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     if (c->counted && d->stats.c2s_sessions) d->stats.c2s_sessions--;
+    if (c->addr_counted) chatd_addr_slot_release(d, c->addr);
     log_debug("c2s %s: disconnected", c->peer);
     free(c);
 }

@@ -348,6 +348,46 @@ static const char *elem_str(const redisReply *r, size_t i) {
     return r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : NULL;
 }
 
+/* The admission script's server-wide counters (admission.h), all
+ * frontends together: outcomes so far, and admissions per second of
+ * Redis's clock over the last SIGNIN_SECONDS seconds, oldest first. */
+#define SIGNIN_SECONDS 10
+static int signin_counters(redisContext *r, long long now_s) {
+    const char *argv[2 + SIGNIN_SECONDS];
+    char keys[SIGNIN_SECONDS][64];
+    redisReply *rep = redisCommand(r, "HMGET %s admitted closed rate address",
+                                   ADMISSION_STATS_KEY);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4) {
+        if (rep) freeReplyObject(rep);
+        fprintf(stderr, "chatctl: cannot read %s\n", ADMISSION_STATS_KEY);
+        return EXIT_UNAVAILABLE;
+    }
+    printf("sign-ins admitted: %s\n", elem_str(rep, 0) ? elem_str(rep, 0) : "0");
+    printf("refused by gate: %s\n", elem_str(rep, 1) ? elem_str(rep, 1) : "0");
+    printf("refused by rate: %s\n", elem_str(rep, 2) ? elem_str(rep, 2) : "0");
+    printf("refused by address cap: %s\n", elem_str(rep, 3) ? elem_str(rep, 3) : "0");
+    freeReplyObject(rep);
+
+    argv[0] = "MGET";
+    for (int i = 0; i < SIGNIN_SECONDS; i++) {
+        snprintf(keys[i], sizeof keys[i], "%s%lld", ADMISSION_SEC_PREFIX,
+                 now_s - SIGNIN_SECONDS + 1 + i);
+        argv[1 + i] = keys[i];
+    }
+    rep = redisCommandArgv(r, 1 + SIGNIN_SECONDS, argv, NULL);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != SIGNIN_SECONDS) {
+        if (rep) freeReplyObject(rep);
+        fprintf(stderr, "chatctl: cannot read the per-second counts\n");
+        return EXIT_UNAVAILABLE;
+    }
+    printf("admitted per second, last %d s (oldest first):", SIGNIN_SECONDS);
+    for (size_t i = 0; i < rep->elements; i++)
+        printf(" %s", elem_str(rep, i) ? elem_str(rep, i) : "0");
+    printf("\n");
+    freeReplyObject(rep);
+    return EXIT_OK;
+}
+
 static int signin_status(ctl *c) {
     char buf[64], when[64];
     redisContext *r = ctl_redis(c);
@@ -408,7 +448,7 @@ static int signin_status(ctl *c) {
         printf("bucket: full (no sign-in within one refill time, or no rate configured)\n");
     }
     freeReplyObject(rep);
-    return EXIT_OK;
+    return signin_counters(r, now_s);
 }
 
 static int cmd_signin(ctl *c, char **argv) {

@@ -17,6 +17,7 @@ struct bosh_mgr;        /* bosh.h: BOSH sessions */
 struct c2s_listener;    /* c2s_native.h: port 5222 */
 struct tls_ctx;         /* tls.h */
 struct admin_server;    /* admin.h: chatctl's control socket */
+struct addr_count;      /* addr_count.h: live sessions per client address */
 
 typedef struct chatd_stats {
     uint64_t c2s_sessions, bosh_sessions;        /* current */
@@ -25,6 +26,8 @@ typedef struct chatd_stats {
     uint64_t relay_conns, relay_requests;
     /* native sign-in admission (c2s_native.c) and the max_sessions cap */
     uint64_t signin_refused, signin_unavailable, sessions_refused;
+    /* cfg.max_sessions_per_addr (admin.h chatd_addr_slot_take) */
+    uint64_t addr_refused;
 } chatd_stats;
 
 typedef struct chatd {
@@ -40,6 +43,7 @@ typedef struct chatd {
     chatd_stats           stats;
     int                   stopping;     /* SIGTERM received */
     struct admin_server  *admin;
+    struct addr_count    *addr_sessions;  /* NULL until the first counted session */
 } chatd;
 
 #endif

@@ -79,6 +79,7 @@ static void set_defaults(chatd_config *c) {
     c->max_sessions = 0;
     c->log_level = LOG_INFO;
     c->daemonize = 0;
+    c->auto_provision = 1;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -102,6 +103,7 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "max_sessions", &c->max_sessions, 10000000 },
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },
+        { "max_sessions_per_addr", &c->max_sessions_per_addr, 10000000 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -144,6 +146,13 @@ static int apply(chatd_config *c, const char *key, const char *val,
     if (!strcmp(key, "plain_without_tls") || !strcmp(key, "daemonize")) {
         int *dst = key[0] == 'p' ? &c->allow_plain_without_tls : &c->daemonize;
         if (parse_bool(val, dst) < 0) {
+            snprintf(err, errlen, "%s: expected yes or no, got '%s'", key, val);
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcmp(key, "auto_provision")) {
+        if (parse_bool(val, &c->auto_provision) < 0) {
             snprintf(err, errlen, "%s: expected yes or no, got '%s'", key, val);
             return -1;
         }

@@ -36,6 +36,10 @@ typedef struct chatd_config {
     double   signin_rate;       /* signin_rate   0 (sign-ins/s, all frontends; 0 = no cap) */
     unsigned signin_burst;      /* signin_burst  0 (token bucket size; taken as >= 1) */
     unsigned signin_per_addr;   /* signin_per_addr 0 (per client address per minute) */
+    unsigned max_sessions_per_addr; /* max_sessions_per_addr 0 (live sessions per client
+                                   address on this node, native + BOSH; 0 = no cap) */
+    int      auto_provision;    /* auto_provision yes (create accounts for users httpd
+                                   vouches for, issue 8; no password verifier) */
 } chatd_config;
 
 /* Defaults, then the file (path may be NULL). Returns 0 or -1 with err. */

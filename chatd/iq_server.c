@@ -1,7 +1,7 @@
 /*
  * iq_server: iqs the server answers itself, for the server's own JID
  * (disco, ping, version, time, vCard) and on behalf of an account's bare
- * JID (roster for its owner, disco, ping, empty vCard). Anything else
+ * JID (roster for its owner, disco, ping, vCard stored in Redis). Anything else
  * of type get/set gets service-unavailable (RFC 6120 §8.2.3); results
  * and errors addressed to us are dropped.
  */
@@ -102,17 +102,92 @@ static xs_node *account_answer(const xs_node *st, const xs_node *q, int get, int
         add_feature(r, NS_DISCO_INFO);
     } else if (get && xs_is(q, NS_DISCO_ITEMS, "query")) {
         xs_add_elem(res, NS_DISCO_ITEMS, "query");
-    } else if (get && xs_is(q, NS_VCARD, "vCard")) {
-        xs_add_elem(res, NS_VCARD, "vCard");
     } else if (own && xs_is(q, NS_PING, "ping")) {
         /* empty result */
-    } else if (own && !get && xs_is(q, NS_VCARD, "vCard")) {
-        /* accepted; vCards are not stored yet */
     } else {
         xs_free(res);
         return NULL;
     }
     return res;
+}
+
+/* ---- vCard-temp (XEP-0054): chat:vcard:<localpart> holds the owner's
+ * last <vCard/>, serialized. Both directions go through Redis and the
+ * answer is sent from the callback, so a get that follows a set (even on
+ * another pooled connection) is only answered after the set is stored. */
+
+typedef struct vcard_ctx {
+    chatd   *d;
+    xs_node *iq;       /* the request (owned): where and how to answer */
+} vcard_ctx;
+
+static void vcard_answer(chatd *d, const xs_node *iq, xs_node *vcard)
+{
+    xs_node *res = iq_result(iq);
+    if (vcard) xs_append_child(res, vcard);
+    router_deliver(d, xs_attr_get(res, "to"), res);
+    xs_free(res);
+}
+
+static void vcard_stored(redisReply *reply, const char *err, void *ud)
+{
+    vcard_ctx *ctx = ud;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        log_warn("vcard: store failed: %s", err ? err : reply ? reply->str : "no reply");
+        router_bounce(ctx->d, ctx->iq, "wait", "internal-server-error");
+    } else {
+        vcard_answer(ctx->d, ctx->iq, NULL);
+    }
+    xs_free(ctx->iq);
+    free(ctx);
+}
+
+static void vcard_loaded(redisReply *reply, const char *err, void *ud)
+{
+    vcard_ctx *ctx = ud;
+    xs_node *vcard = NULL;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        log_warn("vcard: read failed: %s", err ? err : reply ? reply->str : "no reply");
+        router_bounce(ctx->d, ctx->iq, "wait", "internal-server-error");
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_STRING) {
+        char perr[128];
+        if (xs_parse_document(reply->str, reply->len, reply->len + 1, &vcard,
+                              perr, sizeof(perr)) != XS_OK || !xs_is(vcard, NS_VCARD, "vCard")) {
+            log_warn("vcard: stored vCard unreadable: %s", perr);
+            xs_free(vcard);
+            vcard = NULL;
+        }
+    }
+    if (!vcard) vcard = xs_new(NS_VCARD, "vCard");     /* none stored: empty */
+    vcard_answer(ctx->d, ctx->iq, vcard);
+out:
+    xs_free(ctx->iq);
+    free(ctx);
+}
+
+/* A vCard get for any account, or a set by its owner. 0 if handled. */
+static int vcard_iq(chatd *d, const xs_node *st, const xs_node *q, const char *to_bare,
+                    int get, int own)
+{
+    if (!xs_is(q, NS_VCARD, "vCard") || (!get && !own)) return -1;
+    jid j;
+    if (jid_parse(to_bare, &j) < 0 || !j.local[0]) return -1;
+    vcard_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) abort();
+    ctx->d = d;
+    ctx->iq = xs_copy(st);
+    if (get) {
+        redis_async_command(d->redis, vcard_loaded, ctx, "GET chat:vcard:%s", j.local);
+    } else {
+        strbuf xml = STRBUF_INIT;
+        xs_serialize(q, NULL, &xml);
+        redis_async_command(d->redis, vcard_stored, ctx, "SET chat:vcard:%s %b",
+                            j.local, xml.data, xml.len);
+        sb_free(&xml);
+    }
+    return 0;
 }
 
 void iq_server_handle(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
@@ -132,6 +207,7 @@ void iq_server_handle(chatd *d, rsession *rs, const xs_node *st, const char *to_
             roster_iq(d, rs, xs_copy(st));
             return;
         }
+        if (vcard_iq(d, st, q, to_bare, get, own) == 0) return;
         res = account_answer(st, q, get, own);
     }
     if (res) reply(d, rs, res);

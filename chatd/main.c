@@ -38,15 +38,59 @@ static int write_pidfile(const char *path) {
     return fclose(fp);
 }
 
+/* How long the relay stays up after SIGTERM when BOSH sessions were open. */
+#define SHUTDOWN_GRACE_MS 1000
+
+static void finish_shutdown(loop *l, void *ud) {
+    chatd *d = ud;
+    relay_server_stop(d);       /* flushes the answers queued so far */
+    loop_stop(l);
+}
+
 static void begin_shutdown(chatd *d) {
     if (d->stopping) return;
     d->stopping = 1;
     log_info("shutting down");
+    uint64_t bosh_open = d->stats.bosh_sessions;
     admin_stop(d);
-    bosh_shutdown_all(d);
+    bosh_shutdown_all(d);       /* held requests get terminate system-shutdown */
     c2s_native_stop(d, "system-shutdown");
-    relay_server_stop(d);       /* flushes the answers queued above */
-    loop_stop(d->loop);
+    if (bosh_open && d->relay) {
+        /* A BOSH client between two requests has nothing held to carry
+         * its terminate; stock clients send the next request at once, so
+         * keep the relay up a moment and answer it system-shutdown
+         * (bosh.c) rather than leave httpd facing a dead node. */
+        loop_timer_add(d->loop, SHUTDOWN_GRACE_MS, finish_shutdown, d);
+        return;
+    }
+    finish_shutdown(d->loop, d);
+}
+
+static const char *config_path;    /* for SIGHUP */
+
+/* SIGHUP: read the file again and apply what can change under live
+ * sessions: log_level and the admission limits. Everything else
+ * (listeners, Redis, domain, TLS files) needs a restart; a file that no
+ * longer parses changes nothing. */
+static void reload_config(chatd *d) {
+    chatd_config nc;
+    char err[512];
+    memset(&nc, 0, sizeof(nc));
+    if (config_load(&nc, config_path, err, sizeof(err)) < 0) {
+        log_error("reload: %s; keeping the running configuration", err);
+        config_free(&nc);
+        return;
+    }
+    d->cfg.log_level = nc.log_level;
+    log_set_level(nc.log_level);
+    d->cfg.max_sessions = nc.max_sessions;
+    d->cfg.max_sessions_per_addr = nc.max_sessions_per_addr;
+    d->cfg.signin_rate = nc.signin_rate;
+    d->cfg.signin_burst = nc.signin_burst;
+    d->cfg.signin_per_addr = nc.signin_per_addr;
+    config_free(&nc);
+    log_info("configuration reloaded (log_level, max_sessions, max_sessions_per_addr, "
+             "signin_*; other keys apply at the next start)");
 }
 
 static void on_signal(loop *l, int fd, unsigned events, void *ud) {
@@ -64,6 +108,7 @@ static void on_signal(loop *l, int fd, unsigned events, void *ud) {
                 log_error("cannot reopen log %s: %s", d->cfg.logfile, strerror(errno));
             else
                 log_info("log reopened");
+            reload_config(d);
             break;
         default:
             break;
@@ -72,7 +117,6 @@ static void on_signal(loop *l, int fd, unsigned events, void *ud) {
 }
 
 int main(int argc, char **argv) {
-    const char *config_path = NULL;
     int foreground = 0, test_only = 0, opt;
     while ((opt = getopt(argc, argv, "c:fth")) != -1) {
         switch (opt) {
@@ -149,6 +193,7 @@ out:
     c2s_native_stop(&d, "system-shutdown");
     relay_server_stop(&d);
     if (bosh_up) bosh_free(&d);
+    chatd_addr_slots_free(&d);
     if (xmpp_up) xmpp_free(&d);
     redis_async_free(d.redis);
     tls_free(&d);

@@ -30,6 +30,7 @@
 #define NS_MUC_OWNER  "http://jabber.org/protocol/muc#owner"
 #define NS_XDATA      "jabber:x:data"
 #define NS_ROOMCONFIG "http://jabber.org/protocol/muc#roomconfig"
+#define NS_PING       "urn:xmpp:ping"
 
 /* Status codes, XEP-0045 §15.6, as bits (written in this order). */
 enum {
@@ -450,13 +451,20 @@ static void handle_presence(chatd *d, room *rm, const char *from, const char *ni
         return;
     }
     if (!type_is(st, "")) return;          /* probe, subscribe, error: ignored */
-    if (!occ) { join(d, rm, from, nick, st); return; }
-    if (strcmp(occ->nick, nick) != 0) { change_nick(d, rm, occ, nick, st); return; }
-
+    xs_node *x = xs_child(st, NS_MUC, "x");
+    switch (muc_presence_kind(rm->m, from, nick, x != NULL)) {
+    case MUC_PRES_JOIN:        join(d, rm, from, nick, st); return;
+    case MUC_PRES_NICK_CHANGE: change_nick(d, rm, occ, nick, st); return;
+    case MUC_PRES_REJOIN:
+    case MUC_PRES_UPDATE:      break;
+    }
     xs_free(occ->presence);
     occ->presence = presence_payload(st);
-    if (xs_child(st, NS_MUC, "x")) {
-        send_room_state(d, rm, occ, xs_child(st, NS_MUC, "x"), 0);   /* rejoin */
+    if (x) {
+        /* Rejoin: the same occupant gets the whole room state again
+         * (occupants, itself with 110, history per <history/>, subject);
+         * the others just see a presence update. */
+        send_room_state(d, rm, occ, x, 0);
     } else {
         pres_opts o = { 0 };
         broadcast_presence(d, rm, occ, &o);
@@ -834,6 +842,57 @@ static void admin_iq(chatd *d, room *rm, muc_occupant *actor, muc_aff aff,
     reply(d, iq_result(st));
 }
 
+/* ---- iq: to an occupant (room/nick) ---- */
+
+/* get/set from an occupant to another one goes to the target's real JID
+ * as from room/<sender nick>, with an id of ours; the target's answer comes
+ * back to room/<sender nick> and is accepted only from the target with that
+ * id (muc_iq_fwd_take), then goes to the sender with its own id. A ping to
+ * one's own occupant JID is XEP-0410 self-ping: answered here, and with
+ * not-acceptable when the sender is not in the room (the client rejoins). */
+static void occupant_iq(chatd *d, room *rm, const char *from, const char *nick,
+                        const xs_node *st)
+{
+    char buf[JID_MAX + 1];
+    if (type_is(st, "result") || type_is(st, "error")) {
+        muc_iq_fwd *f = muc_iq_fwd_take(rm->m, from, nick, xs_attr_get(st, "id"));
+        muc_occupant *target = f ? muc_find_jid(rm->m, from) : NULL;
+        if (target) {
+            xs_node *out = xs_copy(st);
+            xs_set_attr(out, "from", nick_jid(rm, target->nick, buf, sizeof(buf)));
+            xs_set_attr(out, "to", f->sender);
+            xs_set_attr(out, "id", f->orig_id);
+            send_to(d, f->sender, out);
+            xs_free(out);
+        }
+        muc_iq_fwd_free(f);            /* no entry: forged or late, dropped */
+        return;
+    }
+    if (!type_is(st, "get") && !type_is(st, "set")) return;
+    xs_node *q = xs_child(st, NULL, NULL);
+    int is_ping = type_is(st, "get") && q && xs_is(q, NS_PING, "ping");
+    switch (muc_occupant_iq_action(rm->m, from, nick, is_ping)) {
+    case MUC_IQ_SELF_PING_OK:   reply(d, iq_result(st)); return;
+    case MUC_IQ_NOT_ACCEPTABLE: router_bounce(d, st, "cancel", "not-acceptable"); return;
+    case MUC_IQ_ITEM_NOT_FOUND: bounce(d, st, "item-not-found"); return;
+    case MUC_IQ_FORWARD:        break;
+    }
+    muc_occupant *sender = muc_find_jid(rm->m, from);
+    muc_occupant *target = muc_find_nick(rm->m, nick);
+    if (!router_session(d, target->jid)) {
+        router_bounce(d, st, "wait", "recipient-unavailable");
+        return;
+    }
+    const char *id = muc_iq_fwd_add(rm->m, from, sender->nick, target->jid,
+                                    xs_attr_get(st, "id"));
+    xs_node *out = xs_copy(st);
+    xs_set_attr(out, "from", nick_jid(rm, sender->nick, buf, sizeof(buf)));
+    xs_set_attr(out, "to", target->jid);
+    xs_set_attr(out, "id", id);
+    send_to(d, target->jid, out);
+    xs_free(out);
+}
+
 static void room_iq(chatd *d, room *rm, const char *from, const xs_node *st)
 {
     if (!type_is(st, "get") && !type_is(st, "set")) return;
@@ -893,7 +952,7 @@ static void route_to_room(chatd *d, room *rm, const char *from, const jid *to,
         else bounce(d, st, "bad-request");
     } else if (xs_is(st, NS_CLIENT, "iq")) {
         if (to->resource[0]) {
-            if (type_is(st, "get") || type_is(st, "set")) bounce(d, st, "service-unavailable");
+            occupant_iq(d, rm, from, to->resource, st);
         } else {
             room_iq(d, rm, from, st);
         }
@@ -914,9 +973,16 @@ void muc_route(chatd *d, c2s *origin, xs_node *st)
         return;
     }
     room *rm = room_find(d, bare);
+    /* An iq to room/nick of a room that is gone: the sender is not in it.
+     * XEP-0410 reads item-not-found as "joined, the nick just changed", so
+     * a self-ping must get not-acceptable here for the client to rejoin. */
+    int occupant_iq_get_set = xs_is(st, NS_CLIENT, "iq") && to.resource[0] &&
+                              (type_is(st, "get") || type_is(st, "set"));
     if (!rm) {
         if (xs_is(st, NS_CLIENT, "presence") && to.resource[0] && type_is(st, ""))
             room_create(d, bare, from, st);
+        else if (occupant_iq_get_set)
+            router_bounce(d, st, "cancel", "not-acceptable");
         else if (!xs_is(st, NS_CLIENT, "presence"))
             bounce(d, st, "item-not-found");
         return;
@@ -929,6 +995,8 @@ void muc_route(chatd *d, c2s *origin, xs_node *st)
             if (rm->joins_tail) rm->joins_tail->next = j;
             else rm->joins = j;
             rm->joins_tail = j;
+        } else if (occupant_iq_get_set) {
+            router_bounce(d, st, "cancel", "not-acceptable");
         } else if (!xs_is(st, NS_CLIENT, "presence")) {
             bounce(d, st, "item-not-found");
         }

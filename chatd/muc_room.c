@@ -3,6 +3,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include "muc_room.h"
 
 static char *xstrdup(const char *s)
@@ -57,6 +58,11 @@ void muc_room_free(muc_room *r, void (*free_presence)(void *))
         free(a->bare);
         free(a);
     }
+    while (r->iq_fwd) {
+        muc_iq_fwd *f = r->iq_fwd;
+        r->iq_fwd = f->next;
+        muc_iq_fwd_free(f);
+    }
     for (unsigned i = 0; i < r->hist_cap; i++) free(r->hist[i]);
     free(r->hist);
     free(r->hist_len);
@@ -106,6 +112,7 @@ void muc_remove_occupant(muc_room *r, muc_occupant *occ)
         if (*pp == occ) {
             *pp = occ->next;
             r->noccupants--;
+            muc_iq_fwd_forget(r, occ->jid);
             free_occupant(occ);
             return;
         }
@@ -279,4 +286,96 @@ void muc_splice_to(const char *xml, size_t len, const char *to, strbuf *out)
     sb_put_xml_escaped(out, to, strlen(to));
     sb_putc(out, '\'');
     sb_append(out, xml + name_end, len - name_end);
+}
+
+/* ---- joins and occupant iqs ---- */
+
+muc_pres_kind muc_presence_kind(const muc_room *r, const char *full, const char *nick,
+                                int has_muc_x)
+{
+    const muc_occupant *occ = muc_find_jid(r, full);
+    if (!occ) return MUC_PRES_JOIN;
+    if (strcmp(occ->nick, nick) != 0) return MUC_PRES_NICK_CHANGE;
+    /* Same JID, same nick, <x/> again: the client lost track of the room
+     * (a page reload resuming its BOSH session, a failed self-ping) and
+     * asks for the room state; it is still the one occupant it was. */
+    return has_muc_x ? MUC_PRES_REJOIN : MUC_PRES_UPDATE;
+}
+
+muc_iq_action muc_occupant_iq_action(const muc_room *r, const char *sender,
+                                     const char *nick, int is_ping)
+{
+    const muc_occupant *self = muc_find_jid(r, sender);
+    if (!self) return MUC_IQ_NOT_ACCEPTABLE;
+    if (is_ping && strcmp(self->nick, nick) == 0) return MUC_IQ_SELF_PING_OK;
+    if (!muc_find_nick(r, nick)) return MUC_IQ_ITEM_NOT_FOUND;
+    return MUC_IQ_FORWARD;
+}
+
+void muc_iq_fwd_free(muc_iq_fwd *f)
+{
+    if (!f) return;
+    free(f->id);
+    free(f->orig_id);
+    free(f->sender);
+    free(f->sender_nick);
+    free(f->target);
+    free(f);
+}
+
+const char *muc_iq_fwd_add(muc_room *r, const char *sender, const char *sender_nick,
+                           const char *target, const char *orig_id)
+{
+    if (r->niq_fwd >= MUC_IQ_FWD_MAX) {          /* drop the oldest (list tail) */
+        muc_iq_fwd **pp = &r->iq_fwd;
+        while ((*pp)->next) pp = &(*pp)->next;
+        muc_iq_fwd_free(*pp);
+        *pp = NULL;
+        r->niq_fwd--;
+    }
+    muc_iq_fwd *f = calloc(1, sizeof(*f));
+    if (!f) abort();
+    /* Our own id, unique in the room: two senders may well use the same
+     * id towards one target, and the target's answer must find its way. */
+    char id[32];
+    snprintf(id, sizeof(id), "muc%lx", ++r->iq_seq);
+    f->id = xstrdup(id);
+    f->orig_id = orig_id ? xstrdup(orig_id) : NULL;
+    f->sender = xstrdup(sender);
+    f->sender_nick = xstrdup(sender_nick);
+    f->target = xstrdup(target);
+    f->next = r->iq_fwd;
+    r->iq_fwd = f;
+    r->niq_fwd++;
+    return f->id;
+}
+
+muc_iq_fwd *muc_iq_fwd_take(muc_room *r, const char *from, const char *to_nick,
+                            const char *id)
+{
+    if (!from || !to_nick || !id) return NULL;
+    for (muc_iq_fwd **pp = &r->iq_fwd; *pp; pp = &(*pp)->next) {
+        muc_iq_fwd *f = *pp;
+        if (strcmp(f->id, id) != 0) continue;
+        if (strcmp(f->target, from) != 0 || strcmp(f->sender_nick, to_nick) != 0)
+            return NULL;                        /* someone else's answer: forged */
+        *pp = f->next;
+        r->niq_fwd--;
+        return f;
+    }
+    return NULL;
+}
+
+void muc_iq_fwd_forget(muc_room *r, const char *full_jid)
+{
+    for (muc_iq_fwd **pp = &r->iq_fwd; *pp; ) {
+        muc_iq_fwd *f = *pp;
+        if (strcmp(f->sender, full_jid) == 0 || strcmp(f->target, full_jid) == 0) {
+            *pp = f->next;
+            r->niq_fwd--;
+            muc_iq_fwd_free(f);
+        } else {
+            pp = &f->next;
+        }
+    }
 }

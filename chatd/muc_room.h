@@ -47,6 +47,18 @@ typedef struct muc_config {
     unsigned  max_users;        /* 0 = unlimited */
 } muc_config;
 
+/* An iq forwarded from one occupant to another (XEP-0045, XEP-0410):
+ * the target sees room/<sender nick> and our id; its answer is accepted
+ * only from the target's real JID, to sender_nick, with that id. */
+typedef struct muc_iq_fwd {
+    struct muc_iq_fwd *next;
+    char *id;            /* the id we put on the forwarded iq */
+    char *orig_id;       /* the sender's own id (NULL: it sent none) */
+    char *sender;        /* real full JIDs */
+    char *sender_nick;   /* what the target saw in 'from' */
+    char *target;
+} muc_iq_fwd;
+
 typedef struct muc_room {
     char           *jid;             /* room@muc */
     muc_config      cfg;
@@ -58,7 +70,13 @@ typedef struct muc_room {
     char          **hist;
     size_t         *hist_len;
     unsigned        hist_cap, hist_start, hist_count;
+    /* forwarded iqs awaiting an answer, newest first; at most MUC_IQ_FWD_MAX */
+    muc_iq_fwd     *iq_fwd;
+    unsigned        niq_fwd;
+    unsigned long   iq_seq;
 } muc_room;
+
+#define MUC_IQ_FWD_MAX 256
 
 muc_room     *muc_room_new(const char *jid, unsigned history_cap);
 /* Frees occupants too; free_presence (may be NULL) releases their payload. */
@@ -103,6 +121,40 @@ void          muc_history_push(muc_room *r, const char *xml, size_t len);
 const char   *muc_history_get(const muc_room *r, unsigned i, size_t *len);
 
 void          muc_set_str(char **field, const char *value);   /* NULL/"" clears */
+
+/* Presence to room/nick from a real full JID (type available), XEP-0045 7.2,
+ * 7.6: a new occupant joins; an occupant sending <x xmlns=muc/> again under
+ * the same nick rejoins (it gets the room state again, it is not a second
+ * occupant); under another nick it changes nick (303); otherwise it is a
+ * status update. */
+typedef enum {
+    MUC_PRES_JOIN, MUC_PRES_REJOIN, MUC_PRES_NICK_CHANGE, MUC_PRES_UPDATE
+} muc_pres_kind;
+muc_pres_kind muc_presence_kind(const muc_room *r, const char *full, const char *nick,
+                                int has_muc_x);
+
+/* iq get/set from real JID `sender` to room/<nick>. */
+typedef enum {
+    MUC_IQ_FORWARD,          /* to the occupant's real JID */
+    MUC_IQ_SELF_PING_OK,     /* XEP-0410: sender is joined as nick; answer result */
+    MUC_IQ_NOT_ACCEPTABLE,   /* sender is not an occupant (XEP-0410 §3, XEP-0045) */
+    MUC_IQ_ITEM_NOT_FOUND    /* no such nick */
+} muc_iq_action;
+muc_iq_action muc_occupant_iq_action(const muc_room *r, const char *sender,
+                                     const char *nick, int is_ping);
+
+/* Remember a forwarded iq; returns the id to put on it (owned by the room).
+ * The oldest entry goes when MUC_IQ_FWD_MAX are pending. */
+const char   *muc_iq_fwd_add(muc_room *r, const char *sender, const char *sender_nick,
+                             const char *target, const char *orig_id);
+/* The answer (result/error) from real JID `from` to room/<to_nick> with id:
+ * the matching entry, unlinked (free it with muc_iq_fwd_free), or NULL if
+ * we forwarded no such iq (a forged or late answer). */
+muc_iq_fwd   *muc_iq_fwd_take(muc_room *r, const char *from, const char *to_nick,
+                              const char *id);
+void          muc_iq_fwd_free(muc_iq_fwd *f);
+/* Drop entries sent by or to full_jid (it left the room). */
+void          muc_iq_fwd_forget(muc_room *r, const char *full_jid);
 
 /* Copy xml (one serialized element with no 'to') to out with
  * to='<to>' inserted after the element name: fan-out serializes once. */

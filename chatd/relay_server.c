@@ -55,7 +55,7 @@ struct req_priv {
     req_priv   *prev, *next;
     relay_conn *owner;         /* list it is on; NULL once detached */
     int         released;      /* on_release already called */
-    char       *body, *client_addr, *auth_user;
+    char       *body, *client_addr, *auth_user, *display_name;
 };
 
 typedef struct relay_server {
@@ -88,6 +88,7 @@ static void req_free(req_priv *r) {
     free(r->body);
     free(r->client_addr);
     free(r->auth_user);
+    free(r->display_name);
     free(r);
 }
 
@@ -192,6 +193,10 @@ static void handle_request(relay_conn *c, const relay_header *h, const char *pay
     r->client_addr = relay_find(payload, h->length, RT_CLIENT_ADDR, &f) ? field_dup(&f) : strdup("");
     if (relay_find(payload, h->length, RT_AUTH_USER, &f) && f.len > 0)
         r->auth_user = field_dup(&f);
+    if (r->auth_user && relay_find(payload, h->length, RT_DISPLAY_NAME, &f) && f.len > 0)
+        r->display_name = field_dup(&f);
+    if (r->auth_user && relay_find(payload, h->length, RT_PREBIND, &f) && f.len == 1)
+        r->pub.prebind = f.data[0] == 1;
     if (relay_find(payload, h->length, RT_SECURE, &f) && f.len == 1)
         r->pub.secure = f.data[0] == 1;
     if (!r->body || !r->client_addr) abort();
@@ -200,6 +205,7 @@ static void handle_request(relay_conn *c, const relay_header *h, const char *pay
     r->pub.body = r->body;
     r->pub.client_addr = r->client_addr;
     r->pub.auth_user = r->auth_user;
+    r->pub.display_name = r->display_name;
     r->pub.conn_alive = 1;
     req_attach(c, r);
     d->stats.relay_requests++;

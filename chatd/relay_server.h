@@ -26,6 +26,8 @@ struct relay_req {
     const char *body;  size_t body_len;     /* raw <body/> (validated by mod_bosh) */
     const char *client_addr;                 /* may be "" */
     const char *auth_user;                   /* NULL unless httpd vouched */
+    const char *display_name;                /* NULL, or the auth module's name for auth_user */
+    int         prebind;                     /* RT_PREBIND: sign in + bind server-side */
     int         secure;                      /* request came over HTTPS */
     int         conn_alive;                  /* 0 after the relay conn died */
     /* Set by a handler that holds the request. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -21,7 +22,7 @@
 #include "redis_async.h"
 #include "../common/scram.h"
 
-typedef enum { MECH_PLAIN, MECH_SCRAM } mech_kind;
+typedef enum { MECH_PLAIN, MECH_SCRAM, MECH_EXTERNAL } mech_kind;
 typedef enum { ST_START, ST_WAIT_LOOKUP, ST_WAIT_FINAL, ST_DONE } sasl_state;
 
 struct users_sasl {
@@ -34,6 +35,7 @@ struct users_sasl {
     char              user[USERS_MAX_LOCALPART + 1];
     int               succeeded;
     char             *password;     /* PLAIN, only while the lookup runs */
+    char             *display_name; /* EXTERNAL: name to store, or NULL */
     scram_server      scram;
 };
 
@@ -88,10 +90,27 @@ static void drop_password(users_sasl *x) {
     }
 }
 
+users_sasl *users_sasl_new_external(chatd *d, const char *user,
+                                    const char *display_name) {
+    users_sasl *x;
+    if (!user || strlen(user) > USERS_MAX_LOCALPART) return NULL;
+    x = calloc(1, sizeof *x);
+    if (!x) abort();
+    x->d = d;
+    x->kind = MECH_EXTERNAL;
+    strcpy(x->user, user);
+    if (display_name && *display_name) {
+        x->display_name = strdup(display_name);
+        if (!x->display_name) abort();
+    }
+    return x;
+}
+
 void users_sasl_free(users_sasl *x) {
     if (!x) return;
     if (x->req) redis_async_forget(x->req);
     drop_password(x);
+    free(x->display_name);
     scram_server_clear(&x->scram);
     OPENSSL_cleanse(x, sizeof *x);
     free(x);
@@ -279,6 +298,66 @@ static void scram_final_step(users_sasl *x, const char *in, size_t len) {
     }
 }
 
+/* EXTERNAL: the account exists, or is created (auto_provision) without a
+ * verifier. One script, so two first sign-ins at once create it once.
+ * Returns 1 existed, 2 created, 0 unknown and not provisioned. */
+static const char PROVISION_LUA[] =
+    "local exists = redis.call('EXISTS', KEYS[1]) == 1\n"
+    "if not exists then\n"
+    "  if ARGV[1] ~= '1' then return 0 end\n"
+    "  redis.call('HSET', KEYS[1], 'created', ARGV[2], 'provisioned', 'external')\n"
+    "  redis.call('SADD', KEYS[2], ARGV[4])\n"
+    "end\n"
+    "if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'name', ARGV[3]) end\n"
+    "if exists then return 1 end\n"
+    "return 2\n";
+
+static void provision_done(redisReply *reply, const char *err, void *ud) {
+    users_sasl *x = ud;
+    x->req = NULL;
+    if (err || !reply || reply->type != REDIS_REPLY_INTEGER) {
+        log_warn("users: EXTERNAL lookup of '%s' failed: %s", x->user,
+                 err ? err : (reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                        : "unexpected reply"));
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "temporary-auth-failure");
+        return;
+    }
+    if (reply->integer == 0) {
+        log_info("users: EXTERNAL refused for '%s': no account (auto_provision no)", x->user);
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "not-authorized");
+        return;
+    }
+    if (reply->integer == 2)
+        log_info("users: account '%s' provisioned for a vouched sign-in", x->user);
+    finish(x, USERS_SASL_SUCCESS, NULL, 0, NULL);
+}
+
+static void external_step(users_sasl *x, const char *in, size_t len) {
+    char authz[512], created[32];
+    if (len >= sizeof authz || memchr(in, '\0', len)) {
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "invalid-authzid");
+        return;
+    }
+    memcpy(authz, in, len);
+    authz[len] = '\0';
+    if (!authzid_ok(x, authz)) {
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "invalid-authzid");
+        return;
+    }
+    x->state = ST_WAIT_LOOKUP;
+    if (!x->d->redis) {
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "temporary-auth-failure");
+        return;
+    }
+    snprintf(created, sizeof created, "%lld", (long long)time(NULL));
+    /* As in start_lookup: on a dead Redis the callback has already run. */
+    redis_async_req *req = redis_async_command(
+        x->d->redis, provision_done, x, "EVAL %s 2 " USERS_KEY_PREFIX "%s " USERS_SET_KEY
+        " %s %s %s %s", PROVISION_LUA, x->user, x->d->cfg.auto_provision ? "1" : "0",
+        created, x->display_name ? x->display_name : "", x->user);
+    if (req) x->req = req;
+}
+
 void users_sasl_step(users_sasl *x, const char *in, size_t len,
                      users_sasl_cb cb, void *ud) {
     x->cb = cb;
@@ -286,6 +365,7 @@ void users_sasl_step(users_sasl *x, const char *in, size_t len,
     switch (x->state) {
     case ST_START:
         if (x->kind == MECH_PLAIN) plain_step(x, in, len);
+        else if (x->kind == MECH_EXTERNAL) external_step(x, in, len);
         else scram_first_step(x, in, len);
         break;
     case ST_WAIT_FINAL:

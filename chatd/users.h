@@ -63,6 +63,15 @@ users_sasl *users_sasl_new(chatd *d, const char *mechanism);
 /* Feed the client's (decoded) initial response or response. */
 void        users_sasl_step(users_sasl *x, const char *in, size_t len,
                             users_sasl_cb cb, void *ud);
+/* SASL EXTERNAL for a user the transport vouched for (BOSH: httpd's
+ * authenticated user, issue 8). user is a normalized localpart. The step
+ * takes the client's authzid (empty, the user, or user@domain) and looks
+ * the account up; an unknown user is created without any password
+ * verifier when cfg.auto_provision is on (field provisioned=external), else
+ * the exchange fails with not-authorized. display_name (NULL ok) is stored
+ * as the account's `name`. */
+users_sasl *users_sasl_new_external(chatd *d, const char *user,
+                                    const char *display_name);
 /* Forgets a pending lookup: its callback will not run. NULL ok. */
 void        users_sasl_free(users_sasl *x);
 /* Folded localpart once the exchange succeeded, else NULL. */

@@ -29,6 +29,22 @@
  * Redis's clock; that key is not in KEYS, which is fine on one Redis but
  * would need a hash tag under Redis Cluster.
  *
+ * Pacing a backlog: `due` in the bucket is when the clients refused so
+ * far can all have had a token (each refusal books 1/rate s after the
+ * previous booking, never earlier than now, at most ADMISSION_MAX_DUE_MS
+ * ahead). A refused client's hint is that time, so a storm of N clients
+ * is told to come back spread over N/rate seconds instead of all within
+ * the jitter window, where most would be refused again (a storm that
+ * outgrows the window would otherwise re-synchronise itself every few
+ * seconds). The booking is only a hint: the bucket alone decides.
+ *
+ * Every outcome is counted server-wide (operators' view, `chatctl signin
+ * status`; the storm test reads them): HINCRBY on ADMISSION_STATS_KEY,
+ * fields admitted / closed / rate / address, and admissions per second of
+ * Redis's clock in ADMISSION_SEC_PREFIX<unix second> (EXPIRE
+ * ADMISSION_SEC_TTL), which shows the pace the bucket lets through. These
+ * are not in KEYS either (same Redis Cluster caveat as the address key).
+ *
  * TIME is non-deterministic: Redis before 5 replicates a script only by
  * its effects if asked (redis.replicate_commands); later ones always do.
  */
@@ -41,10 +57,11 @@ const char admission_script[] =
     "local now_s = tonumber(t[1])\n"
     "local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local gate = redis.call('HMGET', KEYS[1], 'closed', 'reason', 'until')\n"
+    "local function count(f) redis.call('HINCRBY', '" ADMISSION_STATS_KEY "', f, 1) end\n"
     "if gate[1] and gate[1] ~= '0' and gate[1] ~= '' then\n"
     "  local till = tonumber(gate[3]) or 0\n"
-    "  if till <= 0 then return {1, tonumber(ARGV[4]) or 0, gate[2] or ''} end\n"
-    "  if till > now_s then return {1, till * 1000 - now_ms, gate[2] or ''} end\n"
+    "  if till <= 0 then count('closed'); return {1, tonumber(ARGV[4]) or 0, gate[2] or ''} end\n"
+    "  if till > now_s then count('closed'); return {1, till * 1000 - now_ms, gate[2] or ''} end\n"
     "end\n"
     "local limit = tonumber(ARGV[3]) or 0\n"
     "local addr_key = nil\n"
@@ -52,29 +69,38 @@ const char admission_script[] =
     "  addr_key = KEYS[3] .. ':' .. string.format('%d', math.floor(now_s / 60))\n"
     "  local n = tonumber(redis.call('GET', addr_key)) or 0\n"
     "  if n >= limit then\n"
+    "    count('address')\n"
     "    return {3, 60000 - (now_ms % 60000), 'too many sign-ins from your address'}\n"
     "  end\n"
     "end\n"
     "local rate = tonumber(ARGV[1]) or 0\n"
     "if rate > 0 then\n"
     "  local burst = math.max(tonumber(ARGV[2]) or 1, 1)\n"
-    "  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts')\n"
+    "  local b = redis.call('HMGET', KEYS[2], 'tokens', 'ts', 'due')\n"
     "  local tokens, ts = tonumber(b[1]), tonumber(b[2])\n"
+    "  local due = math.max(tonumber(b[3]) or 0, now_ms)\n"
     "  if not tokens or not ts then tokens = burst\n"
     "  elseif now_ms > ts then tokens = tokens + (now_ms - ts) * rate / 1000 end\n"
     "  tokens = math.min(tokens, burst)\n"
     "  local refused = tokens < 1\n"
-    "  if not refused then tokens = tokens - 1 end\n"
-    "  redis.call('HSET', KEYS[2], 'tokens', tokens, 'ts', now_ms, 'rate', ARGV[1], 'burst', burst)\n"
-    "  redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)\n"
+    "  if not refused then tokens = tokens - 1\n"
+    "  else due = math.min(due + 1000 / rate, now_ms + " STRINGIFY(ADMISSION_MAX_DUE_MS) ") end\n"
+    "  redis.call('HSET', KEYS[2], 'tokens', tokens, 'ts', now_ms, 'rate', ARGV[1], 'burst', burst, 'due', due)\n"
+    "  redis.call('PEXPIRE', KEYS[2], math.ceil(math.max(burst * 1000 / rate, due - now_ms)) + 1000)\n"
     "  if refused then\n"
-    "    return {2, math.ceil((1 - tokens) * 1000 / rate), 'too many sign-ins right now'}\n"
+    "    count('rate')\n"
+    "    return {2, math.ceil(math.max((1 - tokens) * 1000 / rate, due - now_ms)),\n"
+    "            'too many sign-ins right now'}\n"
     "  end\n"
     "end\n"
     "if addr_key then\n"
     "  redis.call('INCR', addr_key)\n"
     "  redis.call('EXPIRE', addr_key, " STRINGIFY(ADMISSION_ADDR_TTL) ")\n"
     "end\n"
+    "count('admitted')\n"
+    "local sec_key = '" ADMISSION_SEC_PREFIX "' .. string.format('%d', now_s)\n"
+    "redis.call('INCR', sec_key)\n"
+    "redis.call('EXPIRE', sec_key, " STRINGIFY(ADMISSION_SEC_TTL) ")\n"
     "return {0, 0, ''}\n";
 
 static pthread_once_t sha_once = PTHREAD_ONCE_INIT;

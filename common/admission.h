@@ -38,6 +38,14 @@
 #define ADMISSION_ADDR_PREFIX  "chat:signin:addr:"   /* + <ip> + ":" + <minute> */
 #define ADMISSION_ADDR_TTL     120
 #define ADMISSION_MAX_ADDR     64     /* longer client addresses are cut */
+/* Server-wide outcome counters, kept by the script (never reset by it):
+ * hash fields admitted, closed, rate, address. */
+#define ADMISSION_STATS_KEY    "chat:signin:stats"
+/* Admissions in one second of Redis's clock: + <unix seconds>. */
+#define ADMISSION_SEC_PREFIX   "chat:signin:sec:"
+#define ADMISSION_SEC_TTL      120
+/* The longest rate-refusal hint (a backlog of bookings, admission.c). */
+#define ADMISSION_MAX_DUE_MS   600000
 
 typedef enum admission_verdict {
     ADMIT_OK      = 0,

@@ -30,6 +30,9 @@
 #define RELAY_VERSION       1
 #define RELAY_HEADER_LEN    12
 #define RELAY_MAX_PAYLOAD   (4u * 1024 * 1024)   /* hard ceiling for any frame */
+/* RT_HTTP_STATUS value meaning "close the HTTP connection, send nothing"
+ * (as nginx's 444): a plaintext request for a session created over HTTPS. */
+#define RELAY_STATUS_CLOSE  444
 
 typedef enum relay_type {
     RELAY_HELLO     = 1,  /* client -> chatd, req_id 0: who is connecting   */
@@ -55,6 +58,9 @@ typedef enum relay_tag {
     RT_SECURE       = 12,  /* 1 byte: 1 if the HTTP request came over TLS */
     RT_AUTH_USER    = 13,  /* identity httpd authenticated (r->user), if vouched */
     RT_SID          = 14,  /* sid parsed by mod_bosh (saves chatd a lookup) */
+    RT_DISPLAY_NAME = 15,  /* display name the auth module gave, with RT_AUTH_USER */
+    RT_PREBIND      = 16,  /* 1 byte: 1 = create a signed-in, bound session for
+                              RT_AUTH_USER and answer JSON {jid, sid, rid} */
     /* RESPONSE */
     RT_HTTP_STATUS  = 20,  /* u16: 200 normally; 4xx only for legacy clients */
     RT_CONTENT_TYPE = 21,  /* response Content-Type (the session's `content`) */

@@ -25,6 +25,24 @@
  * recursion of xs_free/xs_copy/xs_serialize on hostile input. */
 #define XS_MAX_DEPTH   256
 
+/*
+ * Tree budget. Bytes alone do not bound what a tree costs: expat reports
+ * every element as "URI|local", and each node keeps its own copy of the
+ * namespace, so one 30 KB xmlns declaration followed by thousands of
+ * 4-byte children (<a/>) would cost tens of megabytes from a 64 KB
+ * document. With a byte cap set, the tree of one document or stanza may
+ * cost at most XS_TREE_FACTOR times that cap (at least XS_TREE_FLOOR),
+ * counted as the sizes we allocate plus XS_ALLOC_COST per allocation;
+ * past it the parse stops with XS_ERR_TOO_BIG. A whole document's budget
+ * comes from its actual length instead of the cap, so mod_bosh (cap:
+ * BoshMaxBodySize) and chatd (cap: the relayed length) agree on which
+ * bodies are valid. Ordinary XMPP stays far
+ * below: a roster item in its namespace costs about 8 times its bytes.
+ */
+#define XS_TREE_FACTOR 16
+#define XS_TREE_FLOOR  65536
+#define XS_ALLOC_COST  16
+
 static void oom(void) {
     fputs("xml_stream: out of memory\n", stderr);
     abort();
@@ -338,6 +356,8 @@ struct xs_parser {
     unsigned long long fed;            /* bytes given to this expat parser */
     unsigned long long feed_base;      /* index where the current chunk starts */
     unsigned long long last_event_end; /* end of the last event expat reported */
+    unsigned long long tree_cost;      /* what the current tree has cost */
+    unsigned long long tree_budget;    /* 0: from max_bytes */
 
     xs_status     status;        /* sticky once not XS_OK */
     int           in_feed;
@@ -371,6 +391,22 @@ static int track(xs_parser *p) {
     if (!p->doc_mode && p->max_bytes && p->stanza &&
         end - p->stanza_start > p->max_bytes) {
         halt(p, XS_ERR_TOO_BIG, "stanza too big");
+        return 0;
+    }
+    return 1;
+}
+
+/* Charge cost to the tree being built; 0 (and halted) past the budget. */
+static int charge(xs_parser *p, size_t cost) {
+    unsigned long long budget;
+    if (!p->max_bytes) return 1;
+    budget = p->tree_budget ? p->tree_budget
+                            : (unsigned long long)p->max_bytes * XS_TREE_FACTOR;
+    if (budget < XS_TREE_FLOOR) budget = XS_TREE_FLOOR;
+    p->tree_cost += cost;
+    if (p->tree_cost > budget) {
+        halt(p, XS_ERR_TOO_BIG, p->doc_mode ? "document too complex"
+                                            : "stanza too complex");
         return 0;
     }
     return 1;
@@ -430,12 +466,22 @@ static void XMLCALL on_start(void *ud, const XML_Char *qname, const XML_Char **a
         stream_header(p, qname, atts);
         return;
     }
-    if (depth == 1 && !p->doc_mode)
+    if (depth == 1 && !p->doc_mode) {
         p->stanza_start = (unsigned long long)XML_GetCurrentByteIndex(p->xp);
+        p->tree_cost = 0;
+    }
     if (depth >= XS_MAX_DEPTH) {
         halt(p, XS_ERR_TOO_BIG, "elements nested too deep");
         return;
     }
+    /* node + ns + name, then per attribute: a slot (the array may be
+     * twice the count), name and value. */
+    size_t cost = sizeof(xs_node) + strlen(qname) + 2 + 3 * XS_ALLOC_COST;
+    size_t nattr = 0;
+    for (size_t i = 0; atts[i]; i += 2, nattr++)
+        cost += strlen(atts[i]) + strlen(atts[i + 1]) + 6 + 2 * XS_ALLOC_COST;
+    if (nattr) cost += 2 * nattr * sizeof(xs_attr) + XS_ALLOC_COST;
+    if (!charge(p, cost)) return;
     xs_node *n = node_from_expat(qname);
     for (size_t i = 0; atts[i]; i += 2)
         attr_push(n, attr_name_from_expat(atts[i]), xstrdup(atts[i + 1]));
@@ -474,7 +520,13 @@ static void XMLCALL on_chars(void *ud, const XML_Char *s, int len) {
     xs_parser *p = ud;
     if (halted(p)) return;
     if (!track(p)) return;
-    if (p->cur) xs_add_text(p->cur, s, (size_t)len);
+    if (p->cur) {
+        size_t cost = (size_t)len;
+        if (!p->cur->last_child || p->cur->last_child->name)
+            cost += sizeof(xs_node) + 1 + 2 * XS_ALLOC_COST;    /* a new text node */
+        if (!charge(p, cost)) return;
+        xs_add_text(p->cur, s, (size_t)len);
+    }
     /* else: text between stanzas (whitespace keepalives): ignored */
 }
 
@@ -538,6 +590,7 @@ static void parser_restart(xs_parser *p) {
     p->stanza = p->root = p->cur = NULL;
     p->depth = 0;
     p->stanza_start = p->fed = p->feed_base = p->last_event_end = 0;
+    p->tree_cost = 0;
     p->status = XS_OK;
     p->reset_pending = 0;
     p->err[0] = '\0';
@@ -656,6 +709,7 @@ xs_status xs_parse_document(const char *data, size_t len, size_t max_bytes,
     }
     xs_parser *p = xs_parser_new(NULL, NULL, max_bytes);
     p->doc_mode = 1;
+    p->tree_budget = (unsigned long long)len * XS_TREE_FACTOR;
     p->in_feed = 1;
     enum XML_Status rc = XML_Parse(p->xp, data, (int)len, 1);
     p->in_feed = 0;

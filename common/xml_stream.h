@@ -107,6 +107,13 @@ void        xs_parser_reset(xs_parser *p);
 void        xs_parser_stop(xs_parser *p);
 const char *xs_parser_error(const xs_parser *p);   /* human-readable last error */
 
+/* With a byte cap (max_stanza_bytes / max_bytes), the tree built for one
+ * stanza or document is also capped: it may cost at most 16 times the cap
+ * (64 KiB at least) in allocations, else XS_ERR_TOO_BIG ("too complex");
+ * for a document, 16 times its actual length (so the verdict does not
+ * depend on the cap, only on whether there is one).
+ * Bytes alone do not bound it: each node copies its namespace URI. */
+
 /* Document mode: parse one whole document of at most max_bytes.
  * On success *root holds the root element (caller frees). */
 xs_status   xs_parse_document(const char *data, size_t len, size_t max_bytes,

@@ -9,7 +9,10 @@
  *   - sid: the node is the sid prefix; relay. No Redis on this path.
  * The worker thread is parked until chatd answers (relay_client.c); while
  * parked it notices a client that went away and a child that is stopping.
- * Every answer has a Content-Length and Cache-Control: no-store.
+ * Every answer has a Content-Length and Cache-Control: no-store; it is
+ * gzipped (whole, Content-Length of the compressed bytes, never chunked)
+ * when Accept-Encoding allows and it is long enough, and a request body
+ * sent with Content-Encoding: gzip is inflated within BoshMaxBodySize.
  *
  * GET answers a short info page, OPTIONS a CORS preflight.
  */
@@ -30,25 +33,96 @@
 #include "apr_general.h"
 
 #include "mod_bosh.h"
+#include "bosh_gzip.h"
 #include "../common/bosh_body.h"
 #include "../common/admission.h"
+#include "../common/relay_proto.h"
 
 #define BOSH_CONTENT_TYPE   "text/xml; charset=utf-8"
 #define RETRY_AFTER_BASE    5     /* seconds */
 #define RETRY_AFTER_SPREAD  10    /* + 0..10 s, so refused clients spread out */
 #define RELAY_SAFETY_S      15    /* deadline beyond BoshMaxWait */
 #define CORS_MAX_AGE        "86400"
+/* Request headers a BOSH client may send cross-origin: Strophe.js and
+ * Converse.js send only Content-Type (text/xml is not a "simple" type). */
+#define CORS_ALLOW_HEADERS  "Content-Type, Content-Encoding"
 
-/* Write a complete response: status, type, length, body. */
+/* Headers this module sets that an administrator may also set with
+ * mod_headers (`Header [always] set ...`). bosh_headers_filter runs after
+ * mod_headers and keeps exactly one of each: the administrator's. */
+static const char *const managed_headers[] = {
+    "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
+    "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
+    "Access-Control-Max-Age", "Cache-Control", NULL
+};
+
+typedef struct last_value {
+    const char *v;
+    int         n;
+} last_value;
+
+static int keep_last(void *rec, const char *key, const char *value)
+{
+    last_value *lv = rec;
+    (void)key;
+    lv->v = value;
+    lv->n++;
+    return 1;
+}
+
+/* Within one table, later values were added later (by mod_headers). */
+static void dedupe(apr_table_t *t, const char *name)
+{
+    last_value lv = { NULL, 0 };
+    apr_table_do(keep_last, &lv, t, name, NULL);
+    if (lv.n > 1)
+        apr_table_set(t, name, lv.v);
+}
+
+apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb)
+{
+    request_rec *r = f->r;
+    int i;
+
+    for (i = 0; managed_headers[i]; i++) {
+        const char *name = managed_headers[i];
+        /* `Header always` writes err_headers_out, which httpd sends in
+         * addition to headers_out: then ours must go. */
+        if (apr_table_get(r->err_headers_out, name)) {
+            apr_table_unset(r->headers_out, name);
+            dedupe(r->err_headers_out, name);
+        }
+        else {
+            dedupe(r->headers_out, name);
+        }
+    }
+    ap_remove_output_filter(f);
+    return ap_pass_brigade(f->next, bb);
+}
+
+/* Write a complete response: status, type, length, body. The body is
+ * gzipped when the client accepts it and it is worth it. */
 static int send_response(request_rec *r, int status, const char *ctype,
                          const char *body, apr_size_t len, unsigned retry_after)
 {
+    char *gz;
+    apr_size_t gz_len;
+
     r->status = status;
+    ap_add_output_filter(BOSH_HEADERS_FILTER, NULL, r, r->connection);
     ap_set_content_type(r, apr_pstrdup(r->pool, ctype));
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    apr_table_mergen(r->headers_out, "Vary", "Accept-Encoding");
     if (retry_after)
         apr_table_setn(r->headers_out, "Retry-After",
                        apr_psprintf(r->pool, "%u", retry_after));
+    if (len >= BOSH_GZIP_MIN &&
+        bosh_accepts_gzip(apr_table_get(r->headers_in, "Accept-Encoding")) &&
+        bosh_gzip(r->pool, body, len, &gz, &gz_len) == 0 && gz_len < len) {
+        apr_table_setn(r->headers_out, "Content-Encoding", "gzip");
+        body = gz;
+        len = gz_len;
+    }
     ap_set_content_length(r, len);
     if (!r->header_only && len)
         ap_rwrite(body, (int)len, r);
@@ -85,25 +159,42 @@ static int send_unavailable(request_rec *r, bosh_child *ch, const char *why,
                          retry_after ? retry_after : jittered_retry_after());
 }
 
-/* Access-Control-Allow-Origin for allowed origins only. Returns 1 if set. */
+/* CORS for allowed origins only (BoshAllowOrigin). An origin listed by
+ * name is echoed with Access-Control-Allow-Credentials: true; one allowed
+ * only through "*" gets "*" and never credentials (browsers refuse the
+ * pair, and a wildcard must not open cookie-bearing requests). Returns 1
+ * if the origin is allowed. */
 static int add_cors(request_rec *r, bosh_server_conf *conf)
 {
     const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *const *list = (const char *const *)conf->allow_origins->elts;
+    int i, star = 0;
 
     apr_table_mergen(r->headers_out, "Vary", "Origin");
-    if (!bosh_origin_allowed(origin,
-                             (const char *const *)conf->allow_origins->elts,
-                             conf->allow_origins->nelts))
+    if (!origin || !*origin)
         return 0;
-    apr_table_setn(r->headers_out, "Access-Control-Allow-Origin", origin);
+    for (i = 0; i < conf->allow_origins->nelts; i++) {
+        if (strcmp(list[i], "*") == 0)
+            star = 1;
+        else if (bosh_origin_allowed(origin, &list[i], 1)) {
+            apr_table_setn(r->headers_out, "Access-Control-Allow-Origin", origin);
+            apr_table_setn(r->headers_out, "Access-Control-Allow-Credentials", "true");
+            return 1;
+        }
+    }
+    if (!star)
+        return 0;
+    apr_table_setn(r->headers_out, "Access-Control-Allow-Origin", "*");
     return 1;
 }
 
 static int handle_options(request_rec *r, bosh_server_conf *conf)
 {
     if (add_cors(r, conf)) {
-        apr_table_setn(r->headers_out, "Access-Control-Allow-Methods", "POST, OPTIONS");
-        apr_table_setn(r->headers_out, "Access-Control-Allow-Headers", "Content-Type");
+        apr_table_setn(r->headers_out, "Access-Control-Allow-Methods",
+                       "POST, GET, OPTIONS");
+        apr_table_setn(r->headers_out, "Access-Control-Allow-Headers",
+                       CORS_ALLOW_HEADERS);
         apr_table_setn(r->headers_out, "Access-Control-Max-Age", CORS_MAX_AGE);
     }
     apr_table_setn(r->headers_out, "Allow", "POST, GET, OPTIONS");
@@ -128,7 +219,7 @@ static int read_body(request_rec *r, apr_size_t max, char **data,
                      apr_size_t *len, int *too_big)
 {
     apr_size_t total = 0;
-    long n;
+    long n = 0;
     char *buf;
     int rv;
 
@@ -137,20 +228,18 @@ static int read_body(request_rec *r, apr_size_t max, char **data,
     *too_big = 0;
     if ((rv = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK)) != OK)
         return rv;
-    if (r->remaining > (apr_off_t)max) {
+    /* Even when too big, what fits is read (and returned): it tells
+     * whether the client sent `ver` (legacy clients get HTTP 400). */
+    if (r->remaining > (apr_off_t)max)
         *too_big = 1;
-        return OK;
-    }
-    buf = apr_palloc(r->pool, max + 1);
+    buf = apr_palloc(r->pool, max + 2);
     if (ap_should_client_block(r)) {
-        while ((n = ap_get_client_block(r, buf + total, max + 1 - total)) > 0) {
+        while (total <= max &&
+               (n = ap_get_client_block(r, buf + total, max + 1 - total)) > 0)
             total += (apr_size_t)n;
-            if (total > max) {
-                *too_big = 1;
-                return OK;
-            }
-        }
-        if (n < 0)
+        if (total > max)
+            *too_big = 1;
+        else if (n < 0)
             return HTTP_BAD_REQUEST;
     }
     buf[total] = '\0';
@@ -162,9 +251,11 @@ static int read_body(request_rec *r, apr_size_t max, char **data,
 /* Admission (common/admission.h): the operators' sign-in switch, the
  * server-wide sign-in rate and the per-address cap, in one Redis script.
  * The connection is borrowed for that one round trip only. Returns NULL
- * to admit, else the reason for a 503 (*retry_after set, jittered). */
+ * to admit, else the reason for a 503 (*retry_after set, jittered) and
+ * *counter, the status-page counter to bump. */
 static const char *admit_new_session(request_rec *r, bosh_child *ch,
-                                     bosh_server_conf *conf, unsigned *retry_after)
+                                     bosh_server_conf *conf, unsigned *retry_after,
+                                     apr_uint32_t **counter)
 {
     redisContext *c;
     redis_pool_status st;
@@ -174,6 +265,7 @@ static const char *admit_new_session(request_rec *r, bosh_child *ch,
     int rc, broken;
 
     *retry_after = 0;
+    *counter = &ch->refused_busy;
     if (!ch->redis)
         return NULL;
     st = redis_pool_acquire(ch->redis, &c);
@@ -201,6 +293,8 @@ static const char *admit_new_session(request_rec *r, bosh_child *ch,
     }
     if (res.verdict == ADMIT_OK)
         return NULL;
+    *counter = res.verdict == ADMIT_CLOSED ? &ch->refused_gate
+             : res.verdict == ADMIT_RATE ? &ch->refused_rate : &ch->refused_addr;
     *retry_after = res.retry_after_s;
     return res.reason[0] ? apr_pstrdup(r->pool, res.reason)
                          : "sign-in refused; try again later";
@@ -271,6 +365,18 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
     return st;
 }
 
+/* A 200 `<body ...>` start tag that is not a terminate: a new session. */
+static int is_creation_answer(const relay_call *call)
+{
+    const char *gt;
+    if ((call->http_status && call->http_status != HTTP_OK) || !call->resp_body ||
+        call->resp_len < 7 || strncmp(call->resp_body, "<body ", 6) != 0)
+        return 0;
+    gt = memchr(call->resp_body, '>', call->resp_len);
+    return gt && !memmem(call->resp_body, (size_t)(gt - call->resp_body),
+                         "type='terminate'", 16);
+}
+
 static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
 {
     char *data, err[256], node[BOSH_NODE_ID_MAX];
@@ -282,10 +388,30 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     relay_call call;
     relay_call_status st;
     int64_t deadline;
+    const char *cenc;
 
     rv = read_body(r, (apr_size_t)conf->max_body, &data, &len, &too_big);
     if (rv != OK)
         return rv;
+    if (!too_big && (cenc = apr_table_get(r->headers_in, "Content-Encoding")) &&
+        strcasecmp(cenc, "identity") != 0) {
+        /* We advertise accept='gzip' (XEP-0124 §session-response). */
+        bosh_gunzip_status gs = BOSH_GUNZIP_BAD;
+        if (strcasecmp(cenc, "gzip") == 0 || strcasecmp(cenc, "x-gzip") == 0)
+            gs = bosh_gunzip(r->pool, data, len, (size_t)conf->max_body, &data, &len);
+        if (gs == BOSH_GUNZIP_TOO_BIG) {
+            too_big = 1;
+            len = 0;
+        }
+        else if (gs != BOSH_GUNZIP_OK) {
+            if (ch)
+                apr_atomic_inc32(&ch->bad_requests);
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                          "mod_bosh: request body with Content-Encoding %s "
+                          "that does not inflate", cenc);
+            return send_terminate(r, "bad-request");
+        }
+    }
     if (too_big) {
         r->connection->keepalive = AP_CONN_CLOSE;   /* leave the rest unread */
         if (ch)
@@ -293,6 +419,10 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       "mod_bosh: request body larger than BoshMaxBodySize %d",
                       conf->max_body);
+        /* Legacy (no `ver` in what we read): HTTP 400, §errorstatus-http. */
+        if (len && !bosh_raw_has_ver(data, len))
+            return send_response(r, HTTP_BAD_REQUEST, "text/plain; charset=utf-8",
+                                 "request body too large\n", 23, 0);
         return send_terminate(r, "bad-request");
     }
 
@@ -333,10 +463,16 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     }
     else {
         unsigned retry_after = 0;
-        if (!conf->signin)
+        apr_uint32_t *counter = NULL;
+        if (!conf->signin) {
+            apr_atomic_inc32(&ch->refused_gate);
             return send_unavailable(r, ch, "sign-in is closed (BoshSignin off)", 0);
-        if ((refuse = admit_new_session(r, ch, conf, &retry_after)) != NULL)
+        }
+        if ((refuse = admit_new_session(r, ch, conf, &retry_after, &counter)) != NULL) {
+            apr_atomic_inc32(counter);
             return send_unavailable(r, ch, refuse, retry_after);
+        }
+        apr_atomic_inc32(&ch->sessions_admitted);
     }
 
     memset(&call, 0, sizeof(call));
@@ -345,11 +481,43 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     call.client_addr = r->useragent_ip;
     call.secure = ap_ssl_conn_is_ssl(r->connection);
     call.sid = sid;
+    bosh_vouch(r, &call);       /* RT_AUTH_USER, BoshAuthFromApache On only */
     deadline = relay_now_ms() + (int64_t)(conf->max_wait + RELAY_SAFETY_S) * 1000;
     st = relay(r, ch, rc, &call, deadline);
 
     switch (st) {
     case RELAY_CALL_OK:
+        if (!sid && call.http_status == HTTP_SERVICE_UNAVAILABLE) {
+            /* chatd refused the creation (its per-address live-session cap) */
+            apr_atomic_inc32(&ch->refused_chatd);
+            apr_atomic_inc32(&ch->sessions_refused);
+        }
+        if (call.http_status == RELAY_STATUS_CLOSE) {
+            /* XEP-0124 §security: a session created over HTTPS refuses
+             * plaintext requests. chatd kept the session and did not
+             * consume the rid; the client gets no answer at all. */
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                          "mod_bosh: plaintext request for a session created "
+                          "over HTTPS; connection closed");
+            relay_call_clear(&call);
+            r->connection->keepalive = AP_CONN_CLOSE;
+            r->connection->aborted = 1;
+            return OK;
+        }
+        if (!sid && is_creation_answer(&call)) {
+            /* mod_bosh, not chatd, decompresses requests, so mod_bosh
+             * adds accept='gzip' to the creation answer. */
+            static const char tag[] = "<body accept='gzip' ";
+            char *with = apr_palloc(r->pool, call.resp_len + sizeof(tag));
+            memcpy(with, tag, sizeof(tag) - 1);
+            memcpy(with + sizeof(tag) - 1, call.resp_body + 6, call.resp_len - 6);
+            rv = send_response(r, HTTP_OK,
+                               call.content_type ? call.content_type : BOSH_CONTENT_TYPE,
+                               with, call.resp_len - 6 + sizeof(tag) - 1,
+                               call.retry_after);
+            relay_call_clear(&call);
+            return rv;
+        }
         rv = send_response(r, call.http_status ? call.http_status : HTTP_OK,
                            call.content_type ? call.content_type : BOSH_CONTENT_TYPE,
                            call.resp_body ? call.resp_body : "", call.resp_len,
@@ -382,6 +550,37 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     }
 }
 
+/* Session creation for the prebind handler (bosh_sso.c): the same sign-in
+ * switch, admission and node choice as a client's creation request.
+ * Returns NULL once relayed (*st says how it went), else the reason for a
+ * 503 (*retry_after set; 0 = pick one). */
+const char *bosh_create_session_for(request_rec *r, relay_call *call,
+                                    relay_call_status *st, unsigned *retry_after)
+{
+    bosh_server_conf *conf = bosh_conf(r->server);
+    bosh_child *ch = bosh_child_state;
+    apr_uint32_t *counter = NULL;
+    const char *refuse;
+
+    *retry_after = 0;
+    if (!ch || ch->nrelays == 0)
+        return "no BoshChatd configured";
+    if (!conf->signin) {
+        apr_atomic_inc32(&ch->refused_gate);
+        apr_atomic_inc32(&ch->sessions_refused);
+        return "sign-in is closed (BoshSignin off)";
+    }
+    if ((refuse = admit_new_session(r, ch, conf, retry_after, &counter)) != NULL) {
+        apr_atomic_inc32(counter);
+        apr_atomic_inc32(&ch->sessions_refused);
+        return refuse;
+    }
+    apr_atomic_inc32(&ch->sessions_admitted);
+    *st = relay(r, ch, NULL, call,
+                relay_now_ms() + (int64_t)(conf->max_wait + RELAY_SAFETY_S) * 1000);
+    return NULL;
+}
+
 int bosh_handler(request_rec *r)
 {
     bosh_server_conf *conf;
@@ -402,6 +601,8 @@ int bosh_handler(request_rec *r)
     default:
         r->allowed = (AP_METHOD_BIT << M_POST) | (AP_METHOD_BIT << M_GET) |
                      (AP_METHOD_BIT << M_OPTIONS);
+        /* The 405's Allow header comes from allowed_methods. */
+        ap_allow_methods(r, REPLACE_ALLOW, "POST", "GET", "OPTIONS", NULL);
         return HTTP_METHOD_NOT_ALLOWED;
     }
 }

@@ -12,6 +12,8 @@
 #include "http_protocol.h"
 #include "apr_strings.h"
 
+#include "mod_status.h"
+
 #include "mod_bosh.h"
 #include "redis_cap.h"
 
@@ -29,6 +31,60 @@ static const char *json_str(apr_pool_t *p, const char *s)
     *o++ = '"';
     *o = '\0';
     return out;
+}
+
+/* Every child's Redis counters (shared memory, redis_cap.c), summed. */
+typedef struct children_sum {
+    request_rec *r;
+    int          mode;          /* 0 text, 1 JSON, 2 server-status?auto, 3 html */
+    int          n;
+    unsigned     conns, in_use, idle, waits, timeouts, failures;
+} children_sum;
+
+static void child_row(const redis_cap_child_stats *st, void *ud)
+{
+    children_sum *sum = ud;
+
+    sum->conns += st->conns;
+    sum->in_use += st->in_use;
+    sum->idle += st->idle;
+    sum->waits += st->waits;
+    sum->timeouts += st->acquire_timeouts;
+    sum->failures += st->failures;
+    if (sum->mode == 1)
+        ap_rprintf(sum->r, "%s{\"pid\":%u,\"connections\":%u,\"in_use\":%u,"
+                   "\"idle\":%u,\"waits\":%u,\"acquire_timeouts\":%u,"
+                   "\"failures\":%u}", sum->n ? "," : "", st->pid, st->conns,
+                   st->in_use, st->idle, st->waits, st->acquire_timeouts,
+                   st->failures);
+    else if (sum->mode != 2)
+        ap_rprintf(sum->r, "redis child %u: connections %u, in use %u, idle %u, "
+                   "waits %u, acquire timeouts %u, failures %u\n", st->pid,
+                   st->conns, st->in_use, st->idle, st->waits,
+                   st->acquire_timeouts, st->failures);
+    sum->n++;
+}
+
+static void all_children(request_rec *r, int json)
+{
+    children_sum sum;
+
+    memset(&sum, 0, sizeof(sum));
+    sum.r = r;
+    sum.mode = json;
+    if (json)
+        ap_rputs(",\"redis_children\":[", r);
+    redis_cap_foreach(child_row, &sum);
+    if (json)
+        ap_rprintf(r, "],\"redis_all\":{\"children\":%d,\"connections\":%u,"
+                   "\"in_use\":%u,\"idle\":%u,\"waits\":%u,\"acquire_timeouts\":%u,"
+                   "\"failures\":%u}", sum.n, sum.conns, sum.in_use, sum.idle,
+                   sum.waits, sum.timeouts, sum.failures);
+    else
+        ap_rprintf(r, "redis, sum of %d children: connections %u, in use %u, "
+                   "idle %u, waits %u, acquire timeouts %u, failures %u\n", sum.n,
+                   sum.conns, sum.in_use, sum.idle, sum.waits, sum.timeouts,
+                   sum.failures);
 }
 
 int bosh_status_handler(request_rec *r)
@@ -56,10 +112,16 @@ int bosh_status_handler(request_rec *r)
 
     if (json) {
         ap_rprintf(r, "{\"pid\":%d,\"configured\":%s,\"stopping\":%s,"
-                   "\"sessions_refused\":%u,\"bad_requests\":%u,\"relays\":[",
+                   "\"sessions_refused\":%u,\"bad_requests\":%u,",
                    (int)getpid(), ch ? "true" : "false",
                    ch && ch->stopping ? "true" : "false",
                    ch ? ch->sessions_refused : 0, ch ? ch->bad_requests : 0);
+        ap_rprintf(r, "\"sessions_admitted\":%u,\"refused\":{\"gate\":%u,"
+                   "\"rate\":%u,\"address\":%u,\"busy\":%u,\"chatd\":%u},"
+                   "\"relays\":[",
+                   ch ? ch->sessions_admitted : 0, ch ? ch->refused_gate : 0,
+                   ch ? ch->refused_rate : 0, ch ? ch->refused_addr : 0,
+                   ch ? ch->refused_busy : 0, ch ? ch->refused_chatd : 0);
     }
     else {
         ap_rprintf(r, "mod_bosh status (this child)\npid: %d\n", (int)getpid());
@@ -70,6 +132,11 @@ int bosh_status_handler(request_rec *r)
         ap_rprintf(r, "stopping: %s\nsessions refused: %u\nbad requests: %u\n",
                    ch->stopping ? "yes" : "no", ch->sessions_refused,
                    ch->bad_requests);
+        ap_rprintf(r, "sessions admitted: %u\nrefused by gate: %u\n"
+                   "refused by rate: %u\nrefused by address cap: %u\n"
+                   "refused, redis busy or down: %u\nrefused by chatd: %u\n",
+                   ch->sessions_admitted, ch->refused_gate, ch->refused_rate,
+                   ch->refused_addr, ch->refused_busy, ch->refused_chatd);
     }
 
     for (i = 0; ch && i < ch->nrelays; i++) {
@@ -104,13 +171,15 @@ int bosh_status_handler(request_rec *r)
                        "\"total\":%d,\"max\":%d,\"opened\":%u,\"closed_idle\":%u,"
                        "\"waits\":%u,\"acquire_timeouts\":%u,\"failures\":%u,"
                        "\"total_cap_refusals\":%u,\"server_total\":%d,"
-                       "\"server_max\":%d,\"server_refusals\":%u}}\n",
+                       "\"server_max\":%d,\"server_refusals\":%u}",
                        json_str(r->pool, redis_pool_address(ch->redis)), rs.in_use,
                        rs.idle, rs.total, rs.max, rs.opened, rs.closed_idle,
                        rs.waits, rs.acquire_timeouts, rs.failures,
                        rs.total_cap_refusals, cap_total, cap_max, cap_refusals);
         else
-            ap_rputs("],\"redis\":null}\n", r);
+            ap_rputs("],\"redis\":null", r);
+        all_children(r, 1);
+        ap_rputs("}\n", r);
     }
     else if (ch && ch->redis) {
         ap_rprintf(r, "redis %s: in use %d, idle %d, total %d of %d, opened %u, "
@@ -125,5 +194,40 @@ int bosh_status_handler(request_rec *r)
     else {
         ap_rputs("redis: not configured\n", r);
     }
+    if (!json)
+        all_children(r, 0);
+    return OK;
+}
+
+/* mod_status (server-status): the Redis pool of every child, from the
+ * shared-memory slots, and the totals. */
+int bosh_status_hook(request_rec *r, int flags)
+{
+    int cap_total, cap_max;
+    unsigned cap_refusals;
+    children_sum sum;
+
+    if (!bosh_child_state || !bosh_child_state->redis)
+        return OK;
+    redis_cap_get(&cap_total, &cap_max, &cap_refusals);
+    memset(&sum, 0, sizeof(sum));
+    sum.r = r;
+    sum.mode = (flags & AP_STATUS_SHORT) ? 2 : 3;
+    if (sum.mode == 3)
+        ap_rputs("<hr />\n<h2>mod_bosh Redis pool</h2>\n<pre>\n", r);
+    redis_cap_foreach(child_row, &sum);
+    if (sum.mode == 2)
+        ap_rprintf(r, "BoshRedisChildren: %d\nBoshRedisConnections: %d\n"
+                   "BoshRedisMaxTotal: %d\nBoshRedisInUse: %u\nBoshRedisIdle: %u\n"
+                   "BoshRedisWaits: %u\nBoshRedisAcquireTimeouts: %u\n"
+                   "BoshRedisFailures: %u\nBoshRedisTotalCapRefusals: %u\n",
+                   sum.n, cap_total, cap_max, sum.in_use, sum.idle, sum.waits,
+                   sum.timeouts, sum.failures, cap_refusals);
+    else
+        ap_rprintf(r, "all children: connections %d of %d (BoshRedisMaxTotal), in use %u, "
+                   "idle %u, waits %u, acquire timeouts %u, failures %u, "
+                   "total cap refusals %u\n</pre>\n", cap_total, cap_max,
+                   sum.in_use, sum.idle, sum.waits, sum.timeouts, sum.failures,
+                   cap_refusals);
     return OK;
 }

@@ -27,6 +27,7 @@
 #include "ap_mpm.h"
 #include "mpm_common.h"
 #include "apr_strings.h"
+#include "mod_status.h"
 
 #define MOD_BOSH_DECLARES_MODULE
 #include "mod_bosh.h"
@@ -41,8 +42,9 @@
 #define DEFAULT_REDIS_IDLE_S        30
 #define DEFAULT_REDIS_CONNECT_MS    1000
 #define DEFAULT_REDIS_COMMAND_MS    1000
-/* Redis connections we leave for chatd and admin tools in the check. */
-#define REDIS_MARGIN_FOR_CHATD      32
+/* Redis connections left for chatd's pool and admin tools in the
+ * start-up check (BoshRedisReserve). */
+#define DEFAULT_REDIS_RESERVE       32
 
 bosh_child *bosh_child_state;
 
@@ -64,6 +66,7 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     (void)s;
     c->nodes = apr_array_make(p, 2, sizeof(bosh_node_conf));
     c->allow_origins = apr_array_make(p, 2, sizeof(const char *));
+    c->hostmeta_urls = apr_array_make(p, 1, sizeof(const char *));
     c->max_body = BOSH_UNSET;
     c->max_wait = BOSH_UNSET;
     c->redis_max_per_child = BOSH_UNSET;
@@ -73,6 +76,7 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     c->redis_connect_ms = BOSH_UNSET;
     c->redis_command_ms = BOSH_UNSET;
     c->redis_check_warn = BOSH_UNSET;
+    c->redis_reserve = BOSH_UNSET;
     c->signin = BOSH_UNSET;
     c->signin_rate = BOSH_UNSET;
     c->signin_burst = BOSH_UNSET;
@@ -91,6 +95,8 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     m->redis_url = base->redis_url;         /* global only */
     m->allow_origins = add->allow_origins->nelts ? add->allow_origins
                                                  : base->allow_origins;
+    m->hostmeta_urls = add->hostmeta_urls->nelts ? add->hostmeta_urls
+                                                 : base->hostmeta_urls;
     m->domain = add->domain ? add->domain : base->domain;
     MERGE_INT(max_body);
     MERGE_INT(max_wait);
@@ -101,6 +107,7 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(redis_connect_ms);
     MERGE_INT(redis_command_ms);
     MERGE_INT(redis_check_warn);
+    MERGE_INT(redis_reserve);
     MERGE_INT(signin);
     MERGE_INT(signin_rate);
     MERGE_INT(signin_burst);
@@ -124,6 +131,7 @@ static void bosh_conf_finalize(bosh_server_conf *c)
     DEFAULT_INT(redis_connect_ms, DEFAULT_REDIS_CONNECT_MS);
     DEFAULT_INT(redis_command_ms, DEFAULT_REDIS_COMMAND_MS);
     DEFAULT_INT(redis_check_warn, 0);
+    DEFAULT_INT(redis_reserve, DEFAULT_REDIS_RESERVE);
     DEFAULT_INT(signin, 1);
     DEFAULT_INT(signin_rate, 0);
     DEFAULT_INT(signin_burst, 0);
@@ -186,6 +194,23 @@ static const char *add_origin(cmd_parms *cmd, void *dummy, const char *o)
     return NULL;
 }
 
+/* XEP-0156 links must be absolute http(s) URLs; nothing in them may need
+ * quoting in XML or JSON (bosh_hostmeta.c writes them as they are). */
+static const char *add_hostmeta_url(cmd_parms *cmd, void *dummy, const char *u)
+{
+    const char *c;
+    (void)dummy;
+    if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+        return "BoshHostMetaURL: expected an absolute http:// or https:// URL";
+    for (c = u; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == '"' || *c == '\\' ||
+            *c == '\'' || *c == '<' || *c == '>' || *c == '&')
+            return "BoshHostMetaURL: the URL has a character that must be "
+                   "percent-encoded";
+    *(const char **)apr_array_push(bosh_conf(cmd->server)->hostmeta_urls) = u;
+    return NULL;
+}
+
 static const char *set_signin(cmd_parms *cmd, void *dummy, int on)
 {
     (void)dummy;
@@ -242,6 +267,7 @@ INT_PARAM(redis_acquire_ms, 1, 60000);
 INT_PARAM(redis_idle_s, 1, 86400);
 INT_PARAM(redis_connect_ms, 1, 60000);
 INT_PARAM(redis_command_ms, 0, 60000);
+INT_PARAM(redis_reserve, 0, 1000000);
 INT_PARAM(signin_per_addr, 0, 1000000);
 
 static const char *set_int(cmd_parms *cmd, void *dummy, const char *arg)
@@ -282,6 +308,9 @@ static const command_rec bosh_cmds[] = {
                   RSRC_CONF, "Redis connect timeout, ms (default 1000)"),
     AP_INIT_TAKE1("BoshRedisCommandTimeout", set_int, (void *)&param_redis_command_ms,
                   RSRC_CONF, "Redis command timeout, ms (default 1000, 0 = none)"),
+    AP_INIT_TAKE1("BoshRedisReserve", set_int, (void *)&param_redis_reserve,
+                  RSRC_CONF, "Redis connections the start-up check leaves for chatd's "
+                  "pool and tools (default 32)"),
     AP_INIT_TAKE1("BoshRedisCheck", set_redis_check, NULL, RSRC_CONF,
                   "refuse (default) or warn when Redis maxclients is too low"),
     AP_INIT_FLAG("BoshSignin", set_signin, NULL, RSRC_CONF,
@@ -292,6 +321,17 @@ static const command_rec bosh_cmds[] = {
                   RSRC_CONF, "New sessions per client address per minute (0 = no cap)"),
     AP_INIT_ITERATE("BoshAllowOrigin", add_origin, NULL, RSRC_CONF,
                     "Origins allowed for CORS (repeatable; * for any)"),
+    AP_INIT_ITERATE("BoshHostMetaURL", add_hostmeta_url, NULL, RSRC_CONF,
+                    "BOSH URL(s) advertised by the bosh-hostmeta handler (XEP-0156)"),
+    /* Single sign-on (bosh_sso.c): per location, never in .htaccess. */
+    AP_INIT_FLAG("BoshAuthFromApache", bosh_set_auth_from_apache, NULL,
+                 ACCESS_CONF | RSRC_CONF,
+                 "On: vouch to chatd for the user httpd authenticated (SASL EXTERNAL)"),
+    AP_INIT_TAKE1("BoshAuthJID", bosh_set_auth_jid, NULL, ACCESS_CONF | RSRC_CONF,
+                  "JID for the authenticated user, %u = user (default %u)"),
+    AP_INIT_TAKE1("BoshAuthDisplayName", bosh_set_auth_display_name, NULL,
+                  ACCESS_CONF | RSRC_CONF,
+                  "Display name source: header:NAME, env:NAME or none"),
     { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
 };
 
@@ -303,6 +343,22 @@ static const command_rec bosh_cmds[] = {
  * too low, extra Apache children holding connections). Old children still
  * finishing after a graceful restart count too, hence ServerLimit.
  */
+/* The value of "field:" in an INFO reply, or -1. */
+static apr_int64_t info_field(const char *info, const char *field)
+{
+    size_t n = strlen(field);
+    const char *p = info;
+
+    while (p && *p) {
+        if (strncmp(p, field, n) == 0 && p[n] == ':')
+            return apr_atoi64(p + n + 1);
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return -1;
+}
+
 static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
                                 bosh_server_conf *c)
 {
@@ -321,7 +377,7 @@ static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
         server_limit = 1;
     per_child_max = server_limit * c->redis_max_per_child;
     worst = (c->redis_max_total < per_child_max ? c->redis_max_total : per_child_max)
-            + REDIS_MARGIN_FOR_CHATD;
+            + c->redis_reserve;
 
     rc = redis_conn_open(&u, apr_psprintf(ptemp, "mod_bosh:%s:%d:check",
                                           s->server_hostname ? s->server_hostname
@@ -339,22 +395,32 @@ static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
         maxclients = apr_atoi64(reply->element[1]->str);
     if (reply)
         freeReplyObject(reply);
+    if (maxclients < 0 && !rc->err) {
+        /* CONFIG renamed away or refused (managed services): Redis 7
+         * reports maxclients in INFO clients as well. */
+        reply = redisCommand(rc, "INFO clients");
+        if (reply && reply->type == REDIS_REPLY_STRING)
+            maxclients = info_field(reply->str, "maxclients");
+        if (reply)
+            freeReplyObject(reply);
+    }
     redisFree(rc);                      /* nothing may be inherited by children */
 
     if (maxclients < 0) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "mod_bosh: Redis %s: could not read maxclients (CONFIG GET "
-                     "refused?); make sure it is at least %d", addr, worst);
+                     "mod_bosh: Redis %s: could not read maxclients (neither "
+                     "CONFIG GET nor INFO clients tell it); make sure it is at "
+                     "least %d", addr, worst);
         return OK;
     }
     if (maxclients < worst) {
         ap_log_error(APLOG_MARK, c->redis_check_warn ? APLOG_WARNING : APLOG_CRIT, 0, s,
                      "mod_bosh: Redis %s maxclients is %" APR_INT64_T_FMT " but httpd may open %d "
                      "connections (min(BoshRedisMaxTotal %d, ServerLimit %d x "
-                     "BoshRedisMaxPerChild %d) + %d for chatd); raise maxclients, "
-                     "lower the caps, or set BoshRedisCheck warn", addr, maxclients,
-                     worst, c->redis_max_total, server_limit, c->redis_max_per_child,
-                     REDIS_MARGIN_FOR_CHATD);
+                     "BoshRedisMaxPerChild %d) + BoshRedisReserve %d for chatd); "
+                     "raise maxclients, lower the caps, or set BoshRedisCheck warn",
+                     addr, maxclients, worst, c->redis_max_total, server_limit,
+                     c->redis_max_per_child, c->redis_reserve);
         return c->redis_check_warn ? OK : HTTP_INTERNAL_SERVER_ERROR;
     }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
@@ -424,8 +490,10 @@ static void *housekeeper_main(void *arg)
             usleep(100 * 1000);
         if (housekeeper_stop)
             break;
-        if (ch->redis)
+        if (ch->redis) {
+            redis_cap_reap();           /* counts of children killed -9 */
             redis_pool_maintain(ch->redis);
+        }
         if (bosh_child_is_stopping())
             bosh_child_drain(1);
     }
@@ -530,12 +598,19 @@ static void bosh_register_hooks(apr_pool_t *p)
     ap_hook_child_stopping(bosh_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bosh_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bosh_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(bosh_prebind_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(bosh_hostmeta_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    /* After mod_headers (AP_FTYPE_CONTENT_SET), before the HTTP header. */
+    ap_register_output_filter(BOSH_HEADERS_FILTER, bosh_headers_filter, NULL,
+                              AP_FTYPE_PROTOCOL - 1);
+    APR_OPTIONAL_HOOK(ap, status_hook, bosh_status_hook, NULL, NULL,
+                      APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(bosh) = {
     STANDARD20_MODULE_STUFF,
-    NULL,                       /* create per-directory config structure */
-    NULL,                       /* merge per-directory config structures */
+    bosh_create_dir_config,     /* create per-directory config structure */
+    bosh_merge_dir_config,      /* merge per-directory config structures */
     bosh_create_server_config,  /* create per-server config structure */
     bosh_merge_server_config,   /* merge per-server config structures */
     bosh_cmds,                  /* command apr_table_t */

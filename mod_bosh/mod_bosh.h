@@ -12,6 +12,7 @@
 #include "http_config.h"
 #include "http_log.h"
 #include "apr_tables.h"
+#include "util_filter.h"
 
 #include "bosh_route.h"
 #include "redis_pool.h"
@@ -34,6 +35,7 @@ typedef struct bosh_node_conf {
 typedef struct bosh_server_conf {
     apr_array_header_t *nodes;          /* bosh_node_conf, main server only */
     apr_array_header_t *allow_origins;  /* const char * */
+    apr_array_header_t *hostmeta_urls;  /* const char *, BoshHostMetaURL */
     const char *domain;
     const char *redis_url;
     int  max_body;
@@ -45,6 +47,7 @@ typedef struct bosh_server_conf {
     int  redis_connect_ms;
     int  redis_command_ms;
     int  redis_check_warn;              /* BoshRedisCheck warn */
+    int  redis_reserve;                 /* BoshRedisReserve: chatd's pool + tools */
     int  signin;                        /* BoshSignin on|off */
     double signin_rate;                 /* BoshSigninRate (per s, 0 = no cap); <0 unset */
     int  signin_burst;
@@ -60,6 +63,13 @@ typedef struct bosh_child {
     redis_pool        *redis;           /* NULL without BoshRedis */
     apr_uint32_t       rr_cursor;       /* round robin for new sessions */
     apr_uint32_t       sessions_refused;/* 503 on creation */
+    /* Why (each refusal counts in one of these and in sessions_refused):
+     * gate = closed by chatctl or BoshSignin off; rate = BoshSigninRate;
+     * addr = BoshSigninPerAddress; busy = Redis unreachable / pool full;
+     * chatd = chatd answered 503 (its max_sessions_per_addr cap). */
+    apr_uint32_t       refused_gate, refused_rate, refused_addr;
+    apr_uint32_t       refused_busy, refused_chatd;
+    apr_uint32_t       sessions_admitted;/* passed admission, sent to chatd */
     apr_uint32_t       bad_requests;
     volatile apr_uint32_t stopping;     /* child is stopping: drain done */
 } bosh_child;
@@ -78,5 +88,35 @@ int  bosh_child_is_stopping(void);
 /* Handlers (bosh_handler.c, bosh_status.c). */
 int bosh_handler(request_rec *r);
 int bosh_status_handler(request_rec *r);
+int bosh_hostmeta_handler(request_rec *r);          /* bosh_hostmeta.c */
+
+/* Output filter added by the bosh handler: headers an administrator set
+ * with mod_headers win over ours (no duplicates). bosh_handler.c. */
+#define BOSH_HEADERS_FILTER "BOSH_HEADERS"
+apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb);
+int bosh_status_hook(request_rec *r, int flags);   /* mod_status */
+
+/* Single sign-on (bosh_sso.c, issue 8): per-directory configuration,
+ * vouching for r->user, and the bosh-prebind handler. */
+typedef struct bosh_dir_conf {
+    int         auth_from_apache;       /* BoshAuthFromApache; BOSH_UNSET */
+    const char *auth_jid;               /* BoshAuthJID template; NULL = "%u" */
+    int         name_source;            /* bosh_name_source (bosh_auth.h) */
+    const char *name_key;               /* header or variable name */
+    int         name_set;
+} bosh_dir_conf;
+
+void *bosh_create_dir_config(apr_pool_t *p, char *dir);
+void *bosh_merge_dir_config(apr_pool_t *p, void *basev, void *addv);
+const char *bosh_set_auth_from_apache(cmd_parms *cmd, void *dconf, int on);
+const char *bosh_set_auth_jid(cmd_parms *cmd, void *dconf, const char *tmpl);
+const char *bosh_set_auth_display_name(cmd_parms *cmd, void *dconf, const char *spec);
+/* Fill call->auth_user / display_name when this location vouches and httpd
+ * authenticated the request; else leave them NULL. Returns 1 if vouched. */
+int bosh_vouch(request_rec *r, relay_call *call);
+int bosh_prebind_handler(request_rec *r);
+/* bosh_handler.c: admission + node choice + relay for a new session. */
+const char *bosh_create_session_for(request_rec *r, relay_call *call,
+                                    relay_call_status *st, unsigned *retry_after);
 
 #endif

@@ -12,12 +12,15 @@
 #include "mod_bosh.h"
 #include "redis_cap.h"
 
-#define CAP_MAGIC 0x424f5348u   /* "BOSH" */
+#define CAP_MAGIC 0x424f5349u   /* "BOSH" + layout version */
+#define PID_REAPING 0xffffffffu /* slot being taken back from a dead child */
 #define CAP_USERDATA "mod_bosh_redis_cap"
 
 typedef struct cap_slot {
     volatile apr_uint32_t pid;
     volatile apr_uint32_t count;
+    /* published by the child's pool, for status pages only */
+    volatile apr_uint32_t in_use, idle, waits, acquire_timeouts, failures;
 } cap_slot;
 
 typedef struct cap_shm {
@@ -75,7 +78,70 @@ apr_status_t redis_cap_init(server_rec *s, int nslots, int max_total)
 
 static int pid_dead(apr_uint32_t pid)
 {
+    if (pid == PID_REAPING)
+        return 0;
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+void redis_cap_reap(void)
+{
+    apr_uint32_t i;
+
+    if (!cap)
+        return;
+    for (i = 0; i < cap->nslots; i++) {
+        cap_slot *sl = &cap->slots[i];
+        apr_uint32_t pid = sl->pid, left;
+        if (pid == 0 || !pid_dead(pid))
+            continue;
+        /* Mark it first so no attach can claim it while we empty it. */
+        if (apr_atomic_cas32(&sl->pid, PID_REAPING, pid) != pid)
+            continue;
+        left = apr_atomic_xchg32(&sl->count, 0);
+        if (left)
+            apr_atomic_sub32(&cap->total, left);
+        apr_atomic_set32(&sl->in_use, 0);
+        apr_atomic_set32(&sl->idle, 0);
+        apr_atomic_set32(&sl->pid, 0);
+    }
+}
+
+void redis_cap_publish(int in_use, int idle, unsigned waits,
+                       unsigned acquire_timeouts, unsigned failures)
+{
+    if (!cap || !my_slot)
+        return;
+    apr_atomic_set32(&my_slot->in_use, (apr_uint32_t)in_use);
+    apr_atomic_set32(&my_slot->idle, (apr_uint32_t)idle);
+    apr_atomic_set32(&my_slot->waits, waits);
+    apr_atomic_set32(&my_slot->acquire_timeouts, acquire_timeouts);
+    apr_atomic_set32(&my_slot->failures, failures);
+}
+
+int redis_cap_foreach(void (*fn)(const redis_cap_child_stats *st, void *ud),
+                      void *ud)
+{
+    apr_uint32_t i;
+    int n = 0;
+
+    if (!cap)
+        return 0;
+    for (i = 0; i < cap->nslots; i++) {
+        cap_slot *sl = &cap->slots[i];
+        redis_cap_child_stats st;
+        st.pid = apr_atomic_read32(&sl->pid);
+        if (st.pid == 0 || st.pid == PID_REAPING || pid_dead(st.pid))
+            continue;
+        st.conns = apr_atomic_read32(&sl->count);
+        st.in_use = apr_atomic_read32(&sl->in_use);
+        st.idle = apr_atomic_read32(&sl->idle);
+        st.waits = apr_atomic_read32(&sl->waits);
+        st.acquire_timeouts = apr_atomic_read32(&sl->acquire_timeouts);
+        st.failures = apr_atomic_read32(&sl->failures);
+        fn(&st, ud);
+        n++;
+    }
+    return n;
 }
 
 int redis_cap_child_attach(void)
@@ -98,6 +164,11 @@ int redis_cap_child_attach(void)
             if (left)
                 apr_atomic_sub32(&cap->total, left);
         }
+        apr_atomic_set32(&sl->in_use, 0);
+        apr_atomic_set32(&sl->idle, 0);
+        apr_atomic_set32(&sl->waits, 0);
+        apr_atomic_set32(&sl->acquire_timeouts, 0);
+        apr_atomic_set32(&sl->failures, 0);
         my_slot = sl;
         return 0;
     }
@@ -113,6 +184,8 @@ void redis_cap_child_detach(void)
         if (left)
             apr_atomic_sub32(&cap->total, left);
     }
+    apr_atomic_set32(&my_slot->in_use, 0);
+    apr_atomic_set32(&my_slot->idle, 0);
     apr_atomic_set32(&my_slot->pid, 0);
     my_slot = NULL;
 }

@@ -7,7 +7,12 @@
  * outage. One anonymous shared-memory segment, created by the parent and
  * kept across restarts (old children keep counting in it), holds a global
  * counter and one slot per child process (pid + its count), so the count
- * of a child that died without cleaning up can be taken back.
+ * of a child that died without cleaning up can be taken back (at the next
+ * attach, and every second by redis_cap_reap).
+ *
+ * When a child is refused by the total cap, `refusals` moves; the other
+ * children see it and stop keeping idle connections (redis_pool.c), so the
+ * cap is shared by the children that have work rather than held idle.
  *
  * Everything after creation uses atomics only: safe from any thread and
  * from prefork's signal-handler exit path.
@@ -28,5 +33,20 @@ int  redis_cap_reserve(void);
 void redis_cap_release(unsigned n);
 /* For the status page; -1 when there is no segment. */
 void redis_cap_get(int *total, int *max, unsigned *refusals);
+
+/* Take back the counts of children that died without detaching (kill -9,
+ * crash). Cheap; the housekeeping thread calls it every second. */
+void redis_cap_reap(void);
+
+/* Per-child pool counters, published in this child's slot so that any
+ * child's status page (and mod_status) can show every child. */
+typedef struct redis_cap_child_stats {
+    unsigned pid, conns, in_use, idle, waits, acquire_timeouts, failures;
+} redis_cap_child_stats;
+void redis_cap_publish(int in_use, int idle, unsigned waits,
+                       unsigned acquire_timeouts, unsigned failures);
+/* Calls fn for each live child's slot; returns how many. */
+int  redis_cap_foreach(void (*fn)(const redis_cap_child_stats *st, void *ud),
+                       void *ud);
 
 #endif

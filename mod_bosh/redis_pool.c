@@ -19,6 +19,12 @@
 
 #define RP_BACKOFF_MIN_MS 200
 #define RP_BACKOFF_MAX_MS 2000
+/* Waiting for another child to free a BoshRedisMaxTotal slot: there is
+ * no cross-process wake-up, so look again this often. */
+#define RP_TOTAL_CAP_POLL_MS 10
+/* After another child was refused by the total cap, keep no idle
+ * connections for this long (see under_pressure). */
+#define RP_PRESSURE_MS 2000
 
 typedef struct idle_conn {
     redisContext *c;
@@ -41,8 +47,34 @@ struct redis_pool {
     unsigned          seq;        /* for connection names */
     int64_t           retry_at_ms;
     int               backoff_ms;
+    int               nwaiting;   /* callers in acquire's wait */
+    unsigned          seen_refusals;
+    int64_t           pressure_until_ms;
     redis_pool_stats  st;
 };
+
+/* Mirror the counters into this child's shared-memory slot (lock held). */
+static void publish_locked(redis_pool *p)
+{
+    redis_cap_publish(p->in_use, p->nidle, p->st.waits, p->st.acquire_timeouts,
+                      p->st.failures);
+}
+
+/* 1 while some child was refused by BoshRedisMaxTotal recently: idle
+ * connections are then closed rather than kept, so the total cap goes to
+ * the children that have work (lock held). */
+static int under_pressure_locked(redis_pool *p, int64_t now)
+{
+    int total, max;
+    unsigned refusals;
+
+    redis_cap_get(&total, &max, &refusals);
+    if (refusals != p->seen_refusals) {
+        p->seen_refusals = refusals;
+        p->pressure_until_ms = now + RP_PRESSURE_MS;
+    }
+    return now < p->pressure_until_ms;
+}
 
 redis_pool *redis_pool_create(server_rec *s, const redis_pool_config *cfg)
 {
@@ -85,7 +117,7 @@ static int take_all_idle_locked(redis_pool *p, redisContext **out)
 redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
 {
     int64_t deadline = relay_now_ms() + p->cfg.acquire_ms;
-    int waited = 0;
+    int waited = 0, total_capped = 0;
 
     *out = NULL;
     pthread_mutex_lock(&p->mu);
@@ -97,6 +129,7 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
         if (p->nidle > 0) {
             *out = p->idle[--p->nidle].c;   /* newest: most likely alive */
             p->in_use++;
+            publish_locked(p);
             pthread_mutex_unlock(&p->mu);
             return RP_OK;
         }
@@ -110,12 +143,13 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
                 return RP_DOWN;
             }
             if (!redis_cap_reserve()) {     /* BoshRedisMaxTotal reached */
-                p->st.total_cap_refusals++;
-                if (p->total == 0) {
-                    pthread_mutex_unlock(&p->mu);
-                    return RP_TOTAL_CAP;
-                }
-                goto wait;                  /* one of ours will come back */
+                /* Wait for one of ours to come back, or for another
+                 * child to close one (it stops keeping idle ones when
+                 * it sees our refusal), polling the shared counter. */
+                if (!total_capped)
+                    p->st.total_cap_refusals++;
+                total_capped = 1;
+                goto wait;
             }
             p->total++;                    /* reserve the slot */
             n = ++p->seq;
@@ -146,6 +180,7 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
             p->retry_at_ms = 0;
             p->in_use++;
             p->st.opened++;
+            publish_locked(p);
             pthread_mutex_unlock(&p->mu);
             *out = c;
             return RP_OK;
@@ -153,20 +188,25 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
         /* At the cap: wait for a release, bounded. */
 wait:
         {
-            int64_t now = relay_now_ms();
+            int64_t now = relay_now_ms(), until = deadline;
             struct timespec ts;
             if (now >= deadline) {
                 p->st.acquire_timeouts++;
+                publish_locked(p);
                 pthread_mutex_unlock(&p->mu);
-                return RP_TIMEOUT;
+                return total_capped && p->total == 0 ? RP_TOTAL_CAP : RP_TIMEOUT;
             }
             if (!waited) {
                 p->st.waits++;
                 waited = 1;
             }
-            ts.tv_sec = deadline / 1000;
-            ts.tv_nsec = (deadline % 1000) * 1000000;
+            if (total_capped && now + RP_TOTAL_CAP_POLL_MS < until)
+                until = now + RP_TOTAL_CAP_POLL_MS;
+            ts.tv_sec = until / 1000;
+            ts.tv_nsec = (until % 1000) * 1000000;
+            p->nwaiting++;
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+            p->nwaiting--;
         }
     }
 }
@@ -184,7 +224,8 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
 
     pthread_mutex_lock(&p->mu);
     p->in_use--;
-    if (broken || p->stopping) {
+    if (broken || p->stopping ||
+        (p->nwaiting == 0 && under_pressure_locked(p, relay_now_ms()))) {
         p->total--;
         doomed[ndoomed++] = c;
         if (broken) {
@@ -204,6 +245,7 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
         p->nidle++;
     }
     pthread_cond_signal(&p->cv);
+    publish_locked(p);
     pthread_mutex_unlock(&p->mu);
 
     for (i = 0; i < ndoomed; i++)
@@ -220,9 +262,12 @@ void redis_pool_maintain(redis_pool *p)
 {
     redisContext *doomed[64];
     int n = 0, i, keep;
-    int64_t cutoff = relay_now_ms() - (int64_t)p->cfg.idle_s * 1000;
+    int64_t now = relay_now_ms();
+    int64_t cutoff = now - (int64_t)p->cfg.idle_s * 1000;
 
     pthread_mutex_lock(&p->mu);
+    if (under_pressure_locked(p, now))
+        cutoff = now;                   /* another child needs the slots */
     /* The oldest are at the bottom of the stack. */
     while (n < p->nidle && n < 64 && p->idle[n].since_ms <= cutoff) {
         doomed[n] = p->idle[n].c;
@@ -236,6 +281,7 @@ void redis_pool_maintain(redis_pool *p)
         p->st.closed_idle += (unsigned)n;
         pthread_cond_signal(&p->cv);
     }
+    publish_locked(p);
     pthread_mutex_unlock(&p->mu);
     for (i = 0; i < n; i++)
         redisFree(doomed[i]);

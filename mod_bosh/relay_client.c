@@ -604,6 +604,14 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     relay_put_str(&out, RT_CLIENT_ADDR, call->client_addr);
     relay_put(&out, RT_SECURE, &secure, 1);
     relay_put_str(&out, RT_SID, call->sid);
+    if (call->auth_user) {
+        relay_put_str(&out, RT_AUTH_USER, call->auth_user);
+        relay_put_str(&out, RT_DISPLAY_NAME, call->display_name);
+        if (call->prebind) {
+            unsigned char one = 1;
+            relay_put(&out, RT_PREBIND, &one, 1);
+        }
+    }
     relay_end(&out, at);
     err = write_all(fd, out.data, out.len);
     if (err)

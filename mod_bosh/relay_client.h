@@ -35,6 +35,9 @@ typedef struct relay_call {
     const char *client_addr;
     int         secure;
     const char *sid;            /* NULL when creating a session */
+    const char *auth_user;      /* RT_AUTH_USER: vouched bare JID, or NULL */
+    const char *display_name;   /* RT_DISPLAY_NAME (only with auth_user), or NULL */
+    int         prebind;        /* RT_PREBIND: chatd signs in and binds (bosh_sso.c) */
     /* out, valid after RELAY_CALL_OK; release with relay_call_clear */
     int         http_status;    /* 200 unless chatd said otherwise */
     char       *content_type;   /* NULL: chatd sent none */

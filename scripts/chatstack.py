@@ -44,7 +44,16 @@ HTTPD_MODULES = [
     ("headers_module", "mod_headers.so"),
     ("status_module", "mod_status.so"),
     ("log_config_module", "mod_log_config.so"),
+    # single sign-on demo (/sso/, issue 8): Basic auth from an htpasswd file
+    ("auth_basic_module", "mod_auth_basic.so"),
+    ("authn_core_module", "mod_authn_core.so"),
+    ("authn_file_module", "mod_authn_file.so"),
+    ("authz_user_module", "mod_authz_user.so"),
 ]
+
+# Users of the /sso/ demo path: they sign in to the site (HTTP Basic) and
+# chat without a chat password (mod_bosh vouches, chatd offers EXTERNAL).
+SSO_USERS = ("carol", "dave")
 
 MPM_CONF = {
     "event": """\
@@ -218,7 +227,7 @@ class Stack:
 
     def __init__(self, root, http_port=None, xmpp_port=None, redis_port=None,
                  mpm="event", foreground=True, domain="localhost", node_id="n1",
-                 chatd_extra=None, httpd_extra=""):
+                 chatd_extra=None, httpd_extra="", redis_extra="", chatd_wrapper=None):
         self.root = os.path.abspath(root)
         self.http_port = http_port or free_port()
         self.xmpp_port = xmpp_port or free_port()
@@ -230,6 +239,9 @@ class Stack:
         self.node_id = node_id
         self.chatd_extra = chatd_extra or {}
         self.httpd_extra = httpd_extra
+        self.redis_extra = redis_extra      # raw redis.conf lines, appended
+        # argv prefix for chatd (e.g. ["valgrind", ...]); foreground only
+        self.chatd_wrapper = list(chatd_wrapper or [])
         self.procs = {}
 
         r = self.root
@@ -251,6 +263,9 @@ class Stack:
         self.httpd_error_log = os.path.join(self.httpd_root, "logs", "error_log")
         self.httpd_access_log = os.path.join(self.httpd_root, "logs", "access_log")
         self.state_file = os.path.join(r, "stack.json")
+        self.htpasswd = os.path.join(r, "htpasswd")           # /sso/ Basic auth
+        self.sso_users_file = os.path.join(r, "sso-users.txt")
+        self.sso_users = {}                                   # name -> site password
         self.chatd_bin = os.path.join(REPO, "build", "chatd")
         self.chatctl_bin = os.path.join(REPO, "build", "chatctl")
 
@@ -262,6 +277,18 @@ class Stack:
     @property
     def bosh_url(self):
         return f"http://127.0.0.1:{self.http_port}/http-bind"
+
+    @property
+    def sso_url(self):
+        return f"http://127.0.0.1:{self.http_port}/sso/"
+
+    @property
+    def sso_bosh_url(self):
+        return f"http://127.0.0.1:{self.http_port}/sso/http-bind"
+
+    @property
+    def prebind_url(self):
+        return f"http://127.0.0.1:{self.http_port}/sso/prebind"
 
     @property
     def status_url(self):
@@ -278,6 +305,7 @@ class Stack:
         os.chmod(self.root, 0o755)
         self._write_redis_conf()
         self._make_tls_pair()
+        self._write_htpasswd()
         self._write_chatd_conf()
         self._write_httpd_conf()
         with open(self.state_file, "w") as f:
@@ -298,8 +326,37 @@ class Stack:
             "appendonly no",
             "maxclients 1000",
         ]
+        if self.redis_extra:
+            lines.append(self.redis_extra)
         with open(self.redis_conf, "w") as f:
             f.write("\n".join(lines) + "\n")
+
+    def _write_htpasswd(self):
+        """The site's own users for /sso/ (HTTP Basic): random passwords,
+        kept in sso-users.txt so a restart of `make run` keeps them."""
+        users = {}
+        if os.path.exists(self.sso_users_file):
+            with open(self.sso_users_file) as f:
+                for line in f:
+                    if line.strip():
+                        name, pw = line.split()
+                        users[name] = pw
+        for name in SSO_USERS:
+            users.setdefault(name, secrets.token_urlsafe(9))
+        lines = []
+        for name, pw in users.items():
+            r = subprocess.run(["htpasswd", "-nbB", "-C", "5", name, pw],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise StackError(f"htpasswd failed: {r.stderr}")
+            lines.append(r.stdout.strip())
+        with open(self.htpasswd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(self.htpasswd, 0o644)    # httpd children (www-data) read it
+        with open(self.sso_users_file, "w") as f:
+            f.write("".join(f"{n} {p}\n" for n, p in users.items()))
+        os.chmod(self.sso_users_file, 0o600)
+        self.sso_users = users
 
     def _make_tls_pair(self):
         if os.path.exists(self.tls_cert) and os.path.exists(self.tls_key):
@@ -377,6 +434,7 @@ Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
 Define CHAT_RELAY "{self.relay_sock}"
 Define CHAT_REDIS_URL "unix://{self.redis_sock}"
+Define CHAT_HTPASSWD "{self.htpasswd}"
 Include "{SITE_CONF}"
 {self.httpd_extra}
 """
@@ -428,7 +486,7 @@ Include "{SITE_CONF}"
     def start_chatd(self, timeout=20):
         if os.path.exists(self.relay_sock):
             os.unlink(self.relay_sock)
-        argv = [self.chatd_bin, "-c", self.chatd_conf]
+        argv = self.chatd_wrapper + [self.chatd_bin, "-c", self.chatd_conf]
         if self.foreground:
             self._spawn("chatd", argv, self.chatd_stderr)
         else:
@@ -604,6 +662,13 @@ def print_info(stack, users):
     for name, pw in users.items():
         print(f"  User:        {name}  password {pw}")
     print(f"  Room:        lobby@{stack.muc_domain} (created on first join)")
+    sso = getattr(stack, "sso_users", None) or {}
+    if not sso and os.path.exists(stack.sso_users_file):
+        with open(stack.sso_users_file) as f:
+            sso = dict(line.split() for line in f if line.strip())
+    print(f"  SSO page:    {stack.sso_url}  (the site's own login, HTTP Basic; chat needs no password)")
+    for name, pw in sso.items():
+        print(f"  Site user:   {name}  password {pw}  (signs in to chat as {name}@{stack.domain})")
     print(f"  Logs:        {stack.chatd_log}, {stack.httpd_error_log}")
     print("  Stop with:   make stop")
     print()

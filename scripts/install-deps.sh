@@ -13,8 +13,10 @@ PACKAGES=(
     redis-server redis-tools
     openssl binutils
     python3-pytest
+    python3-slixmpp valgrind
     chromium
-    clang
+    clang libclang-rt-14-dev
+    zlib1g-dev
 )
 command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
 command -v npm  >/dev/null 2>&1 || PACKAGES+=(npm)

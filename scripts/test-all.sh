@@ -4,6 +4,8 @@
 #   2. unit tests                                        (make unit)
 #   3. unit tests under ASan + UBSan in build-asan/      (make unit-asan)
 #   4. Debian packages: build, install, a2enmod bosh && apachectl configtest, purge
+#   4b. fuzz: each libFuzzer target (tests/fuzz) for FUZZ_SECONDS (20) with
+#       clang; a crash, leak or sanitizer report fails the step
 #   5. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js
 # Steps 2-4 all run even when one fails, so one run shows every failure;
 # the exit status is non-zero if any step failed. On success the output
@@ -36,6 +38,7 @@ ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     run_step unit-asan $MAKE --no-print-directory -j"$JOBS" unit-asan
 run_step packaging tests/packaging/test_packages.sh
+run_step fuzz $MAKE --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 run_step integration /usr/bin/python3 -m pytest -q tests/integration
 
 if [ ${#failed[@]} -gt 0 ]; then

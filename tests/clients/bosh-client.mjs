@@ -19,6 +19,26 @@
  *   {"cmd":"chat","to":"bob@localhost","body":"hi"}
  *   {"cmd":"raw","xml":"<iq .../>"}                    any stanza, verbatim
  *   {"cmd":"disconnect"}  {"cmd":"quit"}
+ *   {"cmd":"attach","jid":..,"sid":..,"rid":..}      prebind: continue a
+ *        session the server signed in (status ATTACHED); --mech EXTERNAL
+ *        and --header 'Authorization: Basic ..' serve the SSO path (issue 8)
+ *
+ * More commands (tests/integration/test_61_same_scenarios.py runs the same
+ * scenarios with slixmpp, tests/integration/native_client.py); the ones
+ * that send an iq report its answer as {"event":"iq","id":<cmd id>,
+ * "type":"result"|"error"|"timeout","cond":..,"xml":..}:
+ *   {"cmd":"presence","priority":5,"status":"here"}   (both optional)
+ *   {"cmd":"unavailable"}
+ *   {"cmd":"roster_get","id":..}  {"cmd":"roster_add","jid":..,"name":..,"id":..}
+ *   {"cmd":"roster_remove","jid":..,"id":..}
+ *   {"cmd":"subscribe","to":..}  {"cmd":"subscribed","to":..}
+ *   {"cmd":"join",...,"password":"pw","maxstanzas":5}   (both optional)
+ *   {"cmd":"leave","room":..,"nick":..}  {"cmd":"subject","room":..,"subject":..}
+ *   {"cmd":"room_config","room":..,"fields":{"var":value},"id":..}
+ *        fetch the owner form, change the given fields, submit all fields
+ *   {"cmd":"kick","room":..,"nick":..,"id":..}  {"cmd":"ban","room":..,"jid":..,"id":..}
+ *   {"cmd":"vcard_set","fn":..,"nickname":..,"id":..}  {"cmd":"vcard_get","jid":..,"id":..}
+ *   {"cmd":"iq_get","to":..,"child":"<query xmlns='..'/>","id":..}
  *
  * Events: {"event":"status","status":"CONNECTED","cond":null,"jid":...},
  *         {"event":"stanza","name":"message","from":..,"to":..,"type":..,
@@ -32,7 +52,7 @@
 import readline from 'node:readline';
 import XHR2 from 'xhr2';
 import { DOMParser } from '@xmldom/xmldom';
-import { Strophe, $pres, $msg } from 'strophe.js';
+import { Strophe, $pres, $msg, $iq } from 'strophe.js';
 
 class XMLHttpRequestWithXML extends XHR2 {
     get responseXML() {
@@ -80,6 +100,8 @@ for (const [name, value] of Object.entries(Strophe.Status)) statusName[value] = 
 
 /* Only the mechanism asked for, so a test states which one it exercises. */
 const mechanisms = {
+    /* Issue 8: the site vouches (BoshAuthFromApache); no password is sent. */
+    'EXTERNAL': Strophe.SASLExternal,
     'PLAIN': Strophe.SASLPlain,
     'SCRAM-SHA-1': Strophe.SASLSHA1,
     'SCRAM-SHA-256': Strophe.SASLSHA256,
@@ -89,7 +111,14 @@ if (!mechanisms[opts.mech]) {
     process.exit(2);
 }
 
-const conn = new Strophe.Connection(opts.url, { mechanisms: [mechanisms[opts.mech]] });
+/* --header 'Name: value' (one): sent with every BOSH request, e.g. the
+ * site's HTTP Basic credentials for a BoshAuthFromApache location. */
+const customHeaders = {};
+for (const h of [].concat(opts.header || [])) {
+    const i = h.indexOf(':');
+    if (i > 0) customHeaders[h.slice(0, i).trim()] = h.slice(i + 1).trim();
+}
+const conn = new Strophe.Connection(opts.url, { mechanisms: [mechanisms[opts.mech]], customHeaders });
 if (opts.debug) {
     conn.rawInput = (data) => process.stderr.write(`RECV ${data}\n`);
     conn.rawOutput = (data) => process.stderr.write(`SENT ${data}\n`);
@@ -116,11 +145,99 @@ function onStanza(el) {
 
 let stanzaHandler = null;
 
-function connect() {
+const NS_MUC_ADMIN = 'http://jabber.org/protocol/muc#admin';
+const NS_MUC_OWNER = 'http://jabber.org/protocol/muc#owner';
+const NS_XDATA = 'jabber:x:data';
+
+function iqError(el) {
+    if (!el) return null;
+    const errs = el.getElementsByTagName('error');
+    if (!errs.length) return null;
+    for (let c = errs[0].firstChild; c; c = c.nextSibling) {
+        if (c.nodeType === 1 && c.tagName !== 'text') return c.tagName;
+    }
+    return null;
+}
+
+/* Send an iq; report the answer as an "iq" event carrying the command's id. */
+function sendIQ(cmd, iq, onResult) {
+    conn.sendIQ(iq, (el) => {
+        if (onResult) {
+            onResult(el);
+            return;
+        }
+        emit({ event: 'iq', id: cmd.id ?? null, type: 'result', cond: null,
+               xml: Strophe.serialize(el) });
+    }, (el) => {
+        emit({ event: 'iq', id: cmd.id ?? null, type: el ? 'error' : 'timeout',
+               cond: iqError(el), xml: el ? Strophe.serialize(el) : '' });
+    }, 15000);
+}
+
+function formValue(v) {
+    if (v === true) return '1';
+    if (v === false) return '0';
+    return String(v);
+}
+
+/* What Converse does: fetch the owner form, submit it with changes. */
+function roomConfig(cmd) {
+    const get = $iq({ type: 'get', to: cmd.room }).c('query', { xmlns: NS_MUC_OWNER });
+    sendIQ(cmd, get, (res) => {
+        const want = cmd.fields || {};
+        const x = res.getElementsByTagNameNS(NS_XDATA, 'x')[0];
+        const have = new Set();
+        const submit = $iq({ type: 'set', to: cmd.room })
+            .c('query', { xmlns: NS_MUC_OWNER }).c('x', { xmlns: NS_XDATA, type: 'submit' });
+        for (const f of x ? Array.from(x.getElementsByTagName('field')) : []) {
+            const v = f.getAttribute('var');
+            if (!v || f.getAttribute('type') === 'fixed') continue;
+            have.add(v);
+            const field = { var: v };
+            if (f.getAttribute('type')) field.type = f.getAttribute('type');
+            submit.c('field', field);
+            if (v in want) {
+                const values = Array.isArray(want[v]) ? want[v] : [want[v]];
+                for (const one of values) submit.c('value').t(formValue(one)).up();
+            } else {
+                for (const val of Array.from(f.getElementsByTagName('value'))) {
+                    if (val.parentNode === f) submit.c('value').t(val.textContent).up();
+                }
+            }
+            submit.up();
+        }
+        for (const v of Object.keys(want)) {
+            if (!have.has(v)) {
+                emit({ event: 'iq', id: cmd.id ?? null, type: 'error',
+                       cond: `form has no field ${v}`, xml: Strophe.serialize(res) });
+                return;
+            }
+        }
+        sendIQ(cmd, submit.tree());
+    });
+}
+
+/* wait: optional BOSH 'wait' (Strophe's default 60). Strophe's retry
+ * back-off after a 5xx is min(1.1 * wait, sends^3) s, so a short wait lets
+ * a test watch the whole retry schedule, give-up included, quickly. */
+function connect(wait) {
     conn.connect(opts.jid, opts.password, (status, cond) => {
         emit({ event: 'status', status: statusName[status] || String(status),
                cond: cond || null, jid: conn.jid || null });
         if (status === Strophe.Status.CONNECTED && !stanzaHandler) {
+            stanzaHandler = conn.addHandler(onStanza, null, null, null, null, null);
+        }
+    }, wait);
+}
+
+/* Prebind: continue a session the server already signed in and bound
+ * ({"cmd":"attach","jid":..,"sid":..,"rid":..}); status ATTACHED. */
+function attach(cmd) {
+    conn.attach(cmd.jid, cmd.sid, cmd.rid, (status, cond) => {
+        emit({ event: 'status', status: statusName[status] || String(status),
+               cond: cond || null, jid: conn.jid || null });
+        if ((status === Strophe.Status.ATTACHED || status === Strophe.Status.CONNECTED) &&
+            !stanzaHandler) {
             stanzaHandler = conn.addHandler(onStanza, null, null, null, null, null);
         }
     });
@@ -128,16 +245,89 @@ function connect() {
 
 function handle(cmd) {
     switch (cmd.cmd) {
-    case 'connect':
-        connect();
+    case 'attach':
+        attach(cmd);
         break;
-    case 'presence':
-        conn.send($pres());
+    case 'connect':
+        connect(cmd.wait);
+        break;
+    case 'presence': {
+        const p = $pres();
+        if (cmd.priority !== undefined && cmd.priority !== null)
+            p.c('priority').t(String(cmd.priority)).up();
+        if (cmd.status) p.c('status').t(cmd.status).up();
+        conn.send(p);
+        break;
+    }
+    case 'unavailable':
+        conn.send($pres({ type: 'unavailable' }));
         break;
     case 'join': {
         const nick = cmd.nick || Strophe.getNodeFromJid(opts.jid);
-        conn.send($pres({ to: `${cmd.room}/${nick}` })
-            .c('x', { xmlns: Strophe.NS.MUC }));
+        const p = $pres({ to: `${cmd.room}/${nick}` }).c('x', { xmlns: Strophe.NS.MUC });
+        if (cmd.password) p.c('password').t(cmd.password).up();
+        if (cmd.maxstanzas !== undefined && cmd.maxstanzas !== null)
+            p.c('history', { maxstanzas: String(cmd.maxstanzas) }).up();
+        conn.send(p);
+        break;
+    }
+    case 'leave':
+        conn.send($pres({ to: `${cmd.room}/${cmd.nick}`, type: 'unavailable' }));
+        break;
+    case 'subject':
+        conn.send($msg({ to: cmd.room, type: 'groupchat' }).c('subject').t(cmd.subject));
+        break;
+    case 'roster_get':
+        sendIQ(cmd, $iq({ type: 'get' }).c('query', { xmlns: Strophe.NS.ROSTER }));
+        break;
+    case 'roster_add': {
+        const item = { jid: cmd.jid };
+        if (cmd.name) item.name = cmd.name;
+        sendIQ(cmd, $iq({ type: 'set' }).c('query', { xmlns: Strophe.NS.ROSTER }).c('item', item));
+        break;
+    }
+    case 'roster_remove':
+        sendIQ(cmd, $iq({ type: 'set' }).c('query', { xmlns: Strophe.NS.ROSTER })
+            .c('item', { jid: cmd.jid, subscription: 'remove' }));
+        break;
+    case 'subscribe':
+    case 'subscribed':
+        conn.send($pres({ to: cmd.to, type: cmd.cmd }));
+        break;
+    case 'room_config':
+        roomConfig(cmd);
+        break;
+    case 'kick': {
+        const item = { nick: cmd.nick, role: 'none' };
+        const iq = $iq({ type: 'set', to: cmd.room }).c('query', { xmlns: NS_MUC_ADMIN }).c('item', item);
+        if (cmd.reason) iq.c('reason').t(cmd.reason);
+        sendIQ(cmd, iq);
+        break;
+    }
+    case 'ban': {
+        const iq = $iq({ type: 'set', to: cmd.room }).c('query', { xmlns: NS_MUC_ADMIN })
+            .c('item', { jid: cmd.jid, affiliation: 'outcast' });
+        if (cmd.reason) iq.c('reason').t(cmd.reason);
+        sendIQ(cmd, iq);
+        break;
+    }
+    case 'vcard_set': {
+        const iq = $iq({ type: 'set' }).c('vCard', { xmlns: 'vcard-temp' }).c('FN').t(cmd.fn).up();
+        if (cmd.nickname) iq.c('NICKNAME').t(cmd.nickname).up();
+        sendIQ(cmd, iq);
+        break;
+    }
+    case 'vcard_get': {
+        const attrs = { type: 'get' };
+        if (cmd.jid) attrs.to = cmd.jid;
+        sendIQ(cmd, $iq(attrs).c('vCard', { xmlns: 'vcard-temp' }));
+        break;
+    }
+    case 'iq_get': {
+        const attrs = { type: 'get' };
+        if (cmd.to) attrs.to = cmd.to;
+        const child = new DOMParser().parseFromString(cmd.child, 'text/xml').documentElement;
+        sendIQ(cmd, $iq(attrs).cnode(child).tree());
         break;
     }
     case 'groupchat':

@@ -24,13 +24,14 @@ class ClientError(AssertionError):
 
 
 class BoshClient:
-    def __init__(self, bosh_url, jid, password, mech="PLAIN", log_dir=None):
+    def __init__(self, bosh_url, jid, password, mech="PLAIN", log_dir=None,
+                 extra_args=()):
         self.jid = jid
         self.events = []               # every event so far, in order
         self._new = threading.Condition()
         self.stderr_path = None
         argv = ["node", CLIENT_JS, "--url", bosh_url, "--jid", jid,
-                "--password", password, "--mech", mech]
+                "--password", password, "--mech", mech, *extra_args]
         stderr = subprocess.DEVNULL
         if log_dir:
             argv.append("--debug")

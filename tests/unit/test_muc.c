@@ -142,8 +142,97 @@ static void test_splice(void)
     sb_free(&sb);
 }
 
+/* Join, rejoin (same JID, same nick, <x/> again), nick change, update. */
+static void test_presence_kind(void)
+{
+    muc_room *r = muc_room_new("lobby@conference.localhost", 3);
+    CHECK(muc_presence_kind(r, "bob@localhost/web", "bob", 1) == MUC_PRES_JOIN);
+    muc_add_occupant(r, "bob", "bob@localhost/web", "bob@localhost", MUC_ROLE_PARTICIPANT);
+    CHECK(muc_presence_kind(r, "bob@localhost/web", "bob", 1) == MUC_PRES_REJOIN);
+    CHECK(muc_presence_kind(r, "bob@localhost/web", "bob", 0) == MUC_PRES_UPDATE);
+    CHECK(muc_presence_kind(r, "bob@localhost/web", "robert", 1) == MUC_PRES_NICK_CHANGE);
+    CHECK(muc_presence_kind(r, "bob@localhost/web", "robert", 0) == MUC_PRES_NICK_CHANGE);
+    /* another resource of the same user is another occupant */
+    CHECK(muc_presence_kind(r, "bob@localhost/phone", "bob", 1) == MUC_PRES_JOIN);
+    /* the rejoin passes the entry checks: the nick is its own, no conflict */
+    CHECK(muc_join_check(r, "bob@localhost", "bob@localhost/web", "bob", NULL) == NULL);
+    CHECK(r->noccupants == 1);
+    muc_room_free(r, NULL);
+}
+
+/* XEP-0410 self-ping and iqs to occupants. */
+static void test_occupant_iq_action(void)
+{
+    muc_room *r = muc_room_new("lobby@conference.localhost", 3);
+    muc_add_occupant(r, "alice", "alice@localhost/a", "alice@localhost", MUC_ROLE_PARTICIPANT);
+    muc_add_occupant(r, "bob", "bob@localhost/b", "bob@localhost", MUC_ROLE_PARTICIPANT);
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/b", "bob", 1) == MUC_IQ_SELF_PING_OK);
+    /* not joined (another resource, or gone): not-acceptable, so it rejoins */
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/other", "bob", 1) == MUC_IQ_NOT_ACCEPTABLE);
+    CHECK(muc_occupant_iq_action(r, "carol@localhost/c", "alice", 0) == MUC_IQ_NOT_ACCEPTABLE);
+    /* a ping or vCard to someone else is theirs to answer */
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/b", "alice", 1) == MUC_IQ_FORWARD);
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/b", "alice", 0) == MUC_IQ_FORWARD);
+    /* a non-ping iq to oneself goes to oneself */
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/b", "bob", 0) == MUC_IQ_FORWARD);
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/b", "nobody", 0) == MUC_IQ_ITEM_NOT_FOUND);
+    muc_remove_occupant(r, muc_find_jid(r, "bob@localhost/b"));
+    CHECK(muc_occupant_iq_action(r, "bob@localhost/b", "bob", 1) == MUC_IQ_NOT_ACCEPTABLE);
+    muc_room_free(r, NULL);
+}
+
+/* Forwarded iqs: only the target's answer, to the sender's nick, with our
+ * id, goes back; each answer once; leaving drops what is pending. */
+static void test_iq_forwarding(void)
+{
+    muc_room *r = muc_room_new("lobby@conference.localhost", 3);
+    muc_add_occupant(r, "alice", "alice@localhost/a", "alice@localhost", MUC_ROLE_PARTICIPANT);
+    muc_add_occupant(r, "bob", "bob@localhost/b", "bob@localhost", MUC_ROLE_PARTICIPANT);
+    muc_add_occupant(r, "eve", "eve@localhost/e", "eve@localhost", MUC_ROLE_PARTICIPANT);
+
+    char *id1 = strdup(muc_iq_fwd_add(r, "bob@localhost/b", "bob", "alice@localhost/a", "v1"));
+    char *id2 = strdup(muc_iq_fwd_add(r, "eve@localhost/e", "eve", "alice@localhost/a", "v1"));
+    CHECK(strcmp(id1, id2) != 0);           /* same sender id, distinct ids of ours */
+    CHECK(r->niq_fwd == 2);
+
+    /* forged: eve answers what was sent to alice; wrong nick; unknown id */
+    CHECK(muc_iq_fwd_take(r, "eve@localhost/e", "bob", id1) == NULL);
+    CHECK(muc_iq_fwd_take(r, "alice@localhost/a", "eve", id1) == NULL);
+    CHECK(muc_iq_fwd_take(r, "alice@localhost/a", "bob", "v1") == NULL);
+    CHECK(r->niq_fwd == 2);
+
+    muc_iq_fwd *f = muc_iq_fwd_take(r, "alice@localhost/a", "bob", id1);
+    CHECK(f != NULL);
+    if (f) {
+        CHECK_STR(f->sender, "bob@localhost/b");
+        CHECK_STR(f->orig_id, "v1");
+    }
+    muc_iq_fwd_free(f);
+    CHECK(muc_iq_fwd_take(r, "alice@localhost/a", "bob", id1) == NULL);   /* once */
+    CHECK(r->niq_fwd == 1);
+
+    /* eve leaves: her pending iq is forgotten */
+    muc_remove_occupant(r, muc_find_jid(r, "eve@localhost/e"));
+    CHECK(r->niq_fwd == 0);
+    CHECK(muc_iq_fwd_take(r, "alice@localhost/a", "eve", id2) == NULL);
+
+    /* bounded: the oldest goes */
+    char *first = strdup(muc_iq_fwd_add(r, "bob@localhost/b", "bob", "alice@localhost/a", NULL));
+    for (unsigned i = 0; i < MUC_IQ_FWD_MAX; i++)
+        muc_iq_fwd_add(r, "bob@localhost/b", "bob", "alice@localhost/a", "x");
+    CHECK(r->niq_fwd == MUC_IQ_FWD_MAX);
+    CHECK(muc_iq_fwd_take(r, "alice@localhost/a", "bob", first) == NULL);
+    free(id1);
+    free(id2);
+    free(first);
+    muc_room_free(r, NULL);     /* frees what is still pending */
+}
+
 int main(void)
 {
+    test_presence_kind();
+    test_occupant_iq_action();
+    test_iq_forwarding();
     test_occupants_and_join();
     test_affiliations_and_roles();
     test_history();
