@@ -905,8 +905,18 @@ static void room_iq(chatd *d, room *rm, const char *from, const xs_node *st)
 
     if (type_is(st, "get") && xs_is(q, NS_DISCO_INFO, "query")) room_disco_info(d, rm, st);
     else if (type_is(st, "get") && xs_is(q, NS_DISCO_ITEMS, "query")) {
+        /* XEP-0045 6.5: the occupants by room JID (no real JIDs), for a
+         * public room or to someone inside; otherwise an empty list. */
         xs_node *res = iq_result(st);
-        xs_add_elem(res, NS_DISCO_ITEMS, "query");
+        xs_node *r = xs_add_elem(res, NS_DISCO_ITEMS, "query");
+        if (rm->m->cfg.public_room || actor) {
+            char buf[JID_MAX + 1];
+            for (muc_occupant *o = rm->m->occupants; o; o = o->next) {
+                xs_node *it = xs_add_elem(r, NS_DISCO_ITEMS, "item");
+                xs_set_attr(it, "jid", nick_jid(rm, o->nick, buf, sizeof(buf)));
+                xs_set_attr(it, "name", o->nick);
+            }
+        }
         reply(d, res);
     }
     else if (xs_is(q, NS_MUC_OWNER, "query")) owner_iq(d, rm, aff, q, st);

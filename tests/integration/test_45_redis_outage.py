@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import json
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -23,7 +25,7 @@ import pytest
 import chatstack
 from clients import BoshClient
 from outage import (ClientListSampler, RawSession, bosh_conns, create_session,
-                    named_conns, wait_until)
+                    httpd_children, named_conns, wait_until)
 
 PER_CHILD = 2
 MAX_TOTAL = 5
@@ -53,6 +55,10 @@ BoshRedisMaxTotal {MAX_TOTAL}
 BoshRedisIdleTimeout {IDLE_S}
 BoshRedisAcquireTimeout 300
 BoshRedisReserve 6
+<Location "/server-status">
+    SetHandler server-status
+    Require ip 127.0.0.1
+</Location>
 """
 
 
@@ -130,6 +136,25 @@ def test_burst_stays_under_caps_and_idle_closes_all(ostack):
     assert sampler.max_total == MAX_TOTAL, (sampler.max_total, sampler.worst)
     # Never near maxclients: Redis never refused anyone.
     assert "max number of clients" not in open(st.httpd_error_log).read()
+
+    # The counters, per child and in total, on both status pages. Any
+    # child's page shows every child (shared memory).
+    kids = wait_until(lambda: httpd_children(st) if len(httpd_children(st)) >= (
+        8 if st.mpm == "prefork" else 4) else None, 10, "all children up")
+    with urllib.request.urlopen(st.status_url + "?json", timeout=5) as r:
+        js = json.loads(r.read())
+    assert {c["pid"] for c in js["redis_children"]} == set(kids), (js, kids)
+    assert js["redis_all"]["children"] == len(kids)
+    assert js["redis_all"]["waits"] > 0, js          # the burst made callers queue
+    assert js["redis_all"]["connections"] <= MAX_TOTAL
+    with urllib.request.urlopen(st.base_url + "server-status?auto", timeout=5) as r:
+        auto = dict(l.split(": ", 1) for l in r.read().decode().splitlines() if ": " in l)
+    assert int(auto["BoshRedisChildren"]) == len(kids), auto
+    assert int(auto["BoshRedisMaxTotal"]) == MAX_TOTAL, auto
+    assert int(auto["BoshRedisWaits"]) > 0, auto
+    for key in ("BoshRedisInUse", "BoshRedisIdle", "BoshRedisAcquireTimeouts",
+                "BoshRedisFailures", "BoshRedisConnections"):
+        assert auto[key].isdigit(), auto
 
     # After BoshRedisIdleTimeout, an idle httpd holds no Redis connection.
     wait_until(lambda: bosh_conns(st) == {}, IDLE_S + 6, "mod_bosh connections closed")
