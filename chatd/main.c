@@ -24,6 +24,7 @@
 #include "c2s.h"
 #include "c2s_native.h"
 #include "log.h"
+#include "muc.h"
 #include "relay_server.h"
 #include "tls.h"
 
@@ -41,8 +42,21 @@ static int write_pidfile(const char *path) {
 /* How long the relay stays up after SIGTERM when BOSH sessions were open. */
 #define SHUTDOWN_GRACE_MS 1000
 
+/* How long SIGTERM waits for Redis to take the last room history writes. */
+#define HISTORY_FLUSH_WAIT_MS 3000
+
+static uint64_t shutdown_deadline;
+
 static void finish_shutdown(loop *l, void *ud) {
     chatd *d = ud;
+    /* Rooms emptied by the teardown, then whatever is still unwritten:
+     * the loop must keep running until Redis has answered. */
+    muc_flush_history(d);
+    if (muc_history_writes_pending(d) && redis_async_connected(d->redis) &&
+        loop_now_ms(l) < shutdown_deadline) {
+        loop_timer_add(l, 10, finish_shutdown, d);
+        return;
+    }
     relay_server_stop(d);       /* flushes the answers queued so far */
     loop_stop(l);
 }
@@ -52,6 +66,8 @@ static void begin_shutdown(chatd *d) {
     d->stopping = 1;
     log_info("shutting down");
     uint64_t bosh_open = d->stats.bosh_sessions;
+    shutdown_deadline = loop_now_ms(d->loop) + SHUTDOWN_GRACE_MS + HISTORY_FLUSH_WAIT_MS;
+    muc_flush_history(d);
     admin_stop(d);
     bosh_shutdown_all(d);       /* held requests get terminate system-shutdown */
     c2s_native_stop(d, "system-shutdown");

@@ -7,8 +7,12 @@
  *   - a room that is not in memory is created on first join; its
  *     persistent configuration (chat:room:<room>) and last messages
  *     (chat:history:<room>) are read first, and joins wait for that;
- *   - each groupchat message is appended to chat:history:<room>
- *     (fire-and-forget) but delivered from memory, never via Redis.
+ *   - each groupchat message goes to the in-memory history ring and is
+ *     delivered from memory; no Redis command is on its path. The ring's
+ *     new entries reach chat:history:<room> in batches: a timer writes
+ *     every room with new entries at most once a second (one EVAL per
+ *     room), and a room is also written when it empties and on SIGTERM
+ *     (muc_flush_history), so a restart still replays it.
  * Groupchat fan-out serializes a message once (without 'to') and splices
  * each recipient's 'to' into the bytes (muc_splice_to).
  */
@@ -52,11 +56,14 @@ typedef struct room {
     int           loading;    /* waiting for Redis; joins queue up */
     redis_async_req *load_req;
     pending_join *joins, *joins_tail;
+    unsigned      hist_dirty; /* newest ring entries not yet in Redis */
 } room;
 
 struct muc_service {
     apr_pool_t *pool;
     apr_hash_t *rooms;        /* room bare JID -> room */
+    loop_timer *flush_timer;  /* armed while some room has hist_dirty */
+    unsigned    flushing;     /* history writes awaiting Redis's answer */
 };
 
 /* What an occupant's presence says (see occupant_presence). */
@@ -70,6 +77,7 @@ typedef struct pres_opts {
 
 static void handle_presence(chatd *d, room *rm, const char *from, const char *nick,
                             const xs_node *st);
+static void history_flush(chatd *d, room *rm);
 
 /* ---- helpers ---- */
 
@@ -149,8 +157,10 @@ static void room_free(chatd *d, room *rm)
 /* A temporary room disappears with its last occupant. */
 static void room_maybe_gone(chatd *d, room *rm)
 {
-    if (!rm->loading && rm->m->noccupants == 0 && !rm->m->cfg.persistent)
+    if (!rm->loading && rm->m->noccupants == 0 && !rm->m->cfg.persistent) {
+        history_flush(d, rm);
         room_free(d, rm);
+    }
 }
 
 /* ---- persistence ---- */
@@ -210,7 +220,75 @@ static void room_forget_redis(chatd *d, const char *jid, int history_too)
 {
     redis_async_command(d->redis, redis_log_error_cb, NULL, "DEL chat:room:%s", jid);
     if (history_too)
-        redis_async_command(d->redis, redis_log_error_cb, NULL, "DEL chat:history:%s", jid);
+        redis_async_command_keyed(d->redis, jid, redis_log_error_cb, NULL,
+                                  "DEL chat:history:%s", jid);
+}
+
+/* ---- history persistence (batched, off the message path) ---- */
+
+#define HISTORY_FLUSH_MS 1000
+
+static void history_written(redisReply *reply, const char *err, void *ud)
+{
+    chatd *d = ud;
+    if (d->muc && d->muc->flushing) d->muc->flushing--;
+    redis_log_error_cb(reply, err, NULL);
+}
+
+/* One EVAL per room: LPUSH the new entries (oldest first, so the newest
+ * ends up at the head, as LRANGE 0 N reads it back) and LTRIM to the ring
+ * size. Issued on the room's connection (keyed), so it runs before a later
+ * load of the same room. */
+static void history_flush(chatd *d, room *rm)
+{
+    muc_room *m = rm->m;
+    unsigned n = rm->hist_dirty;
+    rm->hist_dirty = 0;
+    if (!n || !m->hist_count) return;
+    if (n > m->hist_count) n = m->hist_count;
+    static const char script[] =
+        "local n = #ARGV "
+        "for i = 2, n, 1000 do "
+        "redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, n))) end "
+        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)";
+    char key[JID_MAX + 16], cap[16];
+    snprintf(key, sizeof(key), "chat:history:%s", m->jid);
+    snprintf(cap, sizeof(cap), "%u", m->hist_cap);
+    size_t argc = 5 + n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *lens = malloc(argc * sizeof(*lens));
+    if (!argv || !lens) abort();
+    argv[0] = "EVAL"; argv[1] = script; argv[2] = "1"; argv[3] = key; argv[4] = cap;
+    for (size_t i = 0; i < 5; i++) lens[i] = strlen(argv[i]);
+    for (unsigned i = 0; i < n; i++)
+        argv[5 + i] = muc_history_get(m, m->hist_count - n + i, &lens[5 + i]);
+    d->muc->flushing++;
+    redis_async_commandargv_keyed(d->redis, m->jid, history_written, d, (int)argc,
+                                  argv, lens);
+    free(argv);
+    free(lens);
+}
+
+static void history_flush_timer(loop *l, void *ud)
+{
+    (void)l;
+    chatd *d = ud;
+    d->muc->flush_timer = NULL;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->muc->rooms); hi;
+         hi = apr_hash_next(hi))
+        history_flush(d, apr_hash_this_val(hi));
+}
+
+void muc_flush_history(chatd *d)
+{
+    if (!d->muc) return;
+    loop_timer_cancel(d->loop, d->muc->flush_timer);
+    history_flush_timer(d->loop, d);
+}
+
+unsigned muc_history_writes_pending(const chatd *d)
+{
+    return d->muc ? d->muc->flushing : 0;
 }
 
 static void apply_record(room *rm, redisReply *h)
@@ -288,7 +366,7 @@ static void room_create(chatd *d, const char *bare, const char *from, const xs_n
     char hist[16];
     snprintf(hist, sizeof(hist), "%d", (int)d->cfg.muc_history - 1);
     /* NULL: the callback already ran (and may have freed rm). */
-    redis_async_req *req = redis_async_command(d->redis, room_loaded, rm,
+    redis_async_req *req = redis_async_command_keyed(d->redis, bare, room_loaded, rm,
         "EVAL %s 2 chat:room:%s chat:history:%s %s",
         "return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]))}",
         bare, bare, hist);
@@ -485,12 +563,11 @@ static void append_history(chatd *d, room *rm, const xs_node *out)
     xs_serialize(h, NULL, &xml);
     xs_free(h);
     muc_history_push(rm->m, xml.data, xml.len);
-    redis_async_command(d->redis, redis_log_error_cb, NULL,
-        "EVAL %s 1 chat:history:%s %b %d",
-        "redis.call('LPUSH', KEYS[1], ARGV[1]) "
-        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)",
-        rm->m->jid, xml.data, xml.len, (int)d->cfg.muc_history);
     sb_free(&xml);
+    if (rm->hist_dirty < rm->m->hist_cap) rm->hist_dirty++;
+    if (!d->muc->flush_timer)
+        d->muc->flush_timer = loop_timer_add(d->loop, HISTORY_FLUSH_MS,
+                                             history_flush_timer, d);
 }
 
 static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
@@ -940,6 +1017,7 @@ void muc_free(chatd *d)
 {
     struct muc_service *s = d->muc;
     if (!s) return;
+    loop_timer_cancel(d->loop, s->flush_timer);
     apr_hash_index_t *hi;
     while ((hi = apr_hash_first(NULL, s->rooms)))
         room_free(d, apr_hash_this_val(hi));

@@ -22,6 +22,11 @@ void  muc_route(chatd *d, c2s *origin, xs_node *stanza);
 /* A session ended: it leaves every room it was in. */
 void  muc_session_gone(chatd *d, const char *full_jid);
 
+/* Write every room's history entries not yet in Redis now (SIGTERM), and
+ * how many such writes still await Redis's answer. */
+void     muc_flush_history(chatd *d);
+unsigned muc_history_writes_pending(const chatd *d);
+
 /* Admin socket: every room in memory, and destroying one (occupants get
  * unavailable presence with <destroy/>, XEP-0045 10.9; its Redis config
  * and history go). muc_admin_destroy returns 0, or -1 if no such room. */

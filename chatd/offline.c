@@ -23,9 +23,10 @@ static const char store_script[] =
     "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1) "
     "return 1";
 
+/* Nearly every sign-in finds nothing: then no DEL (one command less). */
 static const char flush_script[] =
     "local m = redis.call('LRANGE', KEYS[1], 0, -1) "
-    "redis.call('DEL', KEYS[1]) "
+    "if #m > 0 then redis.call('DEL', KEYS[1]) end "
     "return m";
 
 typedef struct store_ctx {

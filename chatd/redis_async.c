@@ -346,13 +346,13 @@ static ra_conn *pick_conn(redis_async *ra) {
 }
 
 /* Formats with hiredis, then queues the formatted command on a live conn. */
-static redis_async_req *submit(redis_async *ra, redis_async_cb cb, void *ud,
-                               char *cmd, long long len) {
+static redis_async_req *submit_on(redis_async *ra, ra_conn *c, redis_async_cb cb,
+                                  void *ud, char *cmd, long long len) {
     if (len < 0) {
+        free(cmd);
         cb(NULL, "redis: bad command format", ud);
         return NULL;
     }
-    ra_conn *c = ra->freeing ? NULL : pick_conn(ra);
     if (!c) {
         free(cmd);
         cb(NULL, "redis unavailable", ud);
@@ -373,6 +373,40 @@ static redis_async_req *submit(redis_async *ra, redis_async_cb cb, void *ud,
         return NULL;
     }
     return r;
+}
+
+static redis_async_req *submit(redis_async *ra, redis_async_cb cb, void *ud,
+                               char *cmd, long long len) {
+    return submit_on(ra, ra->freeing ? NULL : pick_conn(ra), cb, ud, cmd, len);
+}
+
+/* The connection for a key: the same one for as long as it stays up, so
+ * that commands about one key are run in the order they were issued. */
+static ra_conn *pick_keyed(redis_async *ra, const char *key) {
+    if (ra->freeing) return NULL;
+    unsigned h = 5381;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = h * 33 + *p;
+    ra_conn *c = &ra->conns[h % (unsigned)ra->nconns];
+    return (c->state == CONN_UP && c->ac) ? c : pick_conn(ra);
+}
+
+redis_async_req *redis_async_command_keyed(redis_async *ra, const char *key,
+                                           redis_async_cb cb, void *ud,
+                                           const char *fmt, ...) {
+    char *cmd = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    return submit_on(ra, pick_keyed(ra, key), cb, ud, cmd, len);
+}
+
+redis_async_req *redis_async_commandargv_keyed(redis_async *ra, const char *key,
+                                               redis_async_cb cb, void *ud, int argc,
+                                               const char **argv, const size_t *argvlen) {
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    return submit_on(ra, pick_keyed(ra, key), cb, ud, cmd, len);
 }
 
 redis_async_req *redis_async_command(redis_async *ra, redis_async_cb cb, void *ud,

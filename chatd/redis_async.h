@@ -27,6 +27,15 @@ redis_async_req *redis_async_command(redis_async *ra, redis_async_cb cb, void *u
                                      const char *fmt, ...);
 redis_async_req *redis_async_commandargv(redis_async *ra, redis_async_cb cb, void *ud,
                                          int argc, const char **argv, const size_t *argvlen);
+/* The same, on the connection that key maps to (while it is up): commands
+ * issued about one key run in Redis in the order they were issued, e.g. a
+ * room's history write before the load of the same room re-created. */
+redis_async_req *redis_async_command_keyed(redis_async *ra, const char *key,
+                                           redis_async_cb cb, void *ud,
+                                           const char *fmt, ...);
+redis_async_req *redis_async_commandargv_keyed(redis_async *ra, const char *key,
+                                               redis_async_cb cb, void *ud, int argc,
+                                               const char **argv, const size_t *argvlen);
 /* The requester is going away: its callback will not be called. The
  * handle is valid only until its callback runs: clear it there. */
 void             redis_async_forget(redis_async_req *req);

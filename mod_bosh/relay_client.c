@@ -35,8 +35,14 @@
 
 enum { W_WAITING = 0, W_DONE, W_BROKEN };
 
+/* Waiters are found by req_id in a chained hash: a child may hold
+ * thousands of requests, and every RESPONSE looks its waiter up under mu.
+ * req_ids are handed out in sequence, so the low bits spread them evenly;
+ * chains are doubly linked so a waiter unlinks itself in O(1). */
+#define RELAY_WAITER_BUCKETS 1024
+
 typedef struct relay_waiter {
-    struct relay_waiter *next;
+    struct relay_waiter *next, *prev;
     uint32_t       req_id;
     unsigned       gen;
     int            state;
@@ -67,7 +73,7 @@ struct relay_client {
     unsigned        drained_gen;    /* gen that got DRAIN (0: none) */
     volatile int    stop;
     uint32_t        next_id;
-    relay_waiter   *waiters;
+    relay_waiter   *waiters[RELAY_WAITER_BUCKETS];   /* by req_id */
     int64_t         retry_at_ms;    /* back-off after a failed connect */
     int             backoff_ms;
 
@@ -320,11 +326,13 @@ static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
     if (rc->gen == gen && rc->fd >= 0) {
         old = rc->fd;
         rc->fd = -1;
-        for (w = rc->waiters; w; w = w->next) {
-            if (w->gen == gen && w->state == W_WAITING) {
-                w->state = W_BROKEN;
-                pthread_cond_signal(&w->cv);
-                failed++;
+        for (size_t b = 0; b < RELAY_WAITER_BUCKETS; b++) {
+            for (w = rc->waiters[b]; w; w = w->next) {
+                if (w->gen == gen && w->state == W_WAITING) {
+                    w->state = W_BROKEN;
+                    pthread_cond_signal(&w->cv);
+                    failed++;
+                }
             }
         }
     }
@@ -367,7 +375,7 @@ static void deliver(relay_client *rc, const relay_header *h, const char *payload
 
     pthread_mutex_lock(&rc->mu);
     rc->st.responses++;
-    for (w = rc->waiters; w; w = w->next) {
+    for (w = rc->waiters[h->req_id % RELAY_WAITER_BUCKETS]; w; w = w->next) {
         if (w->req_id == h->req_id && w->state == W_WAITING) {
             w->http_status = status;
             w->retry_after = retry;
@@ -528,15 +536,25 @@ void relay_call_clear(relay_call *call)
     call->resp_len = 0;
 }
 
+static void link_waiter(relay_client *rc, relay_waiter *w)
+{
+    relay_waiter **head = &rc->waiters[w->req_id % RELAY_WAITER_BUCKETS];
+    w->prev = NULL;
+    w->next = *head;
+    if (*head)
+        (*head)->prev = w;
+    *head = w;
+}
+
 static void unlink_waiter(relay_client *rc, relay_waiter *w)
 {
-    relay_waiter **pp;
-    for (pp = &rc->waiters; *pp; pp = &(*pp)->next) {
-        if (*pp == w) {
-            *pp = w->next;
-            return;
-        }
-    }
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        rc->waiters[w->req_id % RELAY_WAITER_BUCKETS] = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->next = w->prev = NULL;
 }
 
 /* Send a header-only frame on generation gen, if it is still current. */
@@ -592,8 +610,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     w.req_id = rc->next_id;
     w.gen = rc->gen;
     w.state = W_WAITING;
-    w.next = rc->waiters;
-    rc->waiters = &w;
+    link_waiter(rc, &w);
     rc->st.requests++;
     rc->st.held++;
     fd = rc->fd;
