@@ -8,6 +8,7 @@
  * output is stable and easy to read or grep.
  */
 #include "admin.h"
+#include "listen.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -360,29 +361,10 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
 
 int admin_start(chatd *d) {
     const char *path = d->cfg.admin_socket;
-    struct sockaddr_un sun;
     if (!path || !*path) return 0;
-    if (strlen(path) >= sizeof sun.sun_path) {
-        log_error("admin: socket path too long: %s", path);
-        return -1;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* 0600: whoever can use it can kick anyone. */
+    int fd = listen_unix(path, 0600, "admin");
     if (fd < 0) return -1;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    strcpy(sun.sun_path, path);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);   /* stale */
-    /* Created 0600 from the start (umask), not chmod'ed after a window in
-     * which anyone could connect. chatd is single-threaded here. */
-    mode_t old = umask(0177);
-    int rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
-    umask(old);
-    if (rc < 0 || listen(fd, 16) < 0) {
-        log_error("admin: listen on %s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
     admin_server *srv = calloc(1, sizeof *srv);
     if (!srv || !(srv->path = strdup(path))) abort();
     srv->d = d;

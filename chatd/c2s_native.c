@@ -37,6 +37,7 @@
  *     not this client, is over its budget.
  */
 #include "c2s_native.h"
+#include "listen.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -623,49 +624,13 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
     }
 }
 
-static int listen_tcp(const char *hostport) {
-    char host[256];
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
-        log_error("c2s_listen: bad address '%s' (want host:port or off)", hostport);
-        return -1;
-    }
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    char *h = host;
-    if (h[0] == '[' && h[strlen(h) - 1] == ']') { h[strlen(h) - 1] = '\0'; h++; }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    int gai = getaddrinfo(*h && strcmp(h, "*") ? h : NULL, colon + 1, &hints, &res);
-    if (gai != 0) {
-        log_error("c2s_listen %s: %s", hostport, gai_strerror(gai));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 512) == 0) break;
-        close(fd);
-        fd = -1;
-    }
-    if (fd < 0) log_error("c2s: listen on %s: %s", hostport, strerror(errno));
-    freeaddrinfo(res);
-    return fd;
-}
-
 int c2s_native_start(chatd *d) {
     const char *spec = d->cfg.c2s_listen;
     if (!spec || !*spec || !strcmp(spec, "off")) return 0;
     c2s_listener *lst = calloc(1, sizeof(*lst));
     if (!lst) return -1;
     lst->d = d;
-    lst->fd = listen_tcp(spec);
+    lst->fd = listen_tcp(spec, "c2s_listen");
     if (lst->fd < 0 || loop_watch(d->loop, lst->fd, LOOP_READ, accept_io, lst) < 0) {
         if (lst->fd >= 0) close(lst->fd);
         free(lst);

@@ -13,6 +13,7 @@
  * the BOSH layer keeps it for retransmission by rid).
  */
 #include "relay_server.h"
+#include "listen.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,6 +48,7 @@ struct relay_conn {
     int         dead;          /* EOF/error seen: close after this round */
     int         greeted;       /* HELLO received (it must come first) */
     int         drained;       /* DRAIN received: hold nothing any more */
+    loop_timer *flush_timer;   /* deferred write of answers, see relay_req_answer */
 };
 
 /* relay_req is first so a relay_req * is a req_priv *. */
@@ -127,6 +129,28 @@ static int conn_flush(relay_conn *c) {
     return 0;
 }
 
+static void conn_free(relay_conn *c);
+
+static void conn_flush_cb(loop *l, void *ud) {
+    (void)l;
+    relay_conn *c = ud;
+    c->flush_timer = NULL;
+    if (c->dead) return;
+    if (conn_flush(c) < 0) { conn_free(c); return; }
+    conn_want_write(c);
+}
+
+/* Answers made outside this connection's own I/O callback (a message from
+ * another connection, a timer) are written once at the end of the loop
+ * iteration, all together, straight from here. Arming LOOP_WRITE instead
+ * would cost two epoll_ctl calls to arm it and two to disarm it, and a
+ * wake-up, for every batch. Only what the socket does not take waits for
+ * LOOP_WRITE. */
+static void conn_schedule_flush(relay_conn *c) {
+    if (c->dead || c->flush_timer) return;
+    c->flush_timer = loop_timer_add(c->srv->d->loop, 0, conn_flush_cb, c);
+}
+
 void relay_req_answer(relay_req *pub, int http_status, const char *content_type,
                       const char *body, size_t len, unsigned retry_after) {
     req_priv *r = (req_priv *)pub;
@@ -139,7 +163,7 @@ void relay_req_answer(relay_req *pub, int http_status, const char *content_type,
         relay_put(&c->out, RT_BODY, body ? body : "", (uint32_t)len);
         if (retry_after) relay_put_u32(&c->out, RT_RETRY_AFTER, retry_after);
         relay_end(&c->out, off);
-        conn_want_write(c);
+        conn_schedule_flush(c);
     }
     req_free(r);
 }
@@ -150,6 +174,8 @@ static void conn_free(relay_conn *c) {
     relay_server *srv = c->srv;
     chatd *d = srv->d;
     c->dead = 1;
+    loop_timer_cancel(d->loop, c->flush_timer);
+    c->flush_timer = NULL;
     loop_unwatch(d->loop, c->fd);
     close(c->fd);
     c->fd = -1;
@@ -342,73 +368,16 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
 
 /* ---- listening ---- */
 
-static int listen_unix(relay_server *srv, const char *path) {
-    struct sockaddr_un sun;
-    if (strlen(path) >= sizeof(sun.sun_path)) {
-        log_error("relay: socket path too long: %s", path);
-        return -1;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -1;
-    memset(&sun, 0, sizeof(sun));
-    sun.sun_family = AF_UNIX;
-    strcpy(sun.sun_path, path);
-    /* A stale socket from a previous run would make bind fail. */
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
-        chmod(path, 0660) < 0 || listen(fd, 512) < 0) {
-        log_error("relay: listen on unix:%s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    srv->unix_path = strdup(path);
-    return fd;
-}
-
-static int listen_tcp(const char *hostport) {
-    char host[256];
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || (size_t)(colon - hostport) >= sizeof(host)) {
-        log_error("relay: bad tcp address '%s' (want host:port)", hostport);
-        return -1;
-    }
-    memcpy(host, hostport, (size_t)(colon - hostport));
-    host[colon - hostport] = '\0';
-    char *h = host;
-    if (h[0] == '[' && h[strlen(h) - 1] == ']') { h[strlen(h) - 1] = '\0'; h++; }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    int gai = getaddrinfo(*h ? h : NULL, colon + 1, &hints, &res);
-    if (gai != 0) {
-        log_error("relay: %s: %s", hostport, gai_strerror(gai));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 512) == 0) break;
-        close(fd);
-        fd = -1;
-    }
-    if (fd < 0) log_error("relay: listen on tcp:%s: %s", hostport, strerror(errno));
-    freeaddrinfo(res);
-    return fd;
-}
-
 int relay_server_start(chatd *d) {
     const char *spec = d->cfg.relay_listen;
     relay_server *srv = calloc(1, sizeof(*srv));
     if (!srv) return -1;
     srv->d = d;
-    if (!strncmp(spec, "unix:", 5)) srv->listen_fd = listen_unix(srv, spec + 5);
-    else if (!strncmp(spec, "tcp:", 4)) srv->listen_fd = listen_tcp(spec + 4);
+    if (!strncmp(spec, "unix:", 5)) {
+        srv->listen_fd = listen_unix(spec + 5, 0660, "relay");
+        if (srv->listen_fd >= 0) srv->unix_path = strdup(spec + 5);
+    }
+    else if (!strncmp(spec, "tcp:", 4)) srv->listen_fd = listen_tcp(spec + 4, "relay");
     else {
         log_error("relay_listen: expected unix:/path or tcp:host:port, got '%s'", spec);
         srv->listen_fd = -1;
