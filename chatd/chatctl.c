@@ -4,6 +4,7 @@
  * named connection (CLIENT LIST shows chatctl:<host>:<pid>:1).
  *
  *   chatctl [-c chatd.conf | -r REDIS_URL] adduser NAME PASSWORD
+ *           (neither: /etc/chatd/chatd.conf if it exists, else chatd's defaults)
  *   chatctl ... passwd NAME PASSWORD       (PASSWORD "-": read one line from stdin)
  *   chatctl ... deluser NAME
  *   chatctl ... users
@@ -618,6 +619,7 @@ static const command commands[] = {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: chatctl [-c chatd.conf | -r REDIS_URL] COMMAND [ARGS]\n"
+               "Neither -c nor -r: " CHATD_CONF_DEFAULT " if it exists, else chatd's defaults.\n"
                "PASSWORD \"-\" reads the password from standard input.\ncommands:\n");
     for (const command *c = commands; c->name; c++) fprintf(f, "  %s\n", c->usage);
     fprintf(f, "exit status: 0 done, 1 refused, 2 usage, 3 config, Redis or chatd unavailable\n");
@@ -660,9 +662,17 @@ int main(int argc, char **argv) {
     int cfg_loaded = 0;
     memset(&cfg, 0, sizeof cfg);
     if (!url) {
-        /* no -c: chatd's defaults (redis://127.0.0.1:6379/0) */
+        /* Neither -c nor -r: the installed /etc/chatd/chatd.conf when there
+         * is one (what the running chatd uses), else chatd's defaults
+         * (redis://127.0.0.1:6379/0). One that exists but cannot be read is
+         * an error, not a silent fall-back to another Redis. */
+        int implicit = !conf;
+        if (implicit) conf = config_path_if_present(CHATD_CONF_DEFAULT);
         if (config_load(&cfg, conf, err, sizeof err) != 0) {
             fprintf(stderr, "chatctl: %s\n", err);
+            if (implicit)
+                fprintf(stderr, "chatctl: (read by default; run as root or group _chatd, "
+                                "or give -c FILE or -r REDIS_URL)\n");
             return EXIT_UNAVAILABLE;
         }
         cfg_loaded = 1;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include "log.h"
 
 static int set_str(char **dst, const char *v) {
@@ -70,6 +71,7 @@ static void set_defaults(chatd_config *c) {
     c->allow_plain_without_tls = 0;
     c->max_stanza = 262144;
     c->max_output = 1048576;
+    c->relay_max_output = 64u << 20;
     c->bosh_max_wait = 60;
     c->bosh_max_hold = 1;
     c->bosh_inactivity = 60;
@@ -143,6 +145,14 @@ static int apply(chatd_config *c, const char *key, const char *val,
         if (key[4] == 's') c->max_stanza = (size_t)n; else c->max_output = (size_t)n;
         return 0;
     }
+    if (!strcmp(key, "relay_max_output")) {
+        if (parse_ulong(val, 1ull << 32, &n) < 0 || n < 1024) {
+            snprintf(err, errlen, "%s: expected a byte count 1024..2^32, got '%s'", key, val);
+            return -1;
+        }
+        c->relay_max_output = (size_t)n;
+        return 0;
+    }
     if (!strcmp(key, "plain_without_tls") || !strcmp(key, "daemonize")) {
         int *dst = key[0] == 'p' ? &c->allow_plain_without_tls : &c->daemonize;
         if (parse_bool(val, dst) < 0) {
@@ -206,6 +216,13 @@ static char *trim(char *s) {
     char *e = s + strlen(s);
     while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
     return s;
+}
+
+const char *config_path_if_present(const char *path) {
+    struct stat st;
+    if (!path) return NULL;
+    if (stat(path, &st) == 0) return path;
+    return (errno == ENOENT || errno == ENOTDIR) ? NULL : path;
 }
 
 int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {

@@ -19,6 +19,8 @@ typedef struct chatd_config {
     int      allow_plain_without_tls; /* plain_without_tls no */
     size_t   max_stanza;        /* max_stanza    262144 */
     size_t   max_output;        /* max_output    1048576 (per connection, then disconnect) */
+    size_t   relay_max_output;  /* relay_max_output 67108864 (answers an httpd child has not
+                                   read; beyond it that relay connection is closed) */
     unsigned bosh_max_wait;     /* bosh_max_wait 60 */
     unsigned bosh_max_hold;     /* bosh_max_hold 1 */
     unsigned bosh_inactivity;   /* bosh_inactivity 60 */
@@ -41,6 +43,15 @@ typedef struct chatd_config {
     int      auto_provision;    /* auto_provision yes (create accounts for users httpd
                                    vouches for, issue 8; no password verifier) */
 } chatd_config;
+
+/* Where the packages install chatd's file; chatctl reads it when given
+ * neither -c nor -r. */
+#define CHATD_CONF_DEFAULT "/etc/chatd/chatd.conf"
+
+/* path if a file is there (or something other than "no such file" stops
+ * us from knowing, so that reading it reports the real error), else NULL:
+ * the built-in defaults. */
+const char *config_path_if_present(const char *path);
 
 /* Defaults, then the file (path may be NULL). Returns 0 or -1 with err. */
 int  config_load(chatd_config *c, const char *path, char *err, size_t errlen);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include "router.h"
 #include "log.h"
+#include "users.h"
 #include "xmpp_internal.h"
 
 #define NS_PING     "urn:xmpp:ping"
@@ -114,12 +115,23 @@ static xs_node *account_answer(const xs_node *st, const xs_node *q, int get, int
 /* ---- vCard-temp (XEP-0054): chat:vcard:<localpart> holds the owner's
  * last <vCard/>, serialized. Both directions go through Redis and the
  * answer is sent from the callback, so a get that follows a set (even on
- * another pooled connection) is only answered after the set is stored. */
+ * another pooled connection) is only answered after the set is stored.
+ * A user who never stored one still has a name when the site's single
+ * sign-on gave one (the account's `name`, users.c): the get answers a
+ * vCard with just that FN, so other people's clients show it. */
 
 typedef struct vcard_ctx {
     chatd   *d;
     xs_node *iq;       /* the request (owned): where and how to answer */
+    char    *local;    /* whose vCard (get) */
 } vcard_ctx;
+
+static void vcard_ctx_free(vcard_ctx *ctx)
+{
+    xs_free(ctx->iq);
+    free(ctx->local);
+    free(ctx);
+}
 
 static void vcard_answer(chatd *d, const xs_node *iq, xs_node *vcard)
 {
@@ -138,8 +150,26 @@ static void vcard_stored(redisReply *reply, const char *err, void *ud)
     } else {
         vcard_answer(ctx->d, ctx->iq, NULL);
     }
-    xs_free(ctx->iq);
-    free(ctx);
+    vcard_ctx_free(ctx);
+}
+
+/* No vCard stored: the account's display name, if any, as FN. */
+static void vcard_name_loaded(redisReply *reply, const char *err, void *ud)
+{
+    vcard_ctx *ctx = ud;
+    if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
+        log_warn("vcard: reading the name of '%s' failed: %s", ctx->local,
+                 err ? err : reply ? reply->str : "no reply");
+        router_bounce(ctx->d, ctx->iq, "wait", "internal-server-error");
+    } else {
+        xs_node *vcard = xs_new(NS_VCARD, "vCard");
+        if (reply->type == REDIS_REPLY_STRING && reply->len > 0) {
+            xs_node *fn = xs_add_elem(vcard, NS_VCARD, "FN");
+            xs_add_text(fn, reply->str, reply->len);
+        }
+        vcard_answer(ctx->d, ctx->iq, vcard);
+    }
+    vcard_ctx_free(ctx);
 }
 
 static void vcard_loaded(redisReply *reply, const char *err, void *ud)
@@ -151,6 +181,12 @@ static void vcard_loaded(redisReply *reply, const char *err, void *ud)
         router_bounce(ctx->d, ctx->iq, "wait", "internal-server-error");
         goto out;
     }
+    if (reply->type == REDIS_REPLY_NIL) {
+        /* As in vcard_iq: on a dead Redis the callback has already run. */
+        redis_async_command(ctx->d->redis, vcard_name_loaded, ctx,
+                            "HGET " USERS_KEY_PREFIX "%s name", ctx->local);
+        return;
+    }
     if (reply->type == REDIS_REPLY_STRING) {
         char perr[128];
         if (xs_parse_document(reply->str, reply->len, reply->len + 1, &vcard,
@@ -160,11 +196,10 @@ static void vcard_loaded(redisReply *reply, const char *err, void *ud)
             vcard = NULL;
         }
     }
-    if (!vcard) vcard = xs_new(NS_VCARD, "vCard");     /* none stored: empty */
+    if (!vcard) vcard = xs_new(NS_VCARD, "vCard");     /* unreadable: empty */
     vcard_answer(ctx->d, ctx->iq, vcard);
 out:
-    xs_free(ctx->iq);
-    free(ctx);
+    vcard_ctx_free(ctx);
 }
 
 /* A vCard get for any account, or a set by its owner. 0 if handled. */
@@ -179,6 +214,7 @@ static int vcard_iq(chatd *d, const xs_node *st, const xs_node *q, const char *t
     ctx->d = d;
     ctx->iq = xs_copy(st);
     if (get) {
+        if (!(ctx->local = strdup(j.local))) abort();
         redis_async_command(d->redis, vcard_loaded, ctx, "GET chat:vcard:%s", j.local);
     } else {
         strbuf xml = STRBUF_INIT;

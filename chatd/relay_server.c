@@ -135,8 +135,8 @@ static void conn_flush_cb(loop *l, void *ud) {
     (void)l;
     relay_conn *c = ud;
     c->flush_timer = NULL;
-    if (c->dead) return;
-    if (conn_flush(c) < 0) { conn_free(c); return; }
+    /* dead here: conn_close_later, outside this connection's conn_io */
+    if (c->dead || conn_flush(c) < 0) { conn_free(c); return; }
     conn_want_write(c);
 }
 
@@ -151,6 +151,27 @@ static void conn_schedule_flush(relay_conn *c) {
     c->flush_timer = loop_timer_add(c->srv->d->loop, 0, conn_flush_cb, c);
 }
 
+/* Close c, but not from here: we may be inside a holder's callback, or
+ * inside this connection's own conn_io (which then frees it on return;
+ * otherwise the timer does). Answers made meanwhile are dropped. */
+static void conn_close_later(relay_conn *c) {
+    c->dead = 1;
+    if (!c->flush_timer) c->flush_timer = loop_timer_add(c->srv->d->loop, 0, conn_flush_cb, c);
+}
+
+/* More unread answers than cfg.relay_max_output: the httpd child stopped
+ * reading (stuck or stopped), and what it owes its clients would grow in
+ * our memory without bound. Close the connection as on any loss: held
+ * requests are released, and the BOSH layer keeps their answers for the
+ * clients' retransmissions, which arrive over another child. */
+static void conn_overflow(relay_conn *c) {
+    chatd *d = c->srv->d;
+    log_warn("relay: %s has %zu bytes of answers unread (relay_max_output %zu): closing",
+             c->peer, c->out.len, d->cfg.relay_max_output);
+    d->stats.relay_overflows++;
+    conn_close_later(c);
+}
+
 void relay_req_answer(relay_req *pub, int http_status, const char *content_type,
                       const char *body, size_t len, unsigned retry_after) {
     req_priv *r = (req_priv *)pub;
@@ -163,7 +184,12 @@ void relay_req_answer(relay_req *pub, int http_status, const char *content_type,
         relay_put(&c->out, RT_BODY, body ? body : "", (uint32_t)len);
         if (retry_after) relay_put_u32(&c->out, RT_RETRY_AFTER, retry_after);
         relay_end(&c->out, off);
-        conn_schedule_flush(c);
+        /* Over the cap, first see whether the socket takes it now: only
+         * what the child leaves unread counts. */
+        size_t cap = c->srv->d->cfg.relay_max_output;
+        if (c->out.len > cap && conn_flush(c) < 0) conn_close_later(c);
+        else if (c->out.len > cap) conn_overflow(c);
+        else conn_schedule_flush(c);
     }
     req_free(r);
 }
@@ -315,7 +341,9 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
                     c->dead = 1;
                     break;
                 }
-                if ((size_t)n < RELAY_READ_CHUNK / 2) break;
+                /* Marked dead while processing (no HELLO first, or over
+                 * relay_max_output): read no more, close below. */
+                if (c->dead || (size_t)n < RELAY_READ_CHUNK / 2) break;
                 continue;
             }
             if (n < 0 && errno == EINTR) continue;
