@@ -29,7 +29,11 @@
 
 #define RELAY_CONNECT_TIMEOUT_MS   2000
 #define RELAY_SEND_TIMEOUT_S       5
-#define RELAY_TICK_MS              200
+/* How often a parked request wakes to check its client (and, under
+ * prefork, a graceful stop). Every held request wakes at this pace and
+ * takes mu: at 200 ms, 10,000 held requests cost 50,000 wake-ups a second
+ * of idle CPU; at 1 s a client that went away is noticed within a second. */
+#define RELAY_TICK_MS              1000
 #define RELAY_BACKOFF_MIN_MS       250
 #define RELAY_BACKOFF_MAX_MS       5000
 

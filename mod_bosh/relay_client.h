@@ -53,7 +53,7 @@ typedef enum relay_call_status {
     RELAY_CALL_ABORTED          /* tick asked to give up (client gone); CANCEL sent */
 } relay_call_status;
 
-/* Called about every 200 ms by a waiting caller, with no lock held.
+/* Called about every second (RELAY_TICK_MS) by a waiting caller, with no lock held.
  * Return 1 to abandon the wait (the HTTP client went away). */
 typedef int (*relay_tick_fn)(void *ud);
 
