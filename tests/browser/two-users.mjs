@@ -96,10 +96,25 @@ class User {
             .waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
     }
 
+    /* Type and send. Right after a page load Converse may show the
+     * textarea before its key handlers are wired (seen as a page error
+     * "reading 'onKeyDown'" and a message that was never sent), so wait
+     * until the message shows in our own room view, typing it again if
+     * Converse did not take it. What others receive is asserted apart. */
     async say(text) {
         const box = this.room().locator('textarea.chat-textarea');
-        await box.fill(text);
-        await box.press('Enter');
+        const mine = this.room().locator('.chat-msg__text', { hasText: text }).first();
+        for (let attempt = 1; attempt <= 5; attempt++) {
+            await box.fill(text);
+            await box.press('Enter');
+            try {
+                await mine.waitFor({ state: 'visible', timeout: 4000 });
+                return;
+            } catch (e) {
+                if (attempt === 5) throw new Error(
+                    `"${text}" never showed in ${this.name}'s own view after 5 tries`);
+            }
+        }
     }
 
     async waitForText(text) {
