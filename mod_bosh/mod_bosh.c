@@ -332,6 +332,10 @@ static const command_rec bosh_cmds[] = {
     AP_INIT_TAKE1("BoshAuthDisplayName", bosh_set_auth_display_name, NULL,
                   ACCESS_CONF | RSRC_CONF,
                   "Display name source: header:NAME, env:NAME or none"),
+    AP_INIT_TAKE1("BoshSeeOtherURI", bosh_set_see_other_uri, NULL,
+                  ACCESS_CONF | RSRC_CONF,
+                  "Answer every BOSH request with terminate see-other-uri "
+                  "naming this URL (none = off)"),
     { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
 };
 
@@ -502,13 +506,23 @@ static void *housekeeper_main(void *arg)
 
 static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
 {
-    int threaded = 0;
-    (void)pchild; (void)graceful;
+    bosh_child *ch = bosh_child_state;
+    int threaded = 0, i;
+    (void)pchild;
 
     /* Prefork only calls this from clean_child_exit, which may be a
      * signal handler: never block there. */
     ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
     bosh_child_drain(threaded != AP_MPMQ_NOT_SUPPORTED);
+    /* Ungraceful stop: event has already closed every client socket
+     * (close_worker_sockets), so no answer can reach anyone, and the main
+     * thread now joins the workers. A parked request would wait for
+     * chatd's DRAIN answer or its BOSH wait; if chatd is slow the parent
+     * SIGKILLs us at 9 s. Break the relays (no join: the pre-cleanup
+     * joins), which fails every parked request at once. */
+    if (!graceful && ch)
+        for (i = 0; i < ch->nrelays; i++)
+            relay_client_stop(ch->relays[i], 0);
 }
 
 /* Pre-cleanup on pchild: runs before the request pools die. */

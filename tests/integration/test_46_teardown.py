@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -200,3 +201,74 @@ def test_graceful_stop_with_held_request(tstack):
     st.procs["httpd"].wait(10)
     st.procs.pop("httpd")
     assert bosh_conns(st) == {}
+
+
+HELD_STOP_MPM = {
+    "event": """
+<IfModule mpm_event_module>
+    StartServers 4
+    ServerLimit 4
+    ThreadsPerChild 50
+    MaxRequestWorkers 200
+    MinSpareThreads 10
+    MaxSpareThreads 200
+</IfModule>""",
+    "prefork": """
+<IfModule mpm_prefork_module>
+    StartServers 110
+    MinSpareServers 110
+    MaxSpareServers 120
+    ServerLimit 120
+    MaxRequestWorkers 120
+</IfModule>
+BoshRedisMaxTotal 300""",
+}
+
+
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_ungraceful_stop_with_many_held_requests(mpm):
+    """apache2 -k stop while 100 requests are parked and chatd does not
+    answer (stopped): every child must exit on its own, well before the
+    parent's reclaim sends SIGKILL (9 s), and none may die of a signal."""
+    from outage import creation_body, post
+    root = tempfile.mkdtemp(prefix=f"chat46u-{mpm}-")
+    st = chatstack.Stack(root, mpm=mpm, foreground=True,
+                         httpd_extra=HELD_STOP_MPM[mpm])
+    st.start()
+    socks = []
+    try:
+        rids = []
+        for _ in range(100):
+            rid = secrets.randbelow(1 << 40) + (1 << 20)
+            a = post(st.http_port, creation_body(rid))
+            assert a.status == 200 and a.body is not None, a
+            rids.append((rid, a.body.get("sid")))
+        before = chatd_stat(st, "relay_requests")
+        for rid, sid in rids:
+            s = socket.create_connection(("127.0.0.1", st.http_port), timeout=30)
+            send_request(s, st.http_port, f"<body rid='{rid + 1}' sid='{sid}' "
+                         "xmlns='http://jabber.org/protocol/httpbind'/>")
+            socks.append(s)
+        wait_until(lambda: chatd_stat(st, "relay_requests") >= before + 100, 20,
+                   "100 requests held by chatd")
+        chatd = st.procs["chatd"]
+        chatd.send_signal(signal.SIGSTOP)          # DRAIN goes unanswered
+        try:
+            t0 = time.monotonic()
+            subprocess.run(st.httpd_cmd("-k", "stop"), check=True, capture_output=True)
+            st.procs["httpd"].wait(20)
+            took = time.monotonic() - t0
+        finally:
+            chatd.send_signal(signal.SIGCONT)
+        st.procs.pop("httpd")
+        with open(st.httpd_error_log) as f:
+            log = f.read()
+        bad = [l for l in log.splitlines()
+               if "AH00052" in l or "exit signal" in l or "SIGKILL" in l]
+        assert bad == [], "\n".join(bad[:20])
+        assert took < 8, f"httpd took {took:.1f}s to stop"
+    finally:
+        for s in socks:
+            s.close()
+        st.stop()
+    shutil.rmtree(root, ignore_errors=True)
