@@ -31,6 +31,7 @@
 #include "apr_atomic.h"
 #include "apr_portable.h"
 #include "apr_general.h"
+#include "apr_uri.h"
 
 #include "mod_bosh.h"
 #include "bosh_gzip.h"
@@ -377,8 +378,46 @@ static int is_creation_answer(const relay_call *call)
                          "type='terminate'", 16);
 }
 
+/* BoshSeeOtherURI URL|none: where set, this endpoint relays nothing and
+ * answers every POST with terminate `see-other-uri` (XEP-0124
+ * §errorstatus-terminal), the operator's way to move clients to another
+ * connection manager. `none` turns an inherited one off for a location.
+ * The URL is stored XML-escaped, ready for the <uri/> element. */
+const char *bosh_set_see_other_uri(cmd_parms *cmd, void *dconf, const char *url)
+{
+    apr_uri_t u;
+
+    if (strcasecmp(url, "none") == 0) {
+        ((bosh_dir_conf *)dconf)->see_other_uri = "";
+        return NULL;
+    }
+    if (apr_uri_parse(cmd->pool, url, &u) != APR_SUCCESS || !u.scheme ||
+        (strcasecmp(u.scheme, "http") != 0 && strcasecmp(u.scheme, "https") != 0) ||
+        !u.hostname || !*u.hostname)
+        return apr_psprintf(cmd->pool, "BoshSeeOtherURI: '%s' is not an absolute "
+                            "http(s) URL (or none)", url);
+    ((bosh_dir_conf *)dconf)->see_other_uri = ap_escape_html(cmd->pool, url);
+    return NULL;
+}
+
+/* The see-other-uri answer. XEP-0124 has no HTTP code for it, so legacy
+ * clients (no `ver`) get the same 200 body. The request body was read
+ * (within BoshMaxBodySize) so the connection stays usable. */
+static int send_see_other(request_rec *r, const char *uri, int too_big)
+{
+    const char *body = apr_psprintf(r->pool,
+        "<body type='terminate' condition='see-other-uri' xmlns='" BOSH_NS "'>"
+        "<uri>%s</uri></body>", uri);
+    if (too_big)
+        r->connection->keepalive = AP_CONN_CLOSE;   /* leave the rest unread */
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "mod_bosh: BoshSeeOtherURI: sending the client to %s", uri);
+    return send_response(r, HTTP_OK, BOSH_CONTENT_TYPE, body, strlen(body), 0);
+}
+
 static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
 {
+    bosh_dir_conf *dc = ap_get_module_config(r->per_dir_config, &bosh_module);
     char *data, err[256], node[BOSH_NODE_ID_MAX];
     apr_size_t len;
     int too_big, rv;
@@ -393,6 +432,8 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     rv = read_body(r, (apr_size_t)conf->max_body, &data, &len, &too_big);
     if (rv != OK)
         return rv;
+    if (dc && dc->see_other_uri && *dc->see_other_uri)
+        return send_see_other(r, dc->see_other_uri, too_big);
     if (!too_big && (cenc = apr_table_get(r->headers_in, "Content-Encoding")) &&
         strcasecmp(cenc, "identity") != 0) {
         /* We advertise accept='gzip' (XEP-0124 §session-response). */

@@ -50,6 +50,7 @@ void *bosh_merge_dir_config(apr_pool_t *p, void *basev, void *addv)
     m->auth_from_apache = add->auth_from_apache != BOSH_UNSET ? add->auth_from_apache
                                                               : base->auth_from_apache;
     m->auth_jid = add->auth_jid ? add->auth_jid : base->auth_jid;
+    m->see_other_uri = add->see_other_uri ? add->see_other_uri : base->see_other_uri;
     if (add->name_set) {
         m->name_set = 1;
         m->name_source = add->name_source;

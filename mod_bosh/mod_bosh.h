@@ -104,6 +104,7 @@ typedef struct bosh_dir_conf {
     int         name_source;            /* bosh_name_source (bosh_auth.h) */
     const char *name_key;               /* header or variable name */
     int         name_set;
+    const char *see_other_uri;          /* BoshSeeOtherURI; NULL = unset */
 } bosh_dir_conf;
 
 void *bosh_create_dir_config(apr_pool_t *p, char *dir);
@@ -115,6 +116,8 @@ const char *bosh_set_auth_display_name(cmd_parms *cmd, void *dconf, const char *
  * authenticated the request; else leave them NULL. Returns 1 if vouched. */
 int bosh_vouch(request_rec *r, relay_call *call);
 int bosh_prebind_handler(request_rec *r);
+/* BoshSeeOtherURI (bosh_handler.c): send every BOSH client elsewhere. */
+const char *bosh_set_see_other_uri(cmd_parms *cmd, void *dconf, const char *url);
 /* bosh_handler.c: admission + node choice + relay for a new session. */
 const char *bosh_create_session_for(request_rec *r, relay_call *call,
                                     relay_call_status *st, unsigned *retry_after);
