@@ -338,13 +338,8 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
     (void)events;
     admin_server *srv = ud;
     for (;;) {
-        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("admin: accept: %s", strerror(errno));
-            return;
-        }
+        int cfd = listen_accept(fd, NULL, NULL, "admin");
+        if (cfd < 0) return;
         admin_conn *c = calloc(1, sizeof *c);
         if (!c) abort();
         c->srv = srv;

@@ -83,3 +83,14 @@ int listen_unix(const char *path, mode_t mode, const char *what) {
     }
     return fd;
 }
+
+int listen_accept(int fd, struct sockaddr_storage *ss, socklen_t *sl, const char *what) {
+    for (;;) {
+        int cfd = accept4(fd, (struct sockaddr *)ss, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd >= 0) return cfd;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            log_warn("%s: accept: %s", what, strerror(errno));
+        return -1;
+    }
+}

@@ -364,13 +364,8 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int cfd = accept4(fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("relay: accept: %s", strerror(errno));
-            return;
-        }
+        int cfd = listen_accept(fd, &ss, &sl, "relay");
+        if (cfd < 0) return;
         if (ss.ss_family != AF_UNIX) {
             int one = 1;
             setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -8,35 +8,17 @@
  * signs in with SASL EXTERNAL; chatd accepts exactly the user Apache
  * authenticated for /sso/http-bind.
  * Either way the BOSH URL is /sso/http-bind: every request must carry the
- * same Apache login, or chatd refuses it.
+ * same Apache login, or chatd refuses it. The settings shared with / are
+ * in ../converse-common.js.
  */
+import { baseSettings } from '/converse-common.js';
+
 const params = new URLSearchParams(window.location.search);
 const external = params.get('mode') === 'external';
 converse.initialize({
+    ...baseSettings(params),
     bosh_service_url: '/sso/http-bind',
-    discover_connection_methods: false,
     authentication: external ? 'external' : 'prebind',
     prebind_url: external ? null : '/sso/prebind',
     auto_login: !external,
-    keepalive: true,
-    auto_reconnect: true,
-    locked_domain: 'localhost',
-    default_domain: 'localhost',
-    muc_domain: 'conference.localhost',
-    auto_join_rooms: ['lobby@conference.localhost'],
-    muc_nickname_from_jid: true,
-    view_mode: 'embedded',
-    assets_path: '/converse',
-    allow_registration: false,
-    blacklisted_plugins: [
-        'converse-bookmarks',
-        'converse-bookmark-views',
-        'converse-omemo',
-    ],
-    show_client_info: false,
-    play_sounds: false,
-    show_send_button: true,
-    theme: 'concord',
-    loglevel: params.get('debug') ? 'debug' : 'warn',
-    i18n: 'en',
 });

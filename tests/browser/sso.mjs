@@ -16,112 +16,16 @@
  *        --carol-password X --dave-password Z --alice-password Y [--artifacts DIR]
  *
  * One JSON line per step on stdout; exit 0 when every step passed. Every
- * wait is a condition with a deadline.
+ * wait is a condition with a deadline. Shared parts (Chromium, the step
+ * report, ChatUser) are in lib.mjs.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+    ChatUser, STEP_TIMEOUT, launchBrowser, parseArgs, report, step,
+} from './lib.mjs';
 
-const STEP_TIMEOUT = 20000;
-const ROOM = 'lobby@conference.localhost';
-
-function parseArgs(argv) {
-    const o = { artifacts: null };
-    for (let i = 0; i < argv.length; i++) {
-        if (argv[i].startsWith('--')) o[argv[i].slice(2)] = argv[++i];
-    }
-    for (const k of ['base', 'carol-password', 'dave-password', 'alice-password']) {
-        if (!o[k]) {
-            process.stderr.write(`sso: --${k} is required\n`);
-            process.exit(2);
-        }
-    }
-    return o;
-}
-
-const opts = parseArgs(process.argv.slice(2));
+const opts = parseArgs(process.argv.slice(2), 'sso',
+                       ['base', 'carol-password', 'dave-password', 'alice-password']);
 const nonce = Math.random().toString(36).slice(2, 8);
-
-function report(obj) {
-    process.stdout.write(JSON.stringify(obj) + '\n');
-}
-
-async function step(name, fn) {
-    const t0 = Date.now();
-    await fn();
-    report({ step: name, ok: true, ms: Date.now() - t0 });
-}
-
-class User {
-    constructor(label, httpCredentials) {
-        this.label = label;
-        this.httpCredentials = httpCredentials;
-        this.console = [];
-        this.boshBodies = [];
-        this.boshHeaders = [];
-    }
-
-    async open(browser, url) {
-        const o = { viewport: { width: 1100, height: 760 } };
-        if (this.httpCredentials) o.httpCredentials = this.httpCredentials;
-        this.context = await browser.newContext(o);
-        this.page = await this.context.newPage();
-        this.page.on('console', (m) => this.console.push(`${m.type()}: ${m.text()}`));
-        this.page.on('pageerror', (e) => this.console.push(`pageerror: ${e.message}`));
-        this.page.on('request', (r) => {
-            const u = new URL(r.url());
-            if (u.pathname.endsWith('/http-bind') && r.method() === 'POST') {
-                this.boshBodies.push(r.postData() || '');
-            }
-        });
-        await this.page.goto(url);
-    }
-
-    room() {
-        return this.page.locator(`converse-muc[jid="${ROOM}"]`);
-    }
-
-    async waitInRoom() {
-        await this.room().locator('textarea.chat-textarea')
-            .waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
-    }
-
-    /* Type and send. Right after a page load Converse may show the
-     * textarea before its key handlers are wired (seen as a page error
-     * "reading 'onKeyDown'" and a message that was never sent), so wait
-     * until the message shows in our own room view, typing it again if
-     * Converse did not take it. What others receive is asserted apart. */
-    async say(text) {
-        const box = this.room().locator('textarea.chat-textarea');
-        const mine = this.room().locator('.chat-msg__text', { hasText: text }).first();
-        for (let attempt = 1; attempt <= 5; attempt++) {
-            await box.fill(text);
-            await box.press('Enter');
-            try {
-                await mine.waitFor({ state: 'visible', timeout: 4000 });
-                return;
-            } catch (e) {
-                if (attempt === 5) throw new Error(
-                    `"${text}" never showed in ${this.name}'s own view after 5 tries`);
-            }
-        }
-    }
-
-    async waitForText(text) {
-        await this.room().locator('.chat-msg__text', { hasText: text })
-            .first().waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
-    }
-
-    async saveArtifacts(dir) {
-        if (!dir || !this.page) return;
-        fs.mkdirSync(dir, { recursive: true });
-        try {
-            await this.page.screenshot({ path: path.join(dir, `sso-${this.label}.png`) });
-        } catch { /* the page may be gone */ }
-        fs.writeFileSync(path.join(dir, `sso-${this.label}-console.log`), this.console.join('\n') + '\n');
-        fs.writeFileSync(path.join(dir, `sso-${this.label}-bosh.log`), this.boshBodies.join('\n') + '\n');
-    }
-}
 
 /* A site user's BOSH bodies: only EXTERNAL, never the site password. */
 function checkNoPassword(u) {
@@ -129,25 +33,22 @@ function checkNoPassword(u) {
     const b64 = Buffer.from(pw).toString('base64').replace(/=+$/, '');
     for (const body of u.boshBodies) {
         if (body.includes(pw) || body.includes(b64)) {
-            throw new Error(`${u.label}'s site password went over BOSH: ${body.slice(0, 200)}`);
+            throw new Error(`${u.name}'s site password went over BOSH: ${body.slice(0, 200)}`);
         }
         const m = /<auth[^>]*mechanism=['"]([^'"]+)['"]/.exec(body);
-        if (m && m[1] !== 'EXTERNAL') throw new Error(`${u.label} used SASL ${m[1]}`);
+        if (m && m[1] !== 'EXTERNAL') throw new Error(`${u.name} used SASL ${m[1]}`);
     }
 }
 
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update',
-           '--disable-sync'],
-});
+const browser = await launchBrowser();
 
 const carolCreds = { username: 'carol', password: opts['carol-password'] };
-const carol = new User('carol-external', carolCreds);
-const alice = new User('alice', null);
-const dave = new User('dave-prebind', { username: 'dave', password: opts['dave-password'] });
+const carol = new ChatUser('carol-external', { httpCredentials: carolCreds, artifactPrefix: 'sso-' });
+const alice = new ChatUser('alice', { artifactPrefix: 'sso-' });
+const dave = new ChatUser('dave-prebind', {
+    httpCredentials: { username: 'dave', password: opts['dave-password'] },
+    artifactPrefix: 'sso-',
+});
 let failed = false;
 
 try {
@@ -168,10 +69,7 @@ try {
     });
     await step('alice signs in with her password', async () => {
         await alice.open(browser, opts.base);
-        await alice.page.locator('#converse-login-jid').fill('alice', { timeout: STEP_TIMEOUT });
-        await alice.page.locator('#converse-login-password').fill(opts['alice-password']);
-        await alice.page.locator('#converse-login-password').press('Enter');
-        await alice.waitInRoom();
+        await alice.signIn(opts['alice-password']);
     });
     const m1 = `hello from carol ${nonce}`;
     await step('carol -> room, alice sees it', async () => {
@@ -202,7 +100,7 @@ try {
     report({ step: 'failed', ok: false, error: String(e && e.message || e) });
     for (const u of [carol, alice, dave]) {
         await u.saveArtifacts(opts.artifacts);
-        report({ user: u.label, console_tail: u.console.slice(-15) });
+        report({ user: u.name, console_tail: u.console.slice(-15) });
     }
 } finally {
     await browser.close();

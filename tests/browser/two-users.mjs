@@ -14,153 +14,30 @@
  * It saves a screenshot, the console log and the BOSH request bodies of each
  * user in --artifacts (when given) at the end, passed or failed. Every wait is a condition with a deadline, never a sleep.
  *
- * Chromium is Debian's /usr/bin/chromium, started with flags that keep it
- * off the (closed) network; playwright-core gives each context its own
- * fresh profile.
+ * Chromium, the step report and the per-user page (ChatUser) come from
+ * lib.mjs, shared with sso.mjs.
  */
-import fs from 'node:fs';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+    ChatUser, launchBrowser, parseArgs, report, step,
+} from './lib.mjs';
 
-const STEP_TIMEOUT = 20000;
-const ROOM = 'lobby@conference.localhost';
-
-function parseArgs(argv) {
-    const o = { artifacts: null };
-    for (let i = 0; i < argv.length; i++) {
-        if (argv[i].startsWith('--')) o[argv[i].slice(2)] = argv[++i];
-    }
-    for (const k of ['base', 'alice-password', 'bob-password']) {
-        if (!o[k]) {
-            process.stderr.write(`two-users: --${k} is required\n`);
-            process.exit(2);
-        }
-    }
-    return o;
-}
-
-const opts = parseArgs(process.argv.slice(2));
+const opts = parseArgs(process.argv.slice(2), 'two-users',
+                       ['base', 'alice-password', 'bob-password']);
 const nonce = Math.random().toString(36).slice(2, 8);
 
-function report(obj) {
-    process.stdout.write(JSON.stringify(obj) + '\n');
-}
+const browser = await launchBrowser();
 
-async function step(name, fn) {
-    const t0 = Date.now();
-    await fn();
-    report({ step: name, ok: true, ms: Date.now() - t0 });
-}
-
-/* One signed-in user: a context, a page, and what the page did. */
-class User {
-    constructor(name, password) {
-        this.name = name;
-        this.password = password;
-        this.console = [];
-        this.boshBodies = [];      /* request bodies POSTed to /http-bind */
-        this.external = [];        /* requests that left 127.0.0.1 */
-    }
-
-    async open(browser) {
-        this.context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
-        this.page = await this.context.newPage();
-        this.page.on('console', (m) => this.console.push(`${m.type()}: ${m.text()}`));
-        this.page.on('pageerror', (e) => this.console.push(`pageerror: ${e.message}`));
-        this.page.on('request', (r) => {
-            const url = new URL(r.url());
-            if (url.hostname !== '127.0.0.1' && url.protocol.startsWith('http')) {
-                this.external.push(r.url());
-            }
-            if (url.pathname === '/http-bind' && r.method() === 'POST') {
-                this.boshBodies.push(r.postData() || '');
-            }
-        });
-        await this.page.goto(opts.base);
-    }
-
-    room() {
-        return this.page.locator(`converse-muc[jid="${ROOM}"]`);
-    }
-
-    async signIn() {
-        await this.page.locator('#converse-login-jid').fill(this.name, { timeout: STEP_TIMEOUT });
-        await this.page.locator('#converse-login-password').fill(this.password);
-        await this.page.locator('#converse-login-password').press('Enter');
-        await this.waitInRoom();
-    }
-
-    /* The room view is shown and its message box is usable. */
-    async waitInRoom() {
-        await this.room().locator('textarea.chat-textarea')
-            .waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
-    }
-
-    /* Type and send. Right after a page load Converse may show the
-     * textarea before its key handlers are wired (seen as a page error
-     * "reading 'onKeyDown'" and a message that was never sent), so wait
-     * until the message shows in our own room view, typing it again if
-     * Converse did not take it. What others receive is asserted apart. */
-    async say(text) {
-        const box = this.room().locator('textarea.chat-textarea');
-        const mine = this.room().locator('.chat-msg__text', { hasText: text }).first();
-        for (let attempt = 1; attempt <= 5; attempt++) {
-            await box.fill(text);
-            await box.press('Enter');
-            try {
-                await mine.waitFor({ state: 'visible', timeout: 4000 });
-                return;
-            } catch (e) {
-                if (attempt === 5) throw new Error(
-                    `"${text}" never showed in ${this.name}'s own view after 5 tries`);
-            }
-        }
-    }
-
-    async waitForText(text) {
-        await this.room().locator('.chat-msg__text', { hasText: text })
-            .first().waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
-    }
-
-    /* The sid of the latest BOSH request, or of the creation response. */
-    lastSid() {
-        for (let i = this.boshBodies.length - 1; i >= 0; i--) {
-            const m = /\ssid=['"]([^'"]+)['"]/.exec(this.boshBodies[i]);
-            if (m) return m[1];
-        }
-        return null;
-    }
-
-    async saveArtifacts(dir) {
-        if (!dir || !this.page) return;
-        fs.mkdirSync(dir, { recursive: true });
-        try {
-            await this.page.screenshot({ path: path.join(dir, `${this.name}.png`) });
-        } catch { /* the page may be gone */ }
-        fs.writeFileSync(path.join(dir, `${this.name}-console.log`), this.console.join('\n') + '\n');
-        fs.writeFileSync(path.join(dir, `${this.name}-bosh.log`), this.boshBodies.join('\n') + '\n');
-    }
-}
-
-const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update',
-           '--disable-sync'],
-});
-
-const alice = new User('alice', opts['alice-password']);
-const bob = new User('bob', opts['bob-password']);
+const alice = new ChatUser('alice');
+const bob = new ChatUser('bob');
 let failed = false;
 
 try {
     await step('open pages', async () => {
-        await alice.open(browser);
-        await bob.open(browser);
+        await alice.open(browser, opts.base);
+        await bob.open(browser, opts.base);
     });
-    await step('alice signs in and sees the lobby', () => alice.signIn());
-    await step('bob signs in and sees the lobby', () => bob.signIn());
+    await step('alice signs in and sees the lobby', () => alice.signIn(opts['alice-password']));
+    await step('bob signs in and sees the lobby', () => bob.signIn(opts['bob-password']));
 
     const m1 = `hello from alice ${nonce}`;
     await step('alice -> room, bob sees it', async () => {
