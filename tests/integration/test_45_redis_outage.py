@@ -41,10 +41,16 @@ MPM_EXTRA = {
     MaxSpareServers      8
     MaxRequestWorkers    8
 </IfModule>""",
+    # A fixed set of 4 x 25: with room to grow, event starts and retires
+    # children around the burst, and the per-child status rows would race
+    # with the test's own list of children.
     "event": """
 <IfModule mpm_event_module>
+    ServerLimit          4
     StartServers         4
-    MinSpareThreads    100
+    ThreadsPerChild     25
+    MaxRequestWorkers  100
+    MinSpareThreads     25
     MaxSpareThreads    100
 </IfModule>""",
 }
