@@ -215,11 +215,16 @@ static int handle_get(request_rec *r, bosh_server_conf *conf)
 }
 
 /* Read the request body into *data. *too_big is set (and reading stops)
- * past max bytes. Returns OK or an HTTP error status. */
+ * past max bytes. Returns OK or an HTTP error status.
+ * The buffer is sized to what arrives (Content-Length, or doubled as a
+ * chunked body grows), never to BoshMaxBodySize up front: it lives in the
+ * request pool for as long as the request is held, and with thousands of
+ * held requests a 64 KiB buffer each was most of httpd's memory per
+ * session (docs/benchmarks.md). */
 static int read_body(request_rec *r, apr_size_t max, char **data,
                      apr_size_t *len, int *too_big)
 {
-    apr_size_t total = 0;
+    apr_size_t total = 0, cap;
     long n = 0;
     char *buf;
     int rv;
@@ -233,11 +238,25 @@ static int read_body(request_rec *r, apr_size_t max, char **data,
      * whether the client sent `ver` (legacy clients get HTTP 400). */
     if (r->remaining > (apr_off_t)max)
         *too_big = 1;
-    buf = apr_palloc(r->pool, max + 2);
+    if (r->remaining > 0 && r->remaining <= (apr_off_t)max)
+        cap = (apr_size_t)r->remaining + 2;   /* +1 to see EOF, +1 for NUL */
+    else
+        cap = max + 2 < 4096 ? max + 2 : 4096;
+    buf = apr_palloc(r->pool, cap);
     if (ap_should_client_block(r)) {
-        while (total <= max &&
-               (n = ap_get_client_block(r, buf + total, max + 1 - total)) > 0)
+        while (total <= max) {
+            if (total + 1 >= cap) {             /* chunked body outgrew it */
+                apr_size_t bigger = cap * 2 < max + 2 ? cap * 2 : max + 2;
+                char *grown = apr_palloc(r->pool, bigger);
+                memcpy(grown, buf, total);
+                buf = grown;
+                cap = bigger;
+            }
+            n = ap_get_client_block(r, buf + total, cap - 1 - total);
+            if (n <= 0)
+                break;
             total += (apr_size_t)n;
+        }
         if (total > max)
             *too_big = 1;
         else if (n < 0)

@@ -207,6 +207,40 @@ def test_oversized_body_gets_clean_error(stack):
     assert_terminate(ans, "bad-request")
 
 
+def post_chunked(stack, data, chunk_size):
+    """POST with Transfer-Encoding: chunked, as a streaming client would."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.http_port, timeout=30)
+    chunks = [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)]
+    conn.request("POST", "/http-bind", body=iter(chunks), encode_chunked=True,
+                 headers={"Content-Type": "text/xml; charset=utf-8"})
+    try:
+        return Answer(conn.getresponse())
+    finally:
+        conn.close()
+
+
+def test_chunked_body_larger_than_first_read_buffer(stack):
+    """A chunked body has no Content-Length, so mod_bosh grows its buffer as
+    the body arrives (it starts at 4 KiB): a 20 KB creation body sent in
+    1 KB chunks must arrive whole and create a session."""
+    rid = new_rid()
+    data = creation_body(rid, extra=" " * 20000).encode()
+    assert len(data) > 20000
+    ans = post_chunked(stack, data, 1000)
+    assert ans.status == 200, ans
+    sid = ans.attr("sid")
+    assert sid, ans
+    terminate(stack, sid, rid + 1)
+
+
+def test_chunked_body_over_the_limit_is_refused(stack):
+    """The same growth stops at BoshMaxBodySize (64 KiB by default): a
+    chunked body past it gets bad-request, not a session."""
+    data = creation_body(new_rid(), extra=" " * 70000).encode()
+    ans = post_chunked(stack, data, 4096)
+    assert_terminate(ans, "bad-request")
+
+
 def test_unknown_sid_is_item_not_found(stack):
     ans = post(stack, f"<body rid='{new_rid()}' sid='n1-{'0' * 32}' xmlns='{NS_HTTPBIND}'/>")
     assert_terminate(ans, "item-not-found")
