@@ -45,6 +45,7 @@ typedef struct bosh_mgr {
     chatd      *d;
     apr_pool_t *pool;
     apr_hash_t *sessions;      /* sid -> bosh_session */
+    xs_parser  *body_parser;   /* every relayed body: reused (one thread) */
 } bosh_mgr;
 
 typedef struct bosh_session bosh_session;
@@ -822,8 +823,9 @@ void bosh_handle_request(chatd *d, relay_req *r) {
     if (!q) abort();
     q->r = r;
     if (!m) { answer_terminate(q, "internal-server-error"); return; }
-    if (bosh_body_parse(r->body, r->body_len, r->body_len ? r->body_len : 1,
-                        &q->body, err, sizeof err) != 0) {
+    if (bosh_body_parse_with(m->body_parser, r->body, r->body_len,
+                             r->body_len ? r->body_len : 1,
+                             &q->body, err, sizeof err) != 0) {
         log_debug("bosh: bad body from %s: %s", r->client_addr, err);
         answer_terminate(q, "bad-request");
         return;
@@ -890,6 +892,7 @@ int bosh_init(chatd *d) {
         return -1;
     }
     m->sessions = apr_hash_make(m->pool);
+    m->body_parser = xs_doc_parser_new();
     d->bosh = m;
     d->stats.bosh_sessions = 0;
     return 0;
@@ -929,6 +932,7 @@ void bosh_free(chatd *d) {
     bosh_mgr *m = d->bosh;
     if (!m) return;
     bosh_shutdown_all(d);
+    xs_parser_free(m->body_parser);
     apr_pool_destroy(m->pool);
     free(m);
     d->bosh = NULL;

@@ -145,11 +145,17 @@ static int read_attrs(bosh_body *b, char *err, size_t errlen) {
 
 int bosh_body_parse(const char *data, size_t len, size_t max_bytes,
                     bosh_body *b, char *err, size_t errlen) {
+    return bosh_body_parse_with(NULL, data, len, max_bytes, b, err, errlen);
+}
+
+int bosh_body_parse_with(xs_parser *p, const char *data, size_t len,
+                         size_t max_bytes, bosh_body *b, char *err, size_t errlen) {
     char xerr[160];
     memset(b, 0, sizeof *b);
 
-    xs_status st = xs_parse_document(data, len, max_bytes, &b->root,
-                                     xerr, sizeof xerr);
+    xs_status st = p ? xs_doc_parse(p, data, len, max_bytes, &b->root, xerr, sizeof xerr)
+                     : xs_parse_document(data, len, max_bytes, &b->root,
+                                         xerr, sizeof xerr);
     if (st != XS_OK)
         return fail(err, errlen, "%s", xerr);
 

@@ -54,6 +54,10 @@ typedef struct bosh_body {
  */
 int  bosh_body_parse(const char *data, size_t len, size_t max_bytes,
                      bosh_body *b, char *err, size_t errlen);
+/* The same with a document parser from xs_doc_parser_new (NULL: a fresh
+ * one for this body). Per thread: see xs_doc_parse. */
+int  bosh_body_parse_with(xs_parser *p, const char *data, size_t len,
+                          size_t max_bytes, bosh_body *b, char *err, size_t errlen);
 void bosh_body_free(bosh_body *b);   /* frees root; b may be reused */
 
 #endif

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define XML_NS_URI     "http://www.w3.org/XML/1998/namespace"
 #define STREAMS_NS_URI "http://etherx.jabber.org/streams"
@@ -42,6 +43,10 @@
 #define XS_TREE_FACTOR 16
 #define XS_TREE_FLOOR  65536
 #define XS_ALLOC_COST  16
+
+/* A reused document parser keeps expat's buffers only after documents up
+ * to this size (see xs_doc_parse). */
+#define XS_DOC_KEEP_MAX 65536
 
 static void oom(void) {
     fputs("xml_stream: out of memory\n", stderr);
@@ -362,6 +367,8 @@ struct xs_parser {
     xs_status     status;        /* sticky once not XS_OK */
     int           in_feed;
     int           reset_pending; /* xs_parser_reset called from a callback */
+    int           doc_used;      /* xs_doc_parse ran: reset before the next */
+    unsigned long salt;          /* doc parser: expat's hash salt; 0 = expat's own */
     char          err[160];
 };
 
@@ -561,9 +568,9 @@ static void XMLCALL on_pi(void *ud, const XML_Char *target, const XML_Char *data
     halt(ud, XS_ERR_FORBIDDEN, "processing instruction not allowed");
 }
 
-static XML_Parser make_expat(xs_parser *p) {
-    XML_Parser xp = XML_ParserCreateNS("UTF-8", NS_SEP);
-    if (!xp) oom();
+/* Handlers and limits. XML_ParserReset clears all of them (and turns
+ * reparse deferral back on), so this runs after every reset too. */
+static void arm_expat(XML_Parser xp, xs_parser *p) {
     XML_SetUserData(xp, p);
     XML_SetElementHandler(xp, on_start, on_end);
     XML_SetCharacterDataHandler(xp, on_chars);
@@ -579,12 +586,28 @@ static XML_Parser make_expat(xs_parser *p) {
      * buffered bytes (see xs_parser_feed) keeps the quadratic re-parse
      * that deferral guards against bounded. */
     XML_SetReparseDeferralEnabled(xp, XML_FALSE);
-    return xp;
 }
 
-/* Forget all per-stream state; a fresh expat parser is created. */
+/* Forget all per-stream state. The expat parser is reset rather than
+ * freed and created again: creation is most of the cost of parsing a
+ * small BOSH body (its hash tables, pools and buffer), and a reset keeps
+ * those allocations while clearing everything a document left behind. */
 static void parser_restart(xs_parser *p) {
-    if (p->xp) XML_ParserFree(p->xp);
+    if (p->xp && XML_ParserReset(p->xp, "UTF-8") != XML_TRUE) {
+        XML_ParserFree(p->xp);      /* only a child parser refuses a reset */
+        p->xp = NULL;
+    }
+    if (!p->xp) {
+        p->xp = XML_ParserCreateNS("UTF-8", NS_SEP);
+        if (!p->xp) oom();
+    }
+    arm_expat(p->xp, p);
+    /* Without a salt set, expat draws a new one from the kernel for every
+     * document: a getrandom() system call per BOSH body. The salt keys
+     * expat's name hash tables against collision floods; one secret salt
+     * per parser protects them as well, as the tables are emptied by
+     * every reset. */
+    if (p->salt) XML_SetHashSalt(p->xp, p->salt);
     xs_free(p->stanza);
     xs_free(p->root);
     p->stanza = p->root = p->cur = NULL;
@@ -594,7 +617,6 @@ static void parser_restart(xs_parser *p) {
     p->status = XS_OK;
     p->reset_pending = 0;
     p->err[0] = '\0';
-    p->xp = make_expat(p);
 }
 
 xs_parser *xs_parser_new(const xs_callbacks *cb, void *ud, size_t max_stanza_bytes) {
@@ -696,8 +718,27 @@ xs_status xs_parser_feed(xs_parser *p, const char *data, size_t len) {
     return p->status;
 }
 
+xs_parser *xs_doc_parser_new(void) {
+    xs_parser *p = xs_parser_new(NULL, NULL, 0);
+    p->doc_mode = 1;
+    if (getrandom(&p->salt, sizeof p->salt, GRND_NONBLOCK) != (ssize_t)sizeof p->salt)
+        p->salt = 0;            /* no entropy yet: expat's per-document salt */
+    if (p->salt) XML_SetHashSalt(p->xp, p->salt);
+    return p;
+}
+
 xs_status xs_parse_document(const char *data, size_t len, size_t max_bytes,
                             xs_node **root, char *err, size_t errlen) {
+    /* One document: expat's own salt, as before (no getrandom of ours). */
+    xs_parser *p = xs_parser_new(NULL, NULL, 0);
+    p->doc_mode = 1;
+    xs_status st = xs_doc_parse(p, data, len, max_bytes, root, err, errlen);
+    xs_parser_free(p);
+    return st;
+}
+
+xs_status xs_doc_parse(xs_parser *p, const char *data, size_t len, size_t max_bytes,
+                       xs_node **root, char *err, size_t errlen) {
     *root = NULL;
     if (max_bytes && len > max_bytes) {
         if (err && errlen) snprintf(err, errlen, "document too big");
@@ -707,8 +748,12 @@ xs_status xs_parse_document(const char *data, size_t len, size_t max_bytes,
         if (err && errlen) snprintf(err, errlen, "document too big");
         return XS_ERR_TOO_BIG;
     }
-    xs_parser *p = xs_parser_new(NULL, NULL, max_bytes);
+    /* Whatever the last document left (a tree cut short by a cap, a
+     * stopped or failed expat) is cleared here, before the parse. */
+    if (!p->xp || p->doc_used) parser_restart(p);
+    p->doc_used = 1;
     p->doc_mode = 1;
+    p->max_bytes = max_bytes;
     p->tree_budget = (unsigned long long)len * XS_TREE_FACTOR;
     p->in_feed = 1;
     enum XML_Status rc = XML_Parse(p->xp, data, (int)len, 1);
@@ -722,6 +767,14 @@ xs_status xs_parse_document(const char *data, size_t len, size_t max_bytes,
     } else if (err && errlen) {
         snprintf(err, errlen, "%s", p->err);
     }
-    xs_parser_free(p);
+    xs_free(p->root);       /* a partial tree, on failure */
+    p->root = p->cur = NULL;
+    /* A reset keeps expat's buffer, which holds the whole document: after
+     * a big one, let the next document start from a fresh parser instead
+     * of pinning that memory for the life of the process. */
+    if (len > XS_DOC_KEEP_MAX) {
+        XML_ParserFree(p->xp);
+        p->xp = NULL;
+    }
     return st;
 }

@@ -3,6 +3,9 @@
  * it xs_parse_document). Every parsed body is serialized again to walk
  * the tree the parser built. The same bytes also go through the stream
  * parser (xs_parser_feed) in pieces, as a c2s socket would deliver them.
+ * And they go through one document parser kept across all inputs, as
+ * chatd keeps one (bosh_body_parse_with): whatever earlier inputs did to
+ * it, the verdict, the error and the tree must equal a fresh parser's.
  *
  * Build and run (from the top of the checkout):
  *
@@ -38,9 +41,33 @@ static void fuzz_stream(const uint8_t *data, size_t size) {
     sb_free(&out);
 }
 
+static void fuzz_reuse(const uint8_t *data, size_t size) {
+    static xs_parser *kept;
+    bosh_body a, b;
+    char ea[128] = "", eb[128] = "";
+    if (!kept) kept = xs_doc_parser_new();
+    /* A cap below the size sometimes, so that the byte cap is hit too. */
+    size_t cap = size && data[0] % 4 == 0 ? size / 2 + 1 : 65536;
+    int ra = bosh_body_parse((const char *)data, size, cap, &a, ea, sizeof ea);
+    int rb = bosh_body_parse_with(kept, (const char *)data, size, cap, &b, eb, sizeof eb);
+    if (ra != rb || strcmp(ea, eb) != 0) __builtin_trap();
+    if (ra == 0) {
+        strbuf sa = STRBUF_INIT, sb = STRBUF_INIT;
+        xs_serialize(a.root, NULL, &sa);
+        xs_serialize(b.root, NULL, &sb);
+        if (sa.len != sb.len || memcmp(sa.data, sb.data, sa.len) != 0) __builtin_trap();
+        if (a.rid != b.rid || a.flags != b.flags) __builtin_trap();
+        sb_free(&sa);
+        sb_free(&sb);
+        bosh_body_free(&a);
+        bosh_body_free(&b);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bosh_body b;
     fuzz_stream(data, size);
+    fuzz_reuse(data, size);
     char err[128];
     if (bosh_body_parse((const char *)data, size, 65536, &b, err, sizeof err) == 0) {
         strbuf out = STRBUF_INIT;
