@@ -71,20 +71,26 @@ typedef struct sm_stream {
     uint64_t    closed_seq; /* ST_CLOSED: reuse the oldest first */
 } sm_stream;
 
+/* Why the arrays below grow on demand: sized for the worst case (SLOTS
+ * held and buffered requests, BOSH_SM_MAX_BUFFERED responses, every
+ * stream) they made each session about 8 KiB, while an idle session holds
+ * one request, keeps `requests` responses and has one stream. The limits
+ * are unchanged; they now bound how far the arrays may grow. */
 struct bosh_sm {
     bosh_sm_params p;
     bosh_sm_state  state;
     uint64_t       last_rid;     /* highest rid processed, all lower ones too */
-    sm_slot        held[SLOTS];  /* processed, unanswered; rid order */
-    size_t         nheld;
-    sm_slot        buffered[SLOTS]; /* received above a gap; rid order */
-    size_t         nbuf;
-    sm_cached      cache[BOSH_SM_MAX_BUFFERED]; /* responses, rid order */
-    size_t         ncache;
+    sm_slot       *held;         /* processed, unanswered; rid order */
+    size_t         nheld, held_cap;
+    sm_slot       *buffered;     /* received above a gap; rid order */
+    size_t         nbuf, buf_cap;
+    sm_cached     *cache;        /* responses, rid order */
+    size_t         ncache, cache_cap;
     uint64_t       client_ack;   /* highest rid the client has the answer of */
     uint64_t       report_rid, report_time;  /* next answer reports these */
     int            multi;        /* streams advertised */
-    sm_stream      streams[BOSH_SM_MAX_STREAMS];
+    sm_stream     *streams;      /* ids 0..nstreams-1; higher ids are free */
+    int            nstreams;
     int            rr;           /* round robin among streams with output */
     uint64_t       close_seq;
     uint64_t       adding_rid;   /* add-stream request being processed */
@@ -121,6 +127,17 @@ static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (!p) { fputs("bosh_sm: out of memory\n", stderr); abort(); }
     return p;
+}
+
+/* Make room for `need` elements of `size` bytes. The caps are small
+ * (SLOTS, BOSH_SM_MAX_BUFFERED, BOSH_SM_MAX_STREAMS) and reached rarely,
+ * so growing to exactly `need` costs few reallocs and wastes nothing. */
+static void *reserve(void *arr, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap) return arr;
+    arr = realloc(arr, need * size);
+    if (!arr) { fputs("bosh_sm: out of memory\n", stderr); abort(); }
+    *cap = need;
+    return arr;
 }
 
 static char *memdup0(const char *s, size_t len) {
@@ -219,6 +236,8 @@ static char *build_body(const bosh_sm *sm, const body_attrs *at,
                         const char *p1, size_t l1, const char *p2, size_t l2,
                         size_t *len) {
     strbuf sb = STRBUF_INIT;
+    /* One allocation for the usual body: attributes fit in 256 bytes. */
+    sb_reserve(&sb, 256 + l1 + l2);
     sb_puts(&sb, "<body xmlns='" HTTPBIND_NS "'");
     if ((l1 && memmem(p1, l1, "<stream:", 8)) ||
         (l2 && memmem(p2, l2, "<stream:", 8)))
@@ -266,25 +285,26 @@ static char *terminate_body(const bosh_sm *sm, const char *cond, size_t *len) {
 
 static int streams_open(const bosh_sm *sm) {
     int n = 0;
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++)
+    for (int i = 0; i < sm->nstreams; i++)
         if (sm->streams[i].state == ST_OPEN) n++;
     return n;
 }
 
 static int first_open_stream(const bosh_sm *sm) {
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++)
+    for (int i = 0; i < sm->nstreams; i++)
         if (sm->streams[i].state == ST_OPEN) return i;
     return -1;
 }
 
 static int stream_by_name(const bosh_sm *sm, const char *name) {
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++)
+    for (int i = 0; i < sm->nstreams; i++)
         if (sm->streams[i].state != ST_FREE && strcmp(sm->streams[i].name, name) == 0)
             return i;
     return -1;
 }
 
 static int stream_has_news(const bosh_sm *sm, int i) {
+    if (i >= sm->nstreams) return 0;        /* free: never opened */
     const sm_stream *st = &sm->streams[i];
     return st->state == ST_CLOSING || (st->state == ST_OPEN && st->out.len);
 }
@@ -304,21 +324,22 @@ static int pick_stream(bosh_sm *sm, int pref) {
 }
 
 static int any_news(const bosh_sm *sm) {
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++)
+    for (int i = 0; i < sm->nstreams; i++)
         if (stream_has_news(sm, i)) return 1;
     return 0;
 }
 
 /* A free slot, or a closed one bosh_sm_stream_add may reuse. */
 static int stream_room(const bosh_sm *sm) {
-    for (int i = 1; i < BOSH_SM_MAX_STREAMS; i++)
+    if (sm->nstreams < BOSH_SM_MAX_STREAMS) return 1;
+    for (int i = 1; i < sm->nstreams; i++)
         if (sm->streams[i].state == ST_FREE || sm->streams[i].state == ST_CLOSED)
             return 1;
     return 0;
 }
 
 static void stream_reset(sm_stream *st) {
-    sb_reset(&st->out);
+    sb_free(&st->out);
     free(st->close_extra);
     st->close_extra = NULL;
     st->close_cond = NULL;
@@ -349,7 +370,7 @@ static const strbuf *terminate_output(const bosh_sm *sm) {
 }
 
 static void reset_all_output(bosh_sm *sm) {
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++) sb_reset(&sm->streams[i].out);
+    for (int i = 0; i < sm->nstreams; i++) sb_free(&sm->streams[i].out);
 }
 
 /* ---- response buffer ---- */
@@ -385,6 +406,7 @@ static void record(bosh_sm *sm, uint64_t now, uint64_t rid, const char *body,
         sm->ncache--;
         i--;
     }
+    sm->cache = reserve(sm->cache, &sm->cache_cap, sm->ncache + 1, sizeof *sm->cache);
     memmove(&sm->cache[i + 1], &sm->cache[i], (sm->ncache - i) * sizeof sm->cache[0]);
     sm->cache[i].rid = rid;
     sm->cache[i].body = memdup0(body, len);
@@ -413,11 +435,20 @@ static sm_slot slot_remove(sm_slot *arr, size_t *n, size_t i) {
     return s;
 }
 
-static void slot_insert_sorted(sm_slot *arr, size_t *n, const sm_slot *s) {
+static void slot_insert_sorted(sm_slot **arr, size_t *n, size_t *cap,
+                               const sm_slot *s) {
+    *arr = reserve(*arr, cap, *n + 1, sizeof **arr);
+    sm_slot *a = *arr;
     size_t i = *n;
-    while (i > 0 && arr[i - 1].rid > s->rid) { arr[i] = arr[i - 1]; i--; }
-    arr[i] = *s;
+    while (i > 0 && a[i - 1].rid > s->rid) { a[i] = a[i - 1]; i--; }
+    a[i] = *s;
     (*n)++;
+}
+
+/* Held requests are appended: they are processed in rid order. */
+static void hold(bosh_sm *sm, const sm_slot *s) {
+    sm->held = reserve(sm->held, &sm->held_cap, sm->nheld + 1, sizeof *sm->held);
+    sm->held[sm->nheld++] = *s;
 }
 
 static long slot_find_rid(const sm_slot *arr, size_t n, uint64_t rid) {
@@ -462,8 +493,10 @@ static void answer_held(bosh_sm *sm, uint64_t now, size_t i, int with_output,
     }
     char *body = build_body(sm, &at, p1, l1, p2, l2, &len);
     if (st) {
+        /* Freed, not reset: an idle session should not keep the capacity
+         * of its largest burst (the body above was one malloc anyway). */
         if (st->state == ST_CLOSING) stream_closed(sm, k);
-        else sb_reset(&st->out);
+        else sb_free(&st->out);
     }
     sm->last_answer_empty = (l1 + l2 == 0);
     record(sm, now, s.rid, body, len);
@@ -527,7 +560,10 @@ bosh_sm *bosh_sm_new(const bosh_sm_params *p, uint64_t rid, uint64_t now) {
     sm->client_ack = rid - 1;
     sm->idle_since = now;
     sm->last_new_at = now;
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++) sb_init(&sm->streams[i].out);
+    sm->streams = xmalloc(sizeof *sm->streams);     /* stream 0 */
+    memset(sm->streams, 0, sizeof *sm->streams);
+    sm->nstreams = 1;
+    sb_init(&sm->streams[0].out);
     sm->streams[0].state = ST_OPEN;
     sm->streams[0].announced = 1;
     return sm;
@@ -536,10 +572,11 @@ bosh_sm *bosh_sm_new(const bosh_sm_params *p, uint64_t rid, uint64_t now) {
 void bosh_sm_free(bosh_sm *sm) {
     if (!sm) return;
     for (size_t i = 0; i < sm->ncache; i++) free(sm->cache[i].body);
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++) {
-        stream_reset(&sm->streams[i]);
-        sb_free(&sm->streams[i].out);
-    }
+    for (int i = 0; i < sm->nstreams; i++) stream_reset(&sm->streams[i]);
+    free(sm->streams);
+    free(sm->cache);
+    free(sm->held);
+    free(sm->buffered);
     free(sm->close_body);
     free(sm->from);
     free(sm);
@@ -552,7 +589,7 @@ size_t   bosh_sm_held(const bosh_sm *sm) { return sm->nheld; }
 
 size_t bosh_sm_pending(const bosh_sm *sm) {
     size_t n = 0;
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS; i++) n += sm->streams[i].out.len;
+    for (int i = 0; i < sm->nstreams; i++) n += sm->streams[i].out.len;
     return n;
 }
 
@@ -579,10 +616,17 @@ int bosh_sm_stream_add(bosh_sm *sm, const char *name) {
         strlen(name) >= BOSH_SM_STREAM_NAME_MAX || stream_by_name(sm, name) >= 0)
         return -1;
     int id = -1;
-    for (int i = 0; i < BOSH_SM_MAX_STREAMS && id < 0; i++)
+    for (int i = 0; i < sm->nstreams && id < 0; i++)
         if (sm->streams[i].state == ST_FREE) id = i;
+    if (id < 0 && sm->nstreams < BOSH_SM_MAX_STREAMS) {    /* a new id */
+        size_t cap = (size_t)sm->nstreams;
+        sm->streams = reserve(sm->streams, &cap, cap + 1, sizeof *sm->streams);
+        id = sm->nstreams++;
+        memset(&sm->streams[id], 0, sizeof sm->streams[id]);
+        sb_init(&sm->streams[id].out);
+    }
     if (id < 0) {               /* reuse the longest-closed slot */
-        for (int i = 1; i < BOSH_SM_MAX_STREAMS; i++)
+        for (int i = 1; i < sm->nstreams; i++)
             if (sm->streams[i].state == ST_CLOSED &&
                 (id < 0 || sm->streams[i].closed_seq < sm->streams[id].closed_seq))
                 id = i;
@@ -599,19 +643,19 @@ int bosh_sm_stream_add(bosh_sm *sm, const char *name) {
 }
 
 void bosh_sm_stream_output(bosh_sm *sm, int stream, const char *xml, size_t len) {
-    if (sm->state != BOSH_SM_ACTIVE || stream < 0 || stream >= BOSH_SM_MAX_STREAMS ||
+    if (sm->state != BOSH_SM_ACTIVE || stream < 0 || stream >= sm->nstreams ||
         sm->streams[stream].state != ST_OPEN)
         return;
     sb_append(&sm->streams[stream].out, xml, len);
 }
 
 size_t bosh_sm_stream_pending(const bosh_sm *sm, int stream) {
-    if (stream < 0 || stream >= BOSH_SM_MAX_STREAMS) return 0;
+    if (stream < 0 || stream >= sm->nstreams) return 0;
     return sm->streams[stream].out.len;
 }
 
 int bosh_sm_stream_is_open(const bosh_sm *sm, int stream) {
-    return stream >= 0 && stream < BOSH_SM_MAX_STREAMS &&
+    return stream >= 0 && stream < sm->nstreams &&
            sm->streams[stream].state == ST_OPEN;
 }
 
@@ -662,7 +706,7 @@ void bosh_sm_creation_answer(bosh_sm *sm, uint64_t now, void *req,
         sb_putc(&sb, '>');
         sb_append(&sb, out->data, out->len);
         sb_puts(&sb, "</body>");
-        sb_reset(out);
+        sb_free(out);
     } else {
         sb_puts(&sb, "/>");
     }
@@ -780,7 +824,7 @@ static void accept_request(bosh_sm *sm, uint64_t now, sm_slot b,
         /* Payloads (e.g. unavailable presence) first, then the ending. */
         emit_process(acts, &b, target, 0);
         b.t = now;
-        sm->held[sm->nheld++] = b;
+        hold(sm, &b);
         terminate_all(sm, NULL, NULL, NULL, 0, acts);
         return;
     }
@@ -817,7 +861,7 @@ static void accept_request(bosh_sm *sm, uint64_t now, sm_slot b,
     }
     b.t = now + (uint64_t)sm->p.wait * 1000;
     b.pref = -1;
-    sm->held[sm->nheld++] = b;
+    hold(sm, &b);
     if (sm->report_rid) answer_held(sm, now, sm->nheld - 1, 1, acts);
 }
 
@@ -973,7 +1017,14 @@ void bosh_sm_request_ex(bosh_sm *sm, uint64_t now, const bosh_sm_req *r,
         terminate_all(sm, "policy-violation", NULL, req, rid, acts);
         return;
     }
-    slot_insert_sorted(sm->buffered, &sm->nbuf, &b);
+    if (sm->nbuf == 0 && rid == sm->last_rid + 1) {
+        /* Its turn already: what release_in_order would do at once, and
+         * an in-order session never allocates the buffered array. */
+        sm->last_rid = rid;
+        accept_request(sm, now, b, acts);
+        return;
+    }
+    slot_insert_sorted(&sm->buffered, &sm->nbuf, &sm->buf_cap, &b);
     release_in_order(sm, now, acts);
 }
 

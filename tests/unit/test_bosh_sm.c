@@ -1105,6 +1105,78 @@ static void test_unlimited_when_not_advertised(void) {
     bosh_sm_free(sm);
 }
 
+/* The machine's arrays start small and grow on demand (issue 7): the
+ * limits must still hold exactly at their maximum. */
+static int H[128];
+static void test_limits_when_full(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    /* hold=8: 8 requests queued above a gap, then the gap fills */
+    bosh_sm_params p = std_params();
+    p.acks = 0; p.hold = BOSH_SM_MAX_HOLD; p.requests = BOSH_SM_MAX_HOLD + 1;
+    bosh_sm *sm = bosh_sm_new(&p, 1000, 0);
+    bosh_sm_creation_answer(sm, 0, &H[0], "s", "d", &a);
+    bosh_actions_clear(&a);
+    for (int i = 2; i <= 9; i++) bosh_sm_request(sm, 10, 1000 + i, 0, 0, &H[i], &a);
+    CHECK(a.n == 0 && bosh_sm_held(sm) == 0);
+    bosh_sm_request(sm, 20, 1001, 0, 0, &H[1], &a);
+    CHECK(bosh_sm_held(sm) == BOSH_SM_MAX_HOLD);
+    CHECK(a.n == 9 + 1);          /* 9 PROCESS, the oldest answered */
+    CHECK(find(&a, BOSH_ACT_ANSWER, &H[1]) != NULL);
+    bosh_actions_clear(&a);
+    bosh_sm_close(sm, 30, "system-shutdown", NULL, &a);
+    for (int i = 2; i <= 9; i++) CHECK(find(&a, BOSH_ACT_ANSWER, &H[i]) != NULL);
+    CHECK(has_end(&a) && bosh_sm_held(sm) == 0);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* acks: at most BOSH_SM_MAX_BUFFERED unacked responses are kept */
+    sm = new_session(&a);                   /* responses so far: 1000 */
+    for (int i = 1; i <= 70; i++) {
+        bosh_sm_req r = rq(1000 + (uint64_t)i);
+        r.has_ack = 1; r.ack = 1000;
+        bosh_sm_request_ex(sm, 10 * (uint64_t)i, &r, &H[i], &a);
+        CHECK(!has_end(&a));
+        bosh_actions_clear(&a);
+    }
+    /* 1000..1069 answered, 1070 held: the last 64 are 1006..1069 */
+    bosh_sm_request(sm, 800, 1006, 0, 0, &H[100], &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, &H[100]);
+    CHECK(x && x->condition == NULL && !has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_request(sm, 810, 1005, 0, 0, &H[101], &a);
+    x = find(&a, BOSH_ACT_ANSWER, &H[101]);
+    CHECK(x && x->condition && strcmp(x->condition, "item-not-found") == 0);
+    CHECK(find(&a, BOSH_ACT_ANSWER, &H[70]) != NULL && has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+
+    /* streams: BOSH_SM_MAX_STREAMS open, then a closed one is reused */
+    sm = multi_session(&a);
+    char name[16];
+    for (int i = 1; i < BOSH_SM_MAX_STREAMS; i++) {
+        snprintf(name, sizeof name, "s%d", i + 1);
+        CHECK(bosh_sm_stream_add(sm, name) == i);
+    }
+    CHECK(bosh_sm_stream_add(sm, "extra") == -1);
+    CHECK(bosh_sm_streams_open(sm) == BOSH_SM_MAX_STREAMS);
+    bosh_sm_stream_output(sm, BOSH_SM_MAX_STREAMS - 1, "<iq/>", 5);
+    CHECK(bosh_sm_stream_pending(sm, BOSH_SM_MAX_STREAMS - 1) == 5);
+    CHECK(bosh_sm_pending(sm) == 5);
+    bosh_sm_stream_close(sm, 10, 3, "host-unknown", NULL, &a);
+    CHECK(a.n == 0);
+    bosh_sm_request(sm, 20, 1001, 0, 0, &H[1], &a);
+    bosh_actions_clear(&a);
+    bosh_sm_flush(sm, 21, &a);      /* the closing stream goes first (rr) */
+    x = find(&a, BOSH_ACT_ANSWER, &H[1]);
+    CHECK_STR(x ? x->body : NULL, HB " type='terminate' condition='host-unknown'"
+              " stream='s4'/>");
+    bosh_actions_clear(&a);
+    CHECK(bosh_sm_stream_add(sm, "again") == 3);
+    bosh_sm_close(sm, 30, NULL, NULL, &a);
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
 int main(void) {
     test_negotiate();
     test_creation();
@@ -1133,5 +1205,6 @@ int main(void) {
     test_strophe_patterns_never_violate();
     test_repeated_buffered_rid();
     test_unlimited_when_not_advertised();
+    test_limits_when_full();
     return unit_done("bosh_sm");
 }
