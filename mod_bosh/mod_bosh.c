@@ -52,6 +52,8 @@ bosh_child *bosh_child_state;
 static pthread_t housekeeper;
 static int housekeeper_started;
 static volatile int housekeeper_stop;
+/* 1 under event and worker (they call child_stopping); set in child_init. */
+static int child_threaded;
 
 bosh_server_conf *bosh_conf(const server_rec *s)
 {
@@ -457,12 +459,30 @@ static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 
 /* ---- child life ---- */
 
+/*
+ * Whether parked requests and the housekeeper should send DRAIN now.
+ *
+ * Under event and worker only once child_stopping has run. Those MPMs say
+ * STOPPING at the top of signal_threads(), and on an ungraceful stop the
+ * main thread then walks worker_sockets[] closing every client socket
+ * (close_worker_sockets) before it runs child_stopping. A DRAIN sent from
+ * a tick in between made chatd answer every held request at once, so
+ * hundreds of workers finished inside that walk; a worker's connection
+ * pool (and socket) freed there while the main thread still reads the
+ * socket is the SIGSEGV in apr_os_sock_get() seen in the 10,000-session
+ * benchmark (1000 threads a child). httpd's own workers can still race there (docs/benchmarks.md);
+ * we no longer add to it. Prefork has no such walk and never calls
+ * child_stopping on a graceful restart, so there the MPM state is what we
+ * go by.
+ */
 int bosh_child_is_stopping(void)
 {
     int state = AP_MPMQ_RUNNING;
 
     if (bosh_child_state && bosh_child_state->stopping)
         return 1;
+    if (child_threaded)
+        return 0;
     if (ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS &&
         state == AP_MPMQ_STOPPING)
         return 1;
@@ -511,9 +531,11 @@ static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
     (void)pchild;
 
     /* Prefork only calls this from clean_child_exit, which may be a
-     * signal handler: never block there. */
+     * signal handler: never block there. Nor on an ungraceful stop: the
+     * relays are broken just below, and a writer stuck on a full relay
+     * socket must not hold the main thread past the parent's SIGKILL. */
     ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
-    bosh_child_drain(threaded != AP_MPMQ_NOT_SUPPORTED);
+    bosh_child_drain(threaded != AP_MPMQ_NOT_SUPPORTED && graceful);
     /* Ungraceful stop: event has already closed every client socket
      * (close_worker_sockets), so no answer can reach anyone, and the main
      * thread now joins the workers. A parked request would wait for
@@ -593,6 +615,8 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
         }
     }
     bosh_child_state = ch;
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &child_threaded);
+    child_threaded = child_threaded != AP_MPMQ_NOT_SUPPORTED;
     housekeeper_stop = 0;
     if (pthread_create(&housekeeper, NULL, housekeeper_main, ch) == 0)
         housekeeper_started = 1;

@@ -82,7 +82,8 @@ bosh_server_conf *bosh_conf(const server_rec *s);
 /* Send RELAY_DRAIN on every relay connection (idempotent).
  * may_block = 0 from contexts that may be a signal handler. */
 void bosh_child_drain(int may_block);
-/* 1 once the MPM says this child is stopping (checked cheaply). */
+/* 1 once this child should DRAIN: after child_stopping under event and
+ * worker, once the MPM says STOPPING under prefork (see mod_bosh.c). */
 int  bosh_child_is_stopping(void);
 
 /* Handlers (bosh_handler.c, bosh_status.c). */
