@@ -72,6 +72,7 @@ typedef struct pres_opts {
     unsigned       flags;     /* ST_* for everyone; 110/100 added for self */
     const char    *new_nick;  /* 303 */
     int            gone;      /* role none */
+    int            destroyed; /* affiliation none too: the room is gone (XEP-0045 10.9) */
     const xs_node *extra;     /* copied into <x/> (destroy) */
 } pres_opts;
 
@@ -387,7 +388,7 @@ static xs_node *occupant_presence(const room *rm, const muc_occupant *occ,
 
     xs_node *x = xs_add_elem(p, NS_MUC_USER, "x");
     xs_node *item = xs_add_elem(x, NS_MUC_USER, "item");
-    muc_aff aff = muc_get_aff(rm->m, occ->bare);
+    muc_aff aff = o->destroyed ? MUC_AFF_NONE : muc_get_aff(rm->m, occ->bare);
     xs_set_attr(item, "affiliation", muc_aff_name(aff));
     xs_set_attr(item, "role", muc_role_name(o->gone ? MUC_ROLE_NONE : occ->role));
     if (rm->m->cfg.whois_anyone || to->role == MUC_ROLE_MODERATOR || to == occ)
@@ -799,7 +800,7 @@ static void destroy_room(chatd *d, room *rm, const xs_node *destroy, const xs_no
         add_text_elem(dst, NS_MUC_USER, "reason", t);
         free(t);
     }
-    pres_opts o = { .type = "unavailable", .gone = 1, .extra = dst };
+    pres_opts o = { .type = "unavailable", .gone = 1, .destroyed = 1, .extra = dst };
     for (muc_occupant *occ = rm->m->occupants; occ; occ = occ->next) {
         xs_node *p = occupant_presence(rm, occ, occ, &o);
         send_to(d, occ->jid, p);
@@ -1128,7 +1129,7 @@ int muc_admin_destroy(chatd *d, const char *room_jid, const char *reason)
     if (!rm) return -1;
     xs_node *dst = xs_new(NS_MUC_USER, "destroy");
     if (reason && *reason) add_text_elem(dst, NS_MUC_USER, "reason", reason);
-    pres_opts o = { .type = "unavailable", .gone = 1, .extra = dst };
+    pres_opts o = { .type = "unavailable", .gone = 1, .destroyed = 1, .extra = dst };
     for (muc_occupant *occ = rm->m->occupants; occ; occ = occ->next) {
         xs_node *p = occupant_presence(rm, occ, occ, &o);
         send_to(d, occ->jid, p);

@@ -460,6 +460,9 @@ def test_owner_destroys_room_with_reason(stack, three):
         assert re.search(rf"<destroy[^>]*jid=[\"']lobby@{re.escape(MUC)}[\"']", p["xml"]), p
         assert "<reason>Moving to the lobby</reason>" in p["xml"], p
         assert role_in(p["xml"]) == "none", p
+        # XEP-0045 10.9: the room is gone, so is everyone's affiliation
+        # (the owner's too; it said 'owner' before)
+        assert re.search(r"<item[^>]*affiliation=[\"']none[\"']", p["xml"]), p
     wait_until(lambda: stack.redis_cli("EXISTS", f"chat:room:{room}", f"chat:history:{room}")
                == "0", "room keys deleted")
     assert room not in stack.chatctl("rooms", "list").stdout
