@@ -42,7 +42,10 @@
  * status`; the storm test reads them): HINCRBY on ADMISSION_STATS_KEY,
  * fields admitted / closed / rate / address, and admissions per second of
  * Redis's clock in ADMISSION_SEC_PREFIX<unix second> (EXPIRE
- * ADMISSION_SEC_TTL), which shows the pace the bucket lets through. These
+ * ADMISSION_SEC_TTL), which shows the pace the bucket lets through.
+ * Counter keys get their EXPIRE only when INCR creates them: the script
+ * is the only writer, so a counter never lives without one, and a
+ * sign-in costs one command less. These
  * are not in KEYS either (same Redis Cluster caveat as the address key).
  *
  * TIME is non-deterministic: Redis before 5 replicates a script only by
@@ -94,13 +97,15 @@ const char admission_script[] =
     "  end\n"
     "end\n"
     "if addr_key then\n"
-    "  redis.call('INCR', addr_key)\n"
-    "  redis.call('EXPIRE', addr_key, " STRINGIFY(ADMISSION_ADDR_TTL) ")\n"
+    "  if redis.call('INCR', addr_key) == 1 then\n"
+    "    redis.call('EXPIRE', addr_key, " STRINGIFY(ADMISSION_ADDR_TTL) ")\n"
+    "  end\n"
     "end\n"
     "count('admitted')\n"
     "local sec_key = '" ADMISSION_SEC_PREFIX "' .. string.format('%d', now_s)\n"
-    "redis.call('INCR', sec_key)\n"
-    "redis.call('EXPIRE', sec_key, " STRINGIFY(ADMISSION_SEC_TTL) ")\n"
+    "if redis.call('INCR', sec_key) == 1 then\n"
+    "  redis.call('EXPIRE', sec_key, " STRINGIFY(ADMISSION_SEC_TTL) ")\n"
+    "end\n"
     "return {0, 0, ''}\n";
 
 static pthread_once_t sha_once = PTHREAD_ONCE_INIT;

@@ -24,7 +24,7 @@ import time
 import pytest
 
 from clients import BoshClient
-from signin_util import (create, native_login, per_second_admitted,
+from signin_util import (SEC_PREFIX, create, native_login, per_second_admitted,
                          private_stack, refusal_counters, signin_stats,
                          terminate, wait_until)
 
@@ -182,6 +182,13 @@ def test_signin_counters_are_per_outcome(gate_stack):
         sids.append((ans.attr("sid"), rid))
     assert signin_stats(st)["admitted"] == before["admitted"] + 3
     assert sum(per_second_admitted(st).values()) >= 3
+    # Each counter key got its expiry when it was created (the script sets
+    # it only then): none may live forever in Redis.
+    keys = [k for k in st.redis_cli("--scan", "--pattern", SEC_PREFIX + "*").split("\n") if k]
+    assert keys
+    for k in keys:
+        ttl = int(st.redis_cli("TTL", k))
+        assert 0 < ttl <= 120, (k, ttl)
     out = st.chatctl("signin", "status").stdout
     m = re.search(r"sign-ins admitted: (\d+)", out)
     assert m and int(m.group(1)) == before["admitted"] + 3, out
