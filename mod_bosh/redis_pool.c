@@ -104,14 +104,36 @@ const char *redis_pool_address(const redis_pool *p)
 
 /* Take every idle connection out of the pool (lock held); the caller
  * frees them after unlocking. Returns how many were put in out. */
+/* Takes every idle connection out of the pool. They still count in
+ * p->total: retire() closes them and only then gives their slots back. */
 static int take_all_idle_locked(redis_pool *p, redisContext **out)
 {
     int i, n = p->nidle;
     for (i = 0; i < n; i++)
         out[i] = p->idle[i].c;
     p->nidle = 0;
-    p->total -= n;
     return n;
+}
+
+/* Close connections taken out of the pool, then give back their slots.
+ * In this order, because the cap is a promise about sockets Redis sees:
+ * a waiter woken by a freed slot opens a new connection at once, and if
+ * the old socket were still open the child would hold cap + 1 (test_45's
+ * CLIENT LIST sampler caught exactly that). */
+static void retire(redis_pool *p, redisContext **doomed, int n)
+{
+    int i;
+
+    if (n <= 0)
+        return;
+    for (i = 0; i < n; i++)
+        redisFree(doomed[i]);
+    pthread_mutex_lock(&p->mu);
+    p->total -= n;
+    pthread_cond_broadcast(&p->cv);
+    publish_locked(p);
+    pthread_mutex_unlock(&p->mu);
+    redis_cap_release((unsigned)n);
 }
 
 redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
@@ -214,7 +236,7 @@ wait:
 void redis_pool_release(redis_pool *p, redisContext *c, int broken)
 {
     redisContext *doomed[64];
-    int ndoomed = 0, i, flushed = 0;
+    int ndoomed = 0, flushed = 0;
     char why[128] = "";
 
     if (!c)
@@ -226,7 +248,6 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
     p->in_use--;
     if (broken || p->stopping ||
         (p->nwaiting == 0 && under_pressure_locked(p, relay_now_ms()))) {
-        p->total--;
         doomed[ndoomed++] = c;
         if (broken) {
             p->st.failures++;
@@ -248,9 +269,7 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
     publish_locked(p);
     pthread_mutex_unlock(&p->mu);
 
-    for (i = 0; i < ndoomed; i++)
-        redisFree(doomed[i]);
-    redis_cap_release((unsigned)ndoomed);
+    retire(p, doomed, ndoomed);
     if (broken)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, p->s,
                      "mod_bosh: Redis %s: %s; connection discarded "
@@ -261,7 +280,7 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
 void redis_pool_maintain(redis_pool *p)
 {
     redisContext *doomed[64];
-    int n = 0, i, keep;
+    int n = 0, keep;
     int64_t now = relay_now_ms();
     int64_t cutoff = now - (int64_t)p->cfg.idle_s * 1000;
 
@@ -277,15 +296,11 @@ void redis_pool_maintain(redis_pool *p)
         keep = p->nidle - n;
         memmove(p->idle, p->idle + n, (size_t)keep * sizeof(idle_conn));
         p->nidle = keep;
-        p->total -= n;
         p->st.closed_idle += (unsigned)n;
-        pthread_cond_signal(&p->cv);
     }
     publish_locked(p);
     pthread_mutex_unlock(&p->mu);
-    for (i = 0; i < n; i++)
-        redisFree(doomed[i]);
-    redis_cap_release((unsigned)n);
+    retire(p, doomed, n);
 }
 
 void redis_pool_shutdown(redis_pool *p)
@@ -297,9 +312,11 @@ void redis_pool_shutdown(redis_pool *p)
         return;
     if (pthread_mutex_trylock(&p->mu) != 0)
         return;      /* interrupted mid-acquire: exit() closes the sockets */
-    p->stopping = 1;
-    if (p->nidle <= 64)
+    p->stopping = 1;        /* no connection is opened from here on */
+    if (p->nidle <= 64) {
         n = take_all_idle_locked(p, doomed);
+        p->total -= n;      /* so no retire(): it would lock mu again */
+    }
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (i = 0; i < n; i++)
