@@ -75,6 +75,7 @@ struct relay_client {
     int             fd;             /* -1: not connected */
     unsigned        gen;            /* bumped on every connect */
     unsigned        drained_gen;    /* gen that got DRAIN (0: none) */
+    volatile int    draining;       /* DRAIN asked for: the child is stopping */
     volatile int    stop;
     uint32_t        next_id;
     relay_waiter   *waiters[RELAY_WAITER_BUCKETS];   /* by req_id */
@@ -473,6 +474,27 @@ static void *reader_main(void *arg)
         pthread_mutex_lock(&rc->mu);
         while (rc->fd < 0 && !rc->stop) {
             struct timespec ts;
+            /* A connection that broke (chatd restarted) is made again from
+             * here once its back-off has run out, not on the next request:
+             * otherwise a child that failed while chatd was down refuses
+             * sign-ins after chatd is back until traffic happens to reach
+             * it past its back-off. Never before the first connect (that
+             * stays lazy) nor once DRAIN was asked for (the child is
+             * stopping). */
+            if (rc->st.connects > 0 && !rc->draining &&
+                relay_now_ms() >= rc->retry_at_ms) {
+                pthread_mutex_unlock(&rc->mu);
+                pthread_mutex_lock(&rc->wmu);
+                pthread_mutex_lock(&rc->mu);
+                int again = rc->fd < 0 && !rc->stop && !rc->draining;
+                pthread_mutex_unlock(&rc->mu);
+                if (again)
+                    connect_locked(rc);     /* logs and arms back-off on failure */
+                pthread_mutex_unlock(&rc->wmu);
+                pthread_mutex_lock(&rc->mu);
+                if (rc->fd >= 0 || rc->stop)
+                    break;
+            }
             ms_to_timespec(relay_now_ms() + 1000, &ts);
             pthread_cond_timedwait(&rc->reader_cv, &rc->mu, &ts);
         }
@@ -704,6 +726,7 @@ void relay_client_drain(relay_client *rc, int may_block)
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     int fd = -1, sent = 0;
 
+    rc->draining = 1;       /* even if no frame can be sent: no reconnect */
     if (may_block)
         pthread_mutex_lock(&rc->wmu);
     else if (pthread_mutex_trylock(&rc->wmu) != 0)
