@@ -5,16 +5,6 @@
 #include "../../chatd/config.h"
 #include "../../chatd/log.h"
 
-static const char *write_tmp(const char *text) {
-    static char path[64];
-    snprintf(path, sizeof(path), "/tmp/test_config_XXXXXX");
-    int fd = mkstemp(path);
-    if (fd < 0) return NULL;
-    if (write(fd, text, strlen(text)) < 0) {}
-    close(fd);
-    return path;
-}
-
 int main(void) {
     chatd_config c;
     char err[256] = "";
@@ -34,7 +24,7 @@ int main(void) {
     CHECK(c.tls_cert == NULL && c.allow_plain_without_tls == 0);
     config_free(&c);
 
-    const char *p = write_tmp(
+    const char *p = unit_write_tmp(
         "# chatd test\n"
         "domain   chat.example.org\n"
         "\n"
@@ -66,30 +56,30 @@ int main(void) {
     config_free(&c);
     unlink(p);
 
-    p = write_tmp("domain a.b\nmuc_domain rooms.a.b\n");
+    p = unit_write_tmp("domain a.b\nmuc_domain rooms.a.b\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == 0);
     CHECK_STR(c.muc_domain, "rooms.a.b");
     config_free(&c);
     unlink(p);
 
-    p = write_tmp("domain x\nbogus 1\n");
+    p = unit_write_tmp("domain x\nbogus 1\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     CHECK(strstr(err, ":2:") != NULL && strstr(err, "bogus") != NULL);
     config_free(&c);
     unlink(p);
 
-    p = write_tmp("node_id N-1\n");
+    p = unit_write_tmp("node_id N-1\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     CHECK(strstr(err, "node_id") != NULL);
     config_free(&c);
     unlink(p);
 
-    p = write_tmp("bosh_max_wait soon\n");
+    p = unit_write_tmp("bosh_max_wait soon\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     config_free(&c);
     unlink(p);
 
-    p = write_tmp("tls_cert /x.pem\n");
+    p = unit_write_tmp("tls_cert /x.pem\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     CHECK(strstr(err, "tls_key") != NULL);
     config_free(&c);

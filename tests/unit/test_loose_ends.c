@@ -9,18 +9,8 @@
 #include "unit.h"
 #include "../../chatd/config.h"
 
-static const char *write_tmp(const char *text) {
-    static char path[64];
-    snprintf(path, sizeof(path), "/tmp/test_loose_ends_XXXXXX");
-    int fd = mkstemp(path);
-    if (fd < 0) return NULL;
-    if (write(fd, text, strlen(text)) < 0) {}
-    close(fd);
-    return path;
-}
-
 static int load(chatd_config *c, const char *text, char *err, size_t errlen) {
-    const char *p = write_tmp(text);
+    const char *p = unit_write_tmp(text);
     if (!p) return -2;
     int rc = config_load(c, p, err, errlen);
     unlink(p);
@@ -54,7 +44,7 @@ int main(void) {
     config_free(&c);
 
     CHECK_STR(CHATD_CONF_DEFAULT, "/etc/chatd/chatd.conf");
-    const char *p = write_tmp("domain example.org\n");
+    const char *p = unit_write_tmp("domain example.org\n");
     CHECK(p != NULL);
     CHECK(config_path_if_present(p) == p);
     unlink(p);

@@ -7,7 +7,9 @@
 #define TESTS_UNIT_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int unit_pass, unit_fail;
 
@@ -24,6 +26,25 @@ static int unit_pass, unit_fail;
 static inline int unit_done(const char *suite) {
     printf("%s: %d passed, %d failed\n", suite, unit_pass, unit_fail);
     return unit_fail ? 1 : 0;
+}
+
+/* Write text to a new temporary file (under $TMPDIR, else /tmp) and
+ * return its path, valid until the next call; NULL on error. For tests
+ * that load configuration files. */
+static inline const char *unit_write_tmp(const char *text) {
+    static char path[4096];
+    const char *dir = getenv("TMPDIR");
+    int fd;
+    snprintf(path, sizeof(path), "%s/unit_XXXXXX", dir && *dir ? dir : "/tmp");
+    if ((fd = mkstemp(path)) < 0)
+        return NULL;
+    if (write(fd, text, strlen(text)) != (ssize_t)strlen(text)) {
+        close(fd);
+        unlink(path);
+        return NULL;
+    }
+    close(fd);
+    return path;
 }
 
 #endif
