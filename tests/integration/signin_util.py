@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts"))
 import chatstack  # noqa: E402
+import outage  # noqa: E402
 
 NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
 NS_XBOSH = "urn:xmpp:xbosh"
@@ -160,15 +161,8 @@ def per_second_admitted(stack):
 
 
 def wait_until(what, check, timeout, interval=0.05):
-    """Poll check() until true (returns its value) or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = check()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """outage.wait_until, in the argument order of this module's callers."""
+    return outage.wait_until(check, timeout, what, interval)
 
 
 def native_login(stack, user, password, timeout=10):

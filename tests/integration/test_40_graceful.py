@@ -7,20 +7,13 @@ child, and chat continues without a new sign-in.
 """
 
 import secrets
-import time
+
+from outage import wait_until
 
 
 def count_in_log(path, needle):
     with open(path, errors="replace") as f:
         return f.read().count(needle)
-
-
-def wait_until(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)      # polling interval, not synchronisation
 
 
 def test_session_survives_graceful_restart(stack, users, bosh_client):

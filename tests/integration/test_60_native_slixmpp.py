@@ -21,6 +21,7 @@ import time
 import pytest
 
 import chatstack
+import outage
 from native_client import NativeClient
 from scenarios import elems, error_cond, iq, text_of
 
@@ -50,11 +51,7 @@ def native(stack):
 
 
 def wait_until(pred, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout}s")
-        time.sleep(0.05)            # polling interval, not synchronisation
+    return outage.wait_until(pred, timeout, what)
 
 
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])

@@ -10,7 +10,6 @@ Both tests use a private stack (the second restarts chatd), and slixmpp on
 the native port: the behaviour under test is in chatd's MUC, not in a
 transport.
 """
-import os
 import secrets
 import shutil
 import tempfile
@@ -19,16 +18,12 @@ import time
 import pytest
 
 import chatstack
-from clients import ClientError
+import outage
 from native_client import NativeClient
 
 
 def wait_for(pred, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise ClientError(f"no {what} within {timeout}s")
-        time.sleep(0.05)            # polling interval, not synchronisation
+    return outage.wait_until(pred, timeout, what)
 
 
 def commandstats(st):

@@ -29,6 +29,7 @@ import urllib.request
 import pytest
 
 import chatstack
+import outage
 
 MUC = "conference.localhost"
 BOSH_NS = "http://jabber.org/protocol/httpbind"
@@ -38,14 +39,7 @@ MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 
 
 def wait_until(pred, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout}s")
-        time.sleep(0.05)            # polling interval, not synchronisation
+    return outage.wait_until(pred, timeout, what)
 
 
 # -- 1. chatctl's default configuration file -----------------------------------
