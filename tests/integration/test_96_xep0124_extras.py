@@ -23,6 +23,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts"))
 import chatstack  # noqa: E402
+from signin_util import private_stack  # noqa: E402
 
 MPM = os.environ.get("MPM", "event")
 NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
@@ -36,11 +37,9 @@ SEE_LOCATION = "https://other.example.org/bosh"
 
 @pytest.fixture(scope="module")
 def xstack():
-    root = tempfile.mkdtemp(prefix="chattest96-")
-    st = chatstack.Stack(root, mpm=MPM, foreground=True)
     # Server-wide BoshSeeOtherURI, switched off where the tests' normal
     # endpoint lives; /moved inherits it, /moved2 overrides it.
-    st.httpd_extra = f"""
+    with private_stack("chattest96-", httpd_extra=f"""
 BoshSeeOtherURI "{SEE_SERVER}"
 <Location "/http-bind">
     BoshSeeOtherURI none
@@ -52,18 +51,8 @@ BoshSeeOtherURI "{SEE_SERVER}"
     SetHandler bosh
     BoshSeeOtherURI {SEE_LOCATION}
 </Location>
-"""
-    ok = False
-    try:
-        st.start()
+""") as st:
         yield st
-        ok = True
-    finally:
-        st.stop()
-        if ok and not os.environ.get("KEEP_STACK"):
-            shutil.rmtree(root, ignore_errors=True)
-        else:
-            sys.stderr.write(f"\n[test_96] stack files kept in {root}\n")
 
 
 class Answer:
