@@ -17,7 +17,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN     = -Wall -Wextra -Werror
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS) -MMD -MP
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS) $(EXPAT_CFLAGS) -MMD -MP
 LDLIBS   = $(PKG_LIBS) -lm
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -81,6 +81,7 @@ $(MOD_SO): $(MOD_SRC) $(COMMON_SRC) $(wildcard mod_bosh/*.h common/*.h)
 	@mkdir -p $(BUILD)
 	$(APXS) -c -o mod_bosh/mod_bosh.la \
 	    -Wc,-std=c11 -Wc,-Wall -Wc,-Wextra -Wc,-Werror -Wc,-D_GNU_SOURCE \
+	    $(addprefix -Wc,,$(EXPAT_CFLAGS)) \
 	    $(addprefix -Wc,,$(filter -I%,$(PKG_CFLAGS))) \
 	    $(MOD_SRC) $(COMMON_SRC) $(PKG_LIBS) $(MOD_LIBS) >$(BUILD)/apxs.log 2>&1 \
 	    || { cat $(BUILD)/apxs.log; exit 1; }
@@ -128,7 +129,7 @@ FUZZ_CC ?= clang
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(COMMON_SRC) $(wildcard common/*.h)
 	@mkdir -p $(dir $@) $@.corpus
 	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	    $(PKG_CFLAGS) $< $(COMMON_SRC) -o $@ $(PKG_LIBS)
+	    $(PKG_CFLAGS) $(EXPAT_CFLAGS) $< $(COMMON_SRC) -o $@ $(PKG_LIBS)
 
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \

@@ -18,6 +18,13 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* Built outside the Makefile (no probe result): go by the version, which
+ * is right for upstream expat; Debian's backport is found by the probe. */
+#ifndef HAVE_XML_REPARSE_DEFERRAL
+#define HAVE_XML_REPARSE_DEFERRAL \
+    (XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6))
+#endif
+
 #define XML_NS_URI     "http://www.w3.org/XML/1998/namespace"
 #define STREAMS_NS_URI "http://etherx.jabber.org/streams"
 #define NS_SEP         '|'
@@ -584,8 +591,12 @@ static void arm_expat(XML_Parser xp, xs_parser *p) {
      * of incomplete tokens until "enough" new input arrives; a chat stream
      * must see every stanza as soon as its last byte is here. The cap on
      * buffered bytes (see xs_parser_feed) keeps the quadratic re-parse
-     * that deferral guards against bounded. */
+     * that deferral guards against bounded. An expat without the
+     * function (bookworm's 2.5.0-1+deb12u1) has no deferral either, so
+     * there is nothing to turn off; mk/expat.mk probes which we have. */
+#if HAVE_XML_REPARSE_DEFERRAL
     XML_SetReparseDeferralEnabled(xp, XML_FALSE);
+#endif
 }
 
 /* Forget all per-stream state. The expat parser is reset rather than
