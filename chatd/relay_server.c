@@ -503,7 +503,12 @@ int relay_server_start(chatd *d) {
     if (!srv) return -1;
     srv->d = d;
     if (!strncmp(spec, "unix:", 5)) {
-        srv->listen_fd = listen_unix(spec + 5, 0660, "relay");
+        /* 0666: who may use the relay is decided per connection by the
+         * peer's uid (identify_peer), which names a user, where a file
+         * mode can only name a group, and httpd's user would have to
+         * join chatd's group, which also reads chatd.conf and its Redis
+         * password. The directory may restrict further. */
+        srv->listen_fd = listen_unix(spec + 5, 0666, "relay");
         if (srv->listen_fd >= 0) srv->unix_path = strdup(spec + 5);
     }
     else if (!strncmp(spec, "tcp:", 4)) srv->listen_fd = listen_tcp(spec + 4, "relay");
