@@ -145,6 +145,7 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "relay_conns %llu\n", (unsigned long long)st->relay_conns);
     sb_printf(out, "relay_requests %llu\n", (unsigned long long)st->relay_requests);
     sb_printf(out, "relay_overflows %llu\n", (unsigned long long)st->relay_overflows);
+    sb_printf(out, "relay_refused %llu\n", (unsigned long long)st->relay_refused);
     sb_printf(out, "redis_connections %d\n", d->redis ? redis_async_connected(d->redis) : 0);
     sb_puts(out, "ok\n");
 }

@@ -25,6 +25,7 @@ typedef struct chatd_stats {
     uint64_t auth_ok, auth_fail;
     uint64_t relay_conns, relay_requests;
     uint64_t relay_overflows;   /* relay conns closed over cfg.relay_max_output */
+    uint64_t relay_refused;     /* relay peers refused: uid or secret (issue 13) */
     /* native sign-in admission (c2s_native.c) and the max_sessions cap */
     uint64_t signin_refused, signin_unavailable, sessions_refused;
     /* cfg.max_sessions_per_addr (admin.h chatd_addr_slot_take) */

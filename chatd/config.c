@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include "../common/relay_secret.h"
 #include "log.h"
 
 static int set_str(char **dst, const char *v) {
@@ -82,6 +84,7 @@ static void set_defaults(chatd_config *c) {
     c->log_level = LOG_INFO;
     c->daemonize = 0;
     c->auto_provision = 1;
+    c->relay_peer_user = strdup("www-data");
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -94,6 +97,8 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "c2s_listen", &c->c2s_listen }, { "tls_cert", &c->tls_cert },
         { "tls_key", &c->tls_key }, { "pidfile", &c->pidfile },
         { "logfile", &c->logfile }, { "admin_socket", &c->admin_socket },
+        { "relay_peer_user", &c->relay_peer_user },
+        { "relay_secret_file", &c->relay_secret_file },
     };
     struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
         { "bosh_max_wait", &c->bosh_max_wait, 3600 },
@@ -211,6 +216,66 @@ static int admin_socket_default(chatd_config *c) {
     return 0;
 }
 
+/* relay_peer_user: names or numeric uids, comma or space separated, or
+ * "none". Resolved at load (so `chatd -t` names a user that does not
+ * exist), and only for a unix: relay, the only one with a peer uid. */
+static int resolve_peer_users(chatd_config *c, char *err, size_t errlen) {
+    c->relay_peer_nuids = 0;
+    if (!c->relay_listen || strncmp(c->relay_listen, "unix:", 5) != 0) return 0;
+    if (!strcmp(c->relay_peer_user, "none")) return 0;
+    char *copy = strdup(c->relay_peer_user), *save = NULL;
+    if (!copy) { snprintf(err, errlen, "out of memory"); return -1; }
+    for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+        uid_t uid;
+        unsigned long long n;
+        if (parse_ulong(tok, 0x7fffffff, &n) == 0) {
+            uid = (uid_t)n;
+        } else {
+            struct passwd *pw = getpwnam(tok);
+            if (!pw) {
+                snprintf(err, errlen, "relay_peer_user: no such user '%s' (the user httpd's "
+                         "children run as, e.g. www-data, apache; or a uid)", tok);
+                free(copy);
+                return -1;
+            }
+            uid = pw->pw_uid;
+        }
+        if (c->relay_peer_nuids == RELAY_PEER_UIDS_MAX) {
+            snprintf(err, errlen, "relay_peer_user: at most %d users", RELAY_PEER_UIDS_MAX);
+            free(copy);
+            return -1;
+        }
+        c->relay_peer_uids[c->relay_peer_nuids++] = uid;
+    }
+    free(copy);
+    if (c->relay_peer_nuids == 0) {
+        snprintf(err, errlen, "relay_peer_user: expected user names or uids, or none");
+        return -1;
+    }
+    return 0;
+}
+
+/* A tcp: relay has no peer uid: anyone who reaches the port (any local
+ * user, other hosts) could speak for httpd. The secret is what stops
+ * them, so it is required there; on unix: it is optional, on top of
+ * the uid check. */
+static int load_relay_secret(chatd_config *c, char *err, size_t errlen) {
+    int tcp = c->relay_listen && !strncmp(c->relay_listen, "tcp:", 4);
+    if (!c->relay_secret_file) {
+        if (!tcp) return 0;
+        snprintf(err, errlen, "relay_listen %s needs relay_secret_file: without it any "
+                 "process that reaches the port could sign in as any user", c->relay_listen);
+        return -1;
+    }
+    char why[512];
+    if (relay_secret_load(c->relay_secret_file, &c->relay_secret, &c->relay_secret_len,
+                          why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "relay_secret_file: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
     char *e = s + strlen(s);
@@ -263,6 +328,8 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
         snprintf(c->muc_domain, n, "conference.%s", c->domain);
     }
     if (admin_socket_default(c) < 0) { snprintf(err, errlen, "out of memory"); return -1; }
+    if (resolve_peer_users(c, err, errlen) < 0) return -1;
+    if (load_relay_secret(c, err, errlen) < 0) return -1;
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");
         return -1;
@@ -282,5 +349,8 @@ void config_free(chatd_config *c) {
     free(c->pidfile);
     free(c->logfile);
     free(c->admin_socket);
+    free(c->relay_peer_user);
+    free(c->relay_secret_file);
+    relay_secret_free(c->relay_secret, c->relay_secret_len);
     memset(c, 0, sizeof(*c));
 }

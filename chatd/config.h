@@ -6,6 +6,9 @@
 #define CHATD_CONFIG_H
 
 #include <stddef.h>
+#include <sys/types.h>
+
+#define RELAY_PEER_UIDS_MAX 8
 
 typedef struct chatd_config {
     char    *domain;            /* domain        localhost */
@@ -42,6 +45,14 @@ typedef struct chatd_config {
                                    address on this node, native + BOSH; 0 = no cap) */
     int      auto_provision;    /* auto_provision yes (create accounts for users httpd
                                    vouches for, issue 8; no password verifier) */
+    /* Relay peer authentication (issue 13, common/RELAY.md). */
+    char    *relay_peer_user;   /* relay_peer_user www-data (names or uids, comma or
+                                   space separated; "none": only root and chatd's uid) */
+    uid_t    relay_peer_uids[RELAY_PEER_UIDS_MAX]; /* resolved, for a unix: relay */
+    int      relay_peer_nuids;
+    char    *relay_secret_file; /* relay_secret_file (none; required for a tcp: relay) */
+    char    *relay_secret;      /* its content (relay_secret_load), or NULL */
+    size_t   relay_secret_len;
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

@@ -7,6 +7,15 @@
  * later). Answers are encoded into the connection's output buffer and
  * written when the socket is writable, so no caller ever blocks.
  *
+ * Peer authentication (issue 13, RELAY.md "Peer authentication"): chatd
+ * believes RT_AUTH_USER and RT_PREBIND only from httpd. On a unix socket
+ * the kernel tells us the peer's uid (SO_PEERCRED) at accept; it must be
+ * relay_peer_user, root or chatd's own uid (those two could read every
+ * secret chatd has anyway). With relay_secret_file (required on tcp:)
+ * HELLO must carry that secret. A refused peer gets one REFUSE frame
+ * saying why, in answer to its HELLO, and is closed; nothing it sent
+ * reaches the BOSH layer.
+ *
  * A connection keeps the list of its unanswered requests. When the child
  * sends DRAIN, or the connection dies, each held request's on_release hook
  * runs so its holder answers at once (after a death the answer is dropped:
@@ -21,6 +30,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +40,13 @@
 #include <time.h>
 #include <unistd.h>
 #include "../common/relay_proto.h"
+#include "../common/relay_secret.h"
 #include "../common/strbuf.h"
 #include "log.h"
 
 #define RELAY_READ_CHUNK   65536
 #define RELAY_FLUSH_MS     1000     /* at stop: how long to try to flush */
+#define RELAY_HELLO_MS     10000    /* a connection must say HELLO within this */
 
 typedef struct req_priv req_priv;
 
@@ -45,10 +57,13 @@ struct relay_conn {
     strbuf      in, out;
     req_priv   *reqs;          /* unanswered requests, newest first */
     char        peer[128];
+    char        who[96];       /* "unix peer uid 33 (www-data) pid 12" or "tcp peer addr:port" */
+    const char *refuse;        /* set at accept: refuse this peer at its HELLO */
     int         dead;          /* EOF/error seen: close after this round */
     int         greeted;       /* HELLO received (it must come first) */
     int         drained;       /* DRAIN received: hold nothing any more */
     loop_timer *flush_timer;   /* deferred write of answers, see relay_req_answer */
+    loop_timer *hello_timer;   /* until HELLO: a silent peer is closed */
 };
 
 /* relay_req is first so a relay_req * is a req_priv *. */
@@ -202,6 +217,8 @@ static void conn_free(relay_conn *c) {
     c->dead = 1;
     loop_timer_cancel(d->loop, c->flush_timer);
     c->flush_timer = NULL;
+    loop_timer_cancel(d->loop, c->hello_timer);
+    c->hello_timer = NULL;
     loop_unwatch(d->loop, c->fd);
     close(c->fd);
     c->fd = -1;
@@ -266,24 +283,65 @@ static void handle_request(relay_conn *c, const relay_header *h, const char *pay
     if (c->drained) release_held(c);
 }
 
+/* Answer HELLO with REFUSE (why) and close once it is written: the peer
+ * reads the reason, then EOF. Everything after its HELLO is ignored. */
+static void conn_refuse(relay_conn *c, const char *why) {
+    size_t off = relay_begin(&c->out, RELAY_REFUSE, 0);
+    relay_put_str(&c->out, RT_REASON, why);
+    relay_end(&c->out, off);
+    conn_flush(c);
+    c->dead = 1;
+}
+
+/* Whether HELLO may go on: the peer check made at accept, then the
+ * secret. Logs and refuses when not. */
+static int hello_allowed(relay_conn *c, const char *payload, uint32_t len) {
+    chatd *d = c->srv->d;
+    relay_field f;
+    if (c->refuse) {
+        conn_refuse(c, c->refuse);
+        return 0;
+    }
+    if (d->cfg.relay_secret) {
+        int have = relay_find(payload, len, RT_SECRET, &f);
+        if (!have || !relay_secret_equal(d->cfg.relay_secret, d->cfg.relay_secret_len,
+                                         f.data, f.len)) {
+            const char *why = have ? "a wrong relay secret" : "no relay secret";
+            log_warn("BOSH00151: relay: refused %s: %s in HELLO (relay_secret_file %s)",
+                     c->who, why, d->cfg.relay_secret_file);
+            d->stats.relay_refused++;
+            conn_refuse(c, have ? "a wrong relay secret (BoshRelaySecretFile must hold "
+                                  "chatd's relay_secret_file)"
+                                : "no relay secret (set BoshRelaySecretFile to chatd's "
+                                  "relay_secret_file)");
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void handle_frame(relay_conn *c, const relay_header *h, const char *payload) {
     chatd *d = c->srv->d;
     relay_field f;
     size_t off;
     if (!c->greeted && h->type != RELAY_HELLO) {
-        log_warn("relay: %s: first frame is not HELLO, closing", c->peer);
+        log_warn("relay: %s: first frame is not HELLO, closing", c->who);
         c->dead = 1;
         return;
     }
     switch (h->type) {
     case RELAY_HELLO:
+        if (c->greeted) break;     /* one HELLO per connection */
+        loop_timer_cancel(d->loop, c->hello_timer);
+        c->hello_timer = NULL;
+        if (!hello_allowed(c, payload, h->length)) return;
         if (relay_find(payload, h->length, RT_PEER_NAME, &f)) {
             size_t n = f.len < sizeof(c->peer) - 1 ? f.len : sizeof(c->peer) - 1;
             memcpy(c->peer, f.data, n);
             c->peer[n] = '\0';
         }
         c->greeted = 1;
-        log_info("relay: hello from %s", c->peer);
+        log_info("relay: hello from %s (%s)", c->peer, c->who);
         off = relay_begin(&c->out, RELAY_WELCOME, 0);
         relay_put_str(&c->out, RT_NODE_ID, d->cfg.node_id);
         relay_end(&c->out, off);
@@ -357,6 +415,52 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
     conn_want_write(c);
 }
 
+static void hello_timeout(loop *l, void *ud) {
+    (void)l;
+    relay_conn *c = ud;
+    c->hello_timer = NULL;
+    log_warn("BOSH00152: relay: %s sent no HELLO within %d s, closing", c->who,
+             RELAY_HELLO_MS / 1000);
+    conn_close_later(c);
+}
+
+static int peer_uid_allowed(const chatd_config *cfg, uid_t uid) {
+    if (uid == 0 || uid == geteuid()) return 1;
+    for (int i = 0; i < cfg->relay_peer_nuids; i++)
+        if (cfg->relay_peer_uids[i] == uid) return 1;
+    return 0;
+}
+
+/* Who is on the other end, for logs; for a unix peer also the uid check. */
+static void identify_peer(relay_conn *c, const struct sockaddr_storage *ss) {
+    chatd *d = c->srv->d;
+    if (ss->ss_family != AF_UNIX) {
+        char host[NI_MAXHOST] = "?", port[NI_MAXSERV] = "?";
+        getnameinfo((const struct sockaddr *)ss, sizeof(*ss), host, sizeof(host),
+                    port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(c->who, sizeof(c->who), ss->ss_family == AF_INET6 ? "tcp peer [%s]:%s"
+                 : "tcp peer %s:%s", host, port);
+        return;
+    }
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        snprintf(c->who, sizeof(c->who), "unix peer (uid unknown)");
+        log_warn("BOSH00153: relay: SO_PEERCRED: %s; refusing the peer", strerror(errno));
+        c->refuse = "chatd could not tell the peer's uid";
+        return;
+    }
+    struct passwd *pw = getpwuid(cred.uid);
+    snprintf(c->who, sizeof(c->who), "unix peer uid %u (%s) pid %d", (unsigned)cred.uid,
+             pw ? pw->pw_name : "?", (int)cred.pid);
+    if (!peer_uid_allowed(&d->cfg, cred.uid)) {
+        log_warn("BOSH00150: relay: refused %s: not relay_peer_user (%s), root or chatd's "
+                 "own uid %u", c->who, d->cfg.relay_peer_user, (unsigned)geteuid());
+        d->stats.relay_refused++;
+        c->refuse = "this uid may not use the relay (chatd's relay_peer_user)";
+    }
+}
+
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
     (void)l; (void)events;
     relay_server *srv = ud;
@@ -377,6 +481,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         sb_init(&c->in);
         sb_init(&c->out);
         snprintf(c->peer, sizeof(c->peer), "fd%d", cfd);
+        identify_peer(c, &ss);
         if (loop_watch(d->loop, cfd, LOOP_READ, conn_io, c) < 0) {
             close(cfd);
             free(c);
@@ -386,6 +491,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         if (srv->conns) srv->conns->prev = c;
         srv->conns = c;
         d->stats.relay_conns++;
+        c->hello_timer = loop_timer_add(d->loop, RELAY_HELLO_MS, hello_timeout, c);
     }
 }
 
@@ -397,7 +503,12 @@ int relay_server_start(chatd *d) {
     if (!srv) return -1;
     srv->d = d;
     if (!strncmp(spec, "unix:", 5)) {
-        srv->listen_fd = listen_unix(spec + 5, 0660, "relay");
+        /* 0666: who may use the relay is decided per connection by the
+         * peer's uid (identify_peer), which names a user, where a file
+         * mode can only name a group, and httpd's user would have to
+         * join chatd's group, which also reads chatd.conf and its Redis
+         * password. The directory may restrict further. */
+        srv->listen_fd = listen_unix(spec + 5, 0666, "relay");
         if (srv->listen_fd >= 0) srv->unix_path = strdup(spec + 5);
     }
     else if (!strncmp(spec, "tcp:", 4)) srv->listen_fd = listen_tcp(spec + 4, "relay");

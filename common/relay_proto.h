@@ -44,14 +44,19 @@ typedef enum relay_type {
     RELAY_CANCEL    = 6,  /* client -> chatd: the HTTP client of req_id went away
                              (chatd still answers it; the answer is discarded) */
     RELAY_PING      = 7,  /* either way, req_id echoed in RELAY_PONG */
-    RELAY_PONG      = 8
+    RELAY_PONG      = 8,
+    RELAY_REFUSE    = 9   /* chatd -> client, req_id 0, instead of WELCOME: the
+                             peer is not allowed (RT_REASON); chatd closes */
 } relay_type;
 
 typedef enum relay_tag {
     /* HELLO */
     RT_PEER_NAME    = 1,   /* "mod_bosh:<host>:<pid>" */
+    RT_SECRET       = 3,   /* the relay's shared secret (relay_secret.h) */
     /* WELCOME */
     RT_NODE_ID      = 2,   /* chatd node id (appears as the sid prefix) */
+    /* REFUSE */
+    RT_REASON       = 4,   /* why chatd refused the peer, for its log */
     /* REQUEST */
     RT_BODY         = 10,  /* the raw BOSH <body/> bytes, already validated */
     RT_CLIENT_ADDR  = 11,  /* client IP as text */

@@ -8,7 +8,8 @@
 #   install-module   mod_bosh.so into apxs' LIBEXECDIR, bosh.load and
 #                    bosh.conf into $(SYSCONFDIR)/apache2/mods-available
 #   install-chatd    chatd and chatctl into $(PREFIX)/sbin, the default
-#                    $(SYSCONFDIR)/chatd/chatd.conf, man pages
+#                    $(SYSCONFDIR)/chatd/chatd.conf (0640: it may hold the
+#                    Redis password; chgrp it to chatd's group), man pages
 #
 # Every path honours DESTDIR. An existing chatd.conf or bosh.conf in the
 # target is kept (an admin's edits survive a reinstall); the new default
@@ -57,5 +58,5 @@ install-chatd: $(BUILD)/chatd $(BUILD)/chatctl packaging/chatd.conf man/chatd.8 
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/chatd $(DESTDIR)$(MANDIR)/man8
 	$(INSTALL) -m 0755 $(BUILD)/chatd $(DESTDIR)$(SBINDIR)/chatd
 	$(INSTALL) -m 0755 $(BUILD)/chatctl $(DESTDIR)$(SBINDIR)/chatctl
-	$(call install_conf,packaging/chatd.conf,$(DESTDIR)$(SYSCONFDIR)/chatd/chatd.conf,0644)
+	$(call install_conf,packaging/chatd.conf,$(DESTDIR)$(SYSCONFDIR)/chatd/chatd.conf,0640)
 	$(INSTALL) -m 0644 man/chatd.8 man/chatctl.8 $(DESTDIR)$(MANDIR)/man8/

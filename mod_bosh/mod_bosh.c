@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "httpd.h"
@@ -32,6 +33,7 @@
 #define MOD_BOSH_DECLARES_MODULE
 #include "mod_bosh.h"
 #include "redis_cap.h"
+#include "../common/relay_secret.h"
 
 #define DEFAULT_DOMAIN              "localhost"
 #define DEFAULT_MAX_BODY            65536
@@ -95,6 +97,9 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
 
     m->nodes = base->nodes;                 /* global only */
     m->redis_url = base->redis_url;         /* global only */
+    m->relay_secret_file = base->relay_secret_file;   /* global only */
+    m->relay_secret = base->relay_secret;
+    m->relay_secret_len = base->relay_secret_len;
     m->allow_origins = add->allow_origins->nelts ? add->allow_origins
                                                  : base->allow_origins;
     m->hostmeta_urls = add->hostmeta_urls->nelts ? add->hostmeta_urls
@@ -179,6 +184,59 @@ static const char *set_redis(cmd_parms *cmd, void *dummy, const char *url)
     if (redis_url_parse(url, &u, why, sizeof(why)) != 0)
         return apr_psprintf(cmd->pool, "BoshRedis: %s", why);
     c->redis_url = url;
+    /* httpd reads its configuration as root: a password belongs in a file
+     * only root reads (docs/configuration.md, BoshRedis), not in
+     * mods-available/bosh.conf, which everyone may read. */
+    if (u.password[0] && cmd->directive && cmd->directive->filename) {
+        struct stat st;
+        if (stat(cmd->directive->filename, &st) == 0 && (st.st_mode & S_IROTH))
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                         "mod_bosh: BOSH00161: BoshRedis in %s carries a password "
+                         "and that file is readable by everyone (mode %04o): move "
+                         "the line to a file only root reads, e.g. "
+                         "/etc/apache2/bosh-secrets.conf 0600",
+                         cmd->directive->filename, (unsigned)(st.st_mode & 07777));
+    }
+    memset(&u, 0, sizeof(u));
+    return NULL;
+}
+
+static apr_status_t zero_secret(void *data)
+{
+    bosh_server_conf *c = data;
+    if (c->relay_secret) {
+        volatile char *p = (volatile char *)c->relay_secret;
+        apr_size_t i;
+        for (i = 0; i < c->relay_secret_len; i++)
+            p[i] = 0;
+    }
+    return APR_SUCCESS;
+}
+
+/* Read now, while httpd reads its configuration as root: the file can be
+ * one that www-data (the children) cannot read. The children inherit the
+ * value in memory. */
+static const char *set_relay_secret_file(cmd_parms *cmd, void *dummy,
+                                         const char *path)
+{
+    bosh_server_conf *c = bosh_conf(cmd->server);
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char why[512], *secret = NULL;
+    size_t len = 0;
+    (void)dummy;
+
+    if (err)
+        return err;
+    path = ap_server_root_relative(cmd->pool, path);
+    if (!path)
+        return "BoshRelaySecretFile: bad path";
+    if (relay_secret_load(path, &secret, &len, why, sizeof(why)) != 0)
+        return apr_psprintf(cmd->pool, "BoshRelaySecretFile: %s", why);
+    c->relay_secret_file = path;
+    c->relay_secret = apr_pstrmemdup(cmd->pool, secret, len);
+    c->relay_secret_len = len;
+    relay_secret_free(secret, len);
+    apr_pool_cleanup_register(cmd->pool, c, zero_secret, apr_pool_cleanup_null);
     return NULL;
 }
 
@@ -290,6 +348,9 @@ static const char *set_int(cmd_parms *cmd, void *dummy, const char *arg)
 static const command_rec bosh_cmds[] = {
     AP_INIT_TAKE2("BoshChatd", set_chatd, NULL, RSRC_CONF,
                   "A chatd node: NODE_ID unix:/path | tcp:host:port (repeatable)"),
+    AP_INIT_TAKE1("BoshRelaySecretFile", set_relay_secret_file, NULL, RSRC_CONF,
+                  "File with the relay secret chatd expects in HELLO (chatd's "
+                  "relay_secret_file); required for a tcp: BoshChatd"),
     AP_INIT_TAKE1("BoshDomain", set_domain, NULL, RSRC_CONF,
                   "The XMPP domain served (default localhost)"),
     AP_INIT_TAKE1("BoshMaxBodySize", set_int, (void *)&param_max_body, RSRC_CONF,
@@ -340,6 +401,31 @@ static const command_rec bosh_cmds[] = {
                   "naming this URL (none = off)"),
     { NULL, { NULL }, NULL, 0, RAW_ARGS, NULL }
 };
+
+/* ---- configuration check (also under httpd -t / apachectl configtest) ---- */
+
+/* A tcp: relay has no peer uid chatd could check: the secret is what
+ * tells chatd that httpd is speaking, so a tcp BoshChatd needs one. */
+static int bosh_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                             apr_pool_t *ptemp, server_rec *s)
+{
+    bosh_server_conf *c = bosh_conf(s);
+    int i, rv = OK;
+    (void)pconf; (void)plog; (void)ptemp;
+
+    for (i = 0; i < c->nodes->nelts; i++) {
+        bosh_node_conf *n = &APR_ARRAY_IDX(c->nodes, i, bosh_node_conf);
+        if (!n->ep.is_unix && !c->relay_secret) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, s,
+                         "mod_bosh: BOSH00162: BoshChatd %s %s is a tcp relay and "
+                         "needs BoshRelaySecretFile (the file with chatd's "
+                         "relay_secret_file secret): without it chatd refuses the "
+                         "connection", n->id, n->url);
+            rv = HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return rv;
+}
 
 /* ---- start-up check ---- */
 
@@ -594,7 +680,8 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
     ch->relays = calloc((size_t)ch->nrelays + 1, sizeof(relay_client *));
     for (i = 0; i < ch->nrelays; i++) {
         bosh_node_conf *n = &APR_ARRAY_IDX(c->nodes, i, bosh_node_conf);
-        ch->relays[i] = relay_client_create(s, n->id, n->url, &n->ep, peer);
+        ch->relays[i] = relay_client_create(s, n->id, n->url, &n->ep, peer,
+                                            c->relay_secret, c->relay_secret_len);
     }
     if (c->redis_url) {
         redis_pool_config rc;
@@ -631,6 +718,7 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
 static void bosh_register_hooks(apr_pool_t *p)
 {
     (void)p;
+    ap_hook_check_config(bosh_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(bosh_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(bosh_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(bosh_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);

@@ -38,6 +38,11 @@ typedef struct bosh_server_conf {
     apr_array_header_t *hostmeta_urls;  /* const char *, BoshHostMetaURL */
     const char *domain;
     const char *redis_url;
+    /* BoshRelaySecretFile: read as root at configuration time (main
+     * server only); sent in HELLO to every chatd node. */
+    const char *relay_secret_file;
+    const char *relay_secret;           /* NULL: none */
+    apr_size_t  relay_secret_len;
     int  max_body;
     int  max_wait;
     int  redis_max_per_child;

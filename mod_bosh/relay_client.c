@@ -64,6 +64,8 @@ struct relay_client {
     char           *node_id;
     char           *url;
     char           *peer_name;
+    char           *secret;         /* RT_SECRET in HELLO, or NULL */
+    size_t          secret_len;
     bosh_endpoint   ep;
 
     pthread_mutex_t wmu;            /* writers, connect */
@@ -250,9 +252,12 @@ static int connect_locked(relay_client *rc)
     if (fd >= 0) {
         at = relay_begin(&out, RELAY_HELLO, 0);
         relay_put_str(&out, RT_PEER_NAME, rc->peer_name);
+        if (rc->secret)
+            relay_put(&out, RT_SECRET, rc->secret, (uint32_t)rc->secret_len);
         relay_end(&out, at);
         if ((err = write_all(fd, out.data, out.len)) != 0)
             why = "sending HELLO";
+        memset(out.data, 0, out.len);   /* the secret */
         sb_free(&out);
     }
     if (fd >= 0 && !why) {
@@ -264,13 +269,24 @@ static int connect_locked(relay_client *rc)
                  == RELAY_BAD) {
             why = "relay version mismatch (bad WELCOME header)";
         }
-        else if (h.type != RELAY_WELCOME) {
+        else if (h.type != RELAY_WELCOME && h.type != RELAY_REFUSE) {
             why = "expected a WELCOME frame";
         }
         else {
             payload = malloc(h.length ? h.length : 1);
             if ((err = read_exact(fd, payload, h.length, deadline)) != 0)
                 why = "reading WELCOME";
+            else if (h.type == RELAY_REFUSE) {
+                /* chatd says why (RELAY.md "Peer authentication"): its
+                 * peer check or the secret. Log its words as they are. */
+                int n = relay_find(payload, h.length, RT_REASON, &f)
+                        ? (int)(f.len > 512 ? 512 : f.len) : 0;
+                ap_log_error(APLOG_MARK, APLOG_ERR, 0, rc->s,
+                             "mod_bosh: BOSH00160: chatd node %s (%s) refused the "
+                             "relay: %.*s", rc->node_id, rc->url, n,
+                             n ? f.data : "(no reason given)");
+                why = "refused by chatd";
+            }
             else if (relay_find(payload, h.length, RT_NODE_ID, &f) &&
                      f.len < sizeof(node)) {
                 memcpy(node, f.data, f.len);
@@ -512,7 +528,8 @@ static void *reader_main(void *arg)
 
 relay_client *relay_client_create(server_rec *s, const char *node_id,
                                   const char *url, const bosh_endpoint *ep,
-                                  const char *peer_name)
+                                  const char *peer_name, const char *secret,
+                                  size_t secret_len)
 {
     relay_client *rc = calloc(1, sizeof(*rc));
     int rv;
@@ -521,6 +538,11 @@ relay_client *relay_client_create(server_rec *s, const char *node_id,
     rc->node_id = strdup(node_id);
     rc->url = strdup(url);
     rc->peer_name = strdup(peer_name);
+    if (secret) {
+        rc->secret = malloc(secret_len ? secret_len : 1);
+        memcpy(rc->secret, secret, secret_len);
+        rc->secret_len = secret_len;
+    }
     rc->ep = *ep;
     rc->fd = -1;
     pthread_mutex_init(&rc->wmu, NULL);

@@ -71,10 +71,12 @@ typedef struct relay_client_stats {
 } relay_client_stats;
 
 /* Create (malloc) and start its reader thread. Returns NULL on failure
- * (logged). peer_name goes into HELLO. */
+ * (logged). peer_name goes into HELLO, and secret (secret_len bytes,
+ * BoshRelaySecretFile; NULL: none) as RT_SECRET. */
 relay_client *relay_client_create(server_rec *s, const char *node_id,
                                   const char *url, const bosh_endpoint *ep,
-                                  const char *peer_name);
+                                  const char *peer_name, const char *secret,
+                                  size_t secret_len);
 
 /* Stop the reader thread, close the socket. join=0 when we may be inside
  * a signal handler (prefork): then only flag and shut the socket down. */

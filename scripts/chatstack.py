@@ -227,7 +227,8 @@ class Stack:
 
     def __init__(self, root, http_port=None, xmpp_port=None, redis_port=None,
                  mpm="event", foreground=True, domain="localhost", node_id="n1",
-                 chatd_extra=None, httpd_extra="", redis_extra="", chatd_wrapper=None):
+                 chatd_extra=None, httpd_extra="", redis_extra="", chatd_wrapper=None,
+                 relay_tcp_port=None, relay_secret=None, httpd_relay_secret=None):
         self.root = os.path.abspath(root)
         self.http_port = http_port or free_port()
         self.xmpp_port = xmpp_port or free_port()
@@ -242,6 +243,15 @@ class Stack:
         self.redis_extra = redis_extra      # raw redis.conf lines, appended
         # argv prefix for chatd (e.g. ["valgrind", ...]); foreground only
         self.chatd_wrapper = list(chatd_wrapper or [])
+        # The relay over TCP (loopback) instead of the unix socket: it needs
+        # a shared secret (chatd relay_secret_file, BoshRelaySecretFile).
+        # relay_secret: what chatd expects (None: a random one when TCP);
+        # httpd_relay_secret: what mod_bosh sends (None: the same).
+        self.relay_tcp_port = relay_tcp_port
+        if relay_tcp_port and relay_secret is None:
+            relay_secret = secrets.token_urlsafe(32)
+        self.relay_secret = relay_secret
+        self.httpd_relay_secret = httpd_relay_secret or relay_secret
         self.procs = {}
 
         r = self.root
@@ -251,6 +261,8 @@ class Stack:
         self.redis_log = os.path.join(r, "redis.log")
         self.redis_url = "unix://" + self.redis_sock
         self.relay_sock = os.path.join(r, "chatd-relay.sock")
+        self.relay_secret_file = os.path.join(r, "relay.secret")
+        self.httpd_relay_secret_file = os.path.join(r, "httpd-relay.secret")
         self.chatd_conf = os.path.join(r, "chatd.conf")
         self.chatd_pidfile = os.path.join(r, "chatd.pid")
         self.chatd_log = os.path.join(r, "chatd.log")
@@ -304,6 +316,7 @@ class Stack:
         # reach the sockets under root.
         os.chmod(self.root, 0o755)
         self._write_redis_conf()
+        self._write_relay_secrets()
         self._make_tls_pair()
         self._write_htpasswd()
         self._write_chatd_conf()
@@ -330,6 +343,25 @@ class Stack:
             lines.append(self.redis_extra)
         with open(self.redis_conf, "w") as f:
             f.write("\n".join(lines) + "\n")
+
+    def _write_relay_secrets(self):
+        """The relay's shared secret, in files only their owner reads
+        (chatd and httpd read them as root here, before httpd drops to
+        www-data)."""
+        for path, value in ((self.relay_secret_file, self.relay_secret),
+                            (self.httpd_relay_secret_file, self.httpd_relay_secret)):
+            if value is None:
+                continue
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value + "\n")
+            os.chmod(path, 0o600)
+
+    @property
+    def relay_url(self):
+        if self.relay_tcp_port:
+            return f"tcp:127.0.0.1:{self.relay_tcp_port}"
+        return "unix:" + self.relay_sock
 
     def _write_htpasswd(self):
         """The site's own users for /sso/ (HTTP Basic): random passwords,
@@ -375,7 +407,11 @@ class Stack:
             "domain": self.domain,
             "node_id": self.node_id,
             "redis": "unix://" + self.redis_sock,
-            "relay_listen": "unix:" + self.relay_sock,
+            "relay_listen": self.relay_url,
+            # Who may use the relay socket: httpd's children run as
+            # www-data when we are root; otherwise they run as us, and
+            # chatd always lets its own uid in.
+            "relay_peer_user": "www-data" if os.geteuid() == 0 else str(os.geteuid()),
             "c2s_listen": f"127.0.0.1:{self.xmpp_port}",
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
@@ -385,6 +421,8 @@ class Stack:
             "log_level": "debug" if self.foreground else "info",
             "daemonize": "no" if self.foreground else "yes",
         }
+        if self.relay_secret is not None:
+            settings["relay_secret_file"] = self.relay_secret_file
         settings.update(self.chatd_extra)
         return settings
 
@@ -400,6 +438,9 @@ class Stack:
         mods += [f"<IfModule !{name}>\n    LoadModule {name} {APACHE_MODULES}/{so}\n</IfModule>"
                  for name, so in HTTPD_MODULES]
         mods.append(f"LoadModule {module_symbol(MOD_BOSH_SO)} {MOD_BOSH_SO}")
+        relay_secret = ""
+        if self.httpd_relay_secret is not None:
+            relay_secret = f'BoshRelaySecretFile "{self.httpd_relay_secret_file}"'
         user = ""
         if os.geteuid() == 0:
             user = "User www-data\nGroup www-data"
@@ -432,10 +473,11 @@ AddType application/wasm .wasm
 Define CHAT_REPO "{REPO}"
 Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
-Define CHAT_RELAY "{self.relay_sock}"
+Define CHAT_RELAY_URL "{self.relay_url}"
 Define CHAT_REDIS_URL "unix://{self.redis_sock}"
 Define CHAT_HTPASSWD "{self.htpasswd}"
 Include "{SITE_CONF}"
+{relay_secret}
 {self.httpd_extra}
 """
         with open(self.httpd_conf, "w") as f:
@@ -498,9 +540,13 @@ Include "{SITE_CONF}"
                                  f"{tail(self.chatd_log)}")
         logs = [self.chatd_log, self.chatd_stderr]
         alive = self._alive("chatd", self.chatd_pidfile)
-        wait_for("chatd relay socket", lambda: unix_connects(self.relay_sock), timeout,
-                 alive=alive, logs=logs)
-        if os.geteuid() == 0:
+        if self.relay_tcp_port:
+            wait_for("chatd relay port", lambda: tcp_connects(self.relay_tcp_port), timeout,
+                     alive=alive, logs=logs)
+        else:
+            wait_for("chatd relay socket", lambda: unix_connects(self.relay_sock), timeout,
+                     alive=alive, logs=logs)
+        if os.geteuid() == 0 and not self.relay_tcp_port:
             # httpd children run as www-data and must connect to it.
             os.chmod(self.relay_sock, 0o777)
         wait_for("chatd c2s port", lambda: tcp_connects(self.xmpp_port), timeout,

@@ -8,8 +8,10 @@
 #      libapache2-mod-bosh and chatd;
 #   3. dpkg -i both on this machine with a policy-rc.d that forbids any
 #      service start (nothing is left running), then: the _chatd user,
-#      www-data in group _chatd, file modes, `chatd -t` as _chatd, the
-#      relay socket reachable by www-data and not by others, the log file
+#      www-data NOT in group _chatd, file modes and owners (chatd.conf and
+#      the generated relay.secret unreadable by www-data), `chatd -t` as
+#      _chatd, the relay socket welcoming www-data and refusing (and
+#      logging) any other uid, a root-only bosh-secrets.conf, the log file
 #      and a forced logrotate whose SIGHUP makes chatd reopen it (chatd
 #      started by hand as systemd would, then stopped), the unit file, man
 #      pages, and `a2enmod bosh && apachectl configtest`;
@@ -203,9 +205,22 @@ fi
 check "_chatd is a system user with no login" \
     sh -c 'e=$(getent passwd _chatd) && uid=$(echo "$e" | cut -d: -f3) && [ "$uid" -lt 1000 ] && echo "$e" | grep -Eq ":(/usr/sbin/nologin|/bin/false)$"'
 check "group _chatd exists" getent group _chatd
-check "www-data is in group _chatd" sh -c "id -nG www-data | tr ' ' '\n' | grep -qx _chatd"
+# Issue 13: group _chatd reads the Redis password and the relay secret;
+# Apache's children reach the socket by their uid (relay_peer_user), so
+# they are not in it, and no PHP/CGI script of a site can read either.
+check "www-data is not in group _chatd" sh -c "! id -nG www-data | tr ' ' '\n' | grep -qx _chatd"
 check "/etc/chatd/chatd.conf is root:_chatd 0640" \
     sh -c '[ "$(stat -c %U:%G:%a /etc/chatd/chatd.conf)" = root:_chatd:640 ]'
+check "/etc/chatd/relay.secret was generated, root:_chatd 0640, 64 hex digits" \
+    sh -c '[ "$(stat -c %U:%G:%a /etc/chatd/relay.secret)" = root:_chatd:640 ] && grep -Eqx "[0-9a-f]{64}" /etc/chatd/relay.secret'
+check "www-data cannot read chatd.conf nor relay.secret" \
+    sh -c '! runuser -u www-data -- cat /etc/chatd/chatd.conf && ! runuser -u www-data -- cat /etc/chatd/relay.secret'
+check "_chatd can read chatd.conf and relay.secret" \
+    runuser -u _chatd -- cat /etc/chatd/chatd.conf /etc/chatd/relay.secret
+check "the packaged chatd.conf lets www-data use the relay" \
+    grep -qx 'relay_peer_user www-data' /etc/chatd/chatd.conf
+check "/etc/apache2/mods-available/bosh.conf holds no password" \
+    sh -c '! grep -Eq "^[^#]*redis://:[^@]+@" /etc/apache2/mods-available/bosh.conf'
 check "/var/log/chatd is _chatd:adm 2750" \
     sh -c '[ "$(stat -c %U:%G:%a /var/log/chatd)" = _chatd:adm:2750 ]'
 check "chatd -t accepts the packaged config, run as _chatd" \
@@ -226,13 +241,16 @@ else
 fi
 check "chatd.service is enabled, not running" \
     sh -c 'test -L /etc/systemd/system/multi-user.target.wants/chatd.service && ! pgrep -u _chatd -x chatd'
-# The relay socket as systemd would set it up: /run/chatd 0750
-# _chatd:_chatd (RuntimeDirectory), chatd as _chatd:_chatd with UMask 0027.
-# Our own copy of the config with native c2s off, so no port is taken.
+# The relay socket as systemd would set it up: /run/chatd with the unit's
+# RuntimeDirectoryMode, _chatd:_chatd, chatd as _chatd:_chatd with UMask
+# 0027. Our own copy of the config with native c2s off, so no port is taken.
+RUN_MODE=$(sed -n 's/^RuntimeDirectoryMode=//p' "$UNIT")
+check "chatd.service: RuntimeDirectoryMode=0755 (www-data reaches the socket; chatd checks its uid)" \
+    test "$RUN_MODE" = 0755
 if [ -e /run/chatd ]; then
     fail "/run/chatd already exists: is a chatd running here? relay socket check skipped"
 else
-    install -d -o _chatd -g _chatd -m 0750 /run/chatd
+    install -d -o _chatd -g _chatd -m "${RUN_MODE:-0755}" /run/chatd
     RUN_DIR_MADE=1
     sed -e 's/^c2s_listen .*/c2s_listen off/' /etc/chatd/chatd.conf >/run/chatd/test.conf
     chown root:_chatd /run/chatd/test.conf; chmod 0640 /run/chatd/test.conf
@@ -243,11 +261,18 @@ else
     if [ -S /run/chatd/relay.sock ]; then
         ok "chatd (as _chatd) listens on /run/chatd/relay.sock"
         connect='import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect("/run/chatd/relay.sock")'
-        check "www-data can connect to the relay socket" runuser -u www-data -- python3 -c "$connect"
-        check "nobody cannot connect to the relay socket" \
-            sh -c "! runuser -u nobody -- python3 -c '$connect'"
-        check "relay socket is _chatd:_chatd 0660" \
-            sh -c '[ "$(stat -c %U:%G:%a /run/chatd/relay.sock)" = _chatd:_chatd:660 ]'
+        # HELLO (common/RELAY.md); prints the type of chatd's answer:
+        # 2 WELCOME, 9 REFUSE.
+        hello='import socket,struct; s=socket.socket(socket.AF_UNIX); s.settimeout(10); s.connect("/run/chatd/relay.sock"); s.sendall(struct.pack(">BBHII",1,1,0,0,0)); print(s.recv(12)[1])'
+        check "www-data is welcomed on the relay socket (WELCOME)" \
+            sh -c "[ \"\$(runuser -u www-data -- python3 -c '$hello')\" = 2 ]"
+        check "nobody reaches the relay socket but chatd refuses it (REFUSE)" \
+            sh -c "[ \"\$(runuser -u nobody -- python3 -c '$hello')\" = 9 ]"
+        for _ in $(seq 30); do grep -q "BOSH00150: relay: refused unix peer uid $(id -u nobody) (nobody)" /var/log/chatd/chatd.log && break; sleep 0.1; done
+        check "chatd logged the refused uid" \
+            grep -q "BOSH00150: relay: refused unix peer uid $(id -u nobody) (nobody) pid" /var/log/chatd/chatd.log
+        check "relay socket is _chatd:_chatd 0666 (the peer check decides)" \
+            sh -c '[ "$(stat -c %U:%G:%a /run/chatd/relay.sock)" = _chatd:_chatd:666 ]'
         if [ -S /run/chatd/admin.sock ]; then
             check "www-data cannot connect to the admin socket" \
                 sh -c "! runuser -u www-data -- python3 -c '${connect/relay.sock/admin.sock}'"
@@ -284,6 +309,24 @@ else
     sed 's/^/#   /' "$SCRATCH/a2enmod.log"
 fi
 check "apache2ctl -M lists bosh_module" sh -c 'apache2ctl -M 2>/dev/null | grep -q bosh_module'
+# Secrets for mod_bosh in a root-only file that bosh.conf includes: Apache
+# reads it (and the relay secret) as root; www-data reads neither.
+SECRETS=/etc/apache2/bosh-secrets.conf
+if [ -e "$SECRETS" ]; then
+    fail "$SECRETS already exists (leftover?); root-only secrets check skipped"
+else
+    (umask 0077; printf '%s\n' 'BoshRedis redis://:s3cret@127.0.0.1:6379/0' \
+        'BoshRelaySecretFile /etc/chatd/relay.secret' >"$SECRETS")
+    if apachectl configtest >"$SCRATCH/secrets.log" 2>&1; then
+        ok "apachectl configtest with BoshRedis and BoshRelaySecretFile in root-only $SECRETS"
+    else
+        fail "apachectl configtest with $SECRETS:"
+        sed 's/^/#   /' "$SCRATCH/secrets.log"
+    fi
+    check "no warning about a world-readable Redis password" sh -c "! grep -q BOSH00161 '$SCRATCH/secrets.log'"
+    check "www-data cannot read $SECRETS" sh -c "! runuser -u www-data -- cat '$SECRETS'"
+    rm -f "$SECRETS"
+fi
 
 # --- 4. purge ---------------------------------------------------------------------
 if dpkg --purge libapache2-mod-bosh chatd >"$SCRATCH/purge.log" 2>&1; then
@@ -295,7 +338,7 @@ fi
 check "purge disabled the module" test ! -e /etc/apache2/mods-enabled/bosh.load
 check "purge removed mods-available/bosh.*, /etc/chatd and /var/log/chatd" \
     sh -c 'test ! -e /etc/apache2/mods-available/bosh.conf && test ! -e /etc/chatd && test ! -e /var/log/chatd'
-check "purge took www-data out of group _chatd" \
+check "www-data is still not in group _chatd" \
     sh -c "! id -nG www-data | tr ' ' '\n' | grep -qx _chatd"
 check "apachectl configtest passes after the purge" apachectl configtest
 

@@ -32,7 +32,16 @@ int main(void) {
     CHECK_STR(c.admin_socket, "/run/chatd/admin.sock");
     CHECK(c.signin_rate == 0 && c.signin_burst == 0 && c.signin_per_addr == 0);
     config_free(&c);
-    CHECK(load(&c, "relay_listen tcp:127.0.0.1:5281\n", err, sizeof err) == 0);
+    /* (a tcp: relay needs a secret file: issue 13) */
+    char secret[] = "/tmp/test_admin_secret_XXXXXX";
+    int sfd = mkstemp(secret);
+    CHECK(sfd >= 0 && write(sfd, "0123456789abcdef0123\n", 21) == 21);
+    close(sfd);
+    char tcp_conf[256];
+    snprintf(tcp_conf, sizeof tcp_conf, "relay_listen tcp:127.0.0.1:5281\n"
+             "relay_secret_file %s\n", secret);
+    CHECK(load(&c, tcp_conf, err, sizeof err) == 0);
+    unlink(secret);
     CHECK(c.admin_socket == NULL);
     config_free(&c);
     CHECK(load(&c, "admin_socket off\n", err, sizeof err) == 0);

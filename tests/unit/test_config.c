@@ -24,7 +24,13 @@ int main(void) {
     CHECK(c.tls_cert == NULL && c.allow_plain_without_tls == 0);
     config_free(&c);
 
-    const char *p = unit_write_tmp(
+    /* A tcp: relay needs relay_secret_file (issue 13). */
+    char secret[4096];
+    snprintf(secret, sizeof secret, "%s", unit_write_tmp("0123456789abcdef0123\n"));
+    char secret_line[4200];
+    snprintf(secret_line, sizeof secret_line, "relay_secret_file %s\n", secret);
+    char text[8192];
+    snprintf(text, sizeof text, "%s%s",
         "# chatd test\n"
         "domain   chat.example.org\n"
         "\n"
@@ -38,7 +44,8 @@ int main(void) {
         "plain_without_tls yes\n"
         "log_level debug\n"
         "daemonize no\n"
-        "pidfile /tmp/chatd.pid\n");
+        "pidfile /tmp/chatd.pid\n", secret_line);
+    const char *p = unit_write_tmp(text);
     CHECK(p != NULL);
     CHECK(config_load(&c, p, err, sizeof(err)) == 0);
     CHECK_STR(c.domain, "chat.example.org");
@@ -53,8 +60,10 @@ int main(void) {
     CHECK(c.allow_plain_without_tls == 1);
     CHECK(c.log_level == LOG_DEBUG);
     CHECK_STR(c.pidfile, "/tmp/chatd.pid");
+    CHECK(c.relay_secret_len == 20 && !memcmp(c.relay_secret, "0123456789abcdef0123", 20));
     config_free(&c);
     unlink(p);
+    unlink(secret);
 
     p = unit_write_tmp("domain a.b\nmuc_domain rooms.a.b\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == 0);
