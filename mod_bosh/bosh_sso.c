@@ -200,7 +200,8 @@ static int refuse_cross_site(request_rec *r)
         }
         return OK;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+    /* INFO, like every other refusal: the rate is the requester's. */
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   "mod_bosh: BOSH00101: prebind refused (%d): %s "
                   "(method %s, Sec-Fetch-Site %s, Origin %s)", status, why,
                   r->method, site ? site : "-", origin ? origin : "-");
