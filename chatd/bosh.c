@@ -65,7 +65,6 @@ struct bosh_session {
     char        sid[64];
     bosh_sm    *sm;
     bosh_stream *streams;       /* first stream (id 0) first */
-    char       *content_type;   /* every response carries it */
     char       *xmpp_version;   /* for restarts */
     int         legacy;         /* no 'ver' at creation: HTTP error codes */
     int         secure;         /* created over HTTPS: plaintext refused */
@@ -181,7 +180,7 @@ static void answer_req(bosh_session *s, bosh_req *q, const bosh_action *a) {
     size_t len = a->len;
     int legacy = s->legacy ? legacy_status(a->condition) : 0;
     if (legacy) { status = legacy; body = ""; len = 0; }
-    relay_req_answer(q->r, status, s->content_type, body, len, 0);
+    relay_req_answer(q->r, status, DEFAULT_CONTENT_TYPE, body, len, 0);
     q->r = NULL;
     if (q->busy) q->answered = 1;   /* process_req frees it */
     else req_free(q);
@@ -285,7 +284,6 @@ static void destroy(bosh_session *s) {
         free(st);
     }
     bosh_sm_free(s->sm);
-    free(s->content_type);
     free(s->xmpp_version);
     free(s->auth_id);
     free(s->vouched);
@@ -481,7 +479,7 @@ static void on_release(relay_req *r, void *ud) {
     } else {
         /* Unknown to the machine (should not happen): still answer once. */
         static const char empty[] = "<body xmlns='" BOSH_NS "'/>";
-        relay_req_answer(q->r, 200, s->content_type, empty, sizeof empty - 1, 0);
+        relay_req_answer(q->r, 200, DEFAULT_CONTENT_TYPE, empty, sizeof empty - 1, 0);
         req_free(q);
     }
     s->depth--;
@@ -529,11 +527,6 @@ static void add_stream(bosh_session *s, bosh_req *q) {
     bosh_stream *st = open_stream(s, id, q->r ? q->r->client_addr : "");
     log_debug("bosh %s: stream %s added", s->sid, name);
     c2s_stream_start(st->c2s, b->to, s->xmpp_version, b->lang);
-}
-
-static int header_safe(const char *v) {
-    for (; *v; v++) if ((unsigned char)*v < 0x20 || *v == 0x7f) return 0;
-    return 1;
 }
 
 /* ---- vouched identities and prebind (RELAY.md) ---- */
@@ -771,10 +764,12 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     if (slot > 0 && !(s->addr_slot = strdup(q->r->client_addr))) abort();
     s->legacy = !c.has_ver;
     s->secure = q->r->secure;
-    s->content_type = strdup(b->content && *b->content && header_safe(b->content)
-                             ? b->content : DEFAULT_CONTENT_TYPE);
+    /* The creation's `content` attribute is ignored: every answer is
+     * DEFAULT_CONTENT_TYPE. Echoing it let a stranger choose text/html for
+     * answers served from the site's own origin (issue 13,
+     * docs/conformance.md). */
     s->xmpp_version = strdup(b->xmpp_version ? b->xmpp_version : "1.0");
-    if (!s->content_type || !s->xmpp_version) abort();
+    if (!s->xmpp_version) abort();
     uint64_t now = now_ms(s);
     s->sm = bosh_sm_new(&p, b->rid, now);
     char first[40];

@@ -5,15 +5,32 @@
  * hiredis 0.14's connect timeout covers connect() only, so the setup
  * commands (AUTH, SELECT, SETNAME, PING) run under a socket timeout too:
  * a Redis that accepts and then never answers must not hang the caller.
+ *
+ * The socket is ours, not hiredis's: hiredis 0.14 creates it without
+ * SOCK_CLOEXEC and has no option for it, and inside httpd a CGI (mod_cgi
+ * under prefork, PHP's exec) forked by the child would inherit the Redis
+ * connection (issue 13). Setting FD_CLOEXEC after hiredis's connect would
+ * leave a window in which another thread's fork+exec (mod_cgi or
+ * mod_ext_filter under a threaded MPM) still inherits it; creating it
+ * with SOCK_CLOEXEC and handing it to redisConnectFd leaves none.
  */
 #include "redis_conn.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
 
 static void set_err(char *err, size_t errlen, const char *fmt, const char *arg) {
     if (err && errlen) snprintf(err, errlen, fmt, arg ? arg : "");
@@ -169,6 +186,79 @@ const char *redis_url_describe(const redis_url *u, char *buf, size_t buflen) {
     return buf;
 }
 
+/* connect() a non-blocking socket within ms; 0, or -1 with errno. */
+static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, int ms) {
+    if (connect(fd, sa, len) == 0) return 0;
+    if (errno != EINPROGRESS && errno != EAGAIN && errno != EINTR) return -1;
+    struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+    int n;
+    do n = poll(&pfd, 1, ms);
+    while (n < 0 && errno == EINTR);
+    if (n == 0) { errno = ETIMEDOUT; return -1; }
+    if (n < 0) return -1;
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) return -1;
+    if (soerr) { errno = soerr; return -1; }
+    return 0;
+}
+
+/* A connected, blocking, close-on-exec socket to u; -1 with errno, or
+ * with *gai_err set when the host name did not resolve. */
+static int open_socket(const redis_url *u, int ms, int *gai_err) {
+    int fd, saved;
+    if (u->is_unix) {
+        struct sockaddr_un sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sun_family = AF_UNIX;
+        if (strlen(u->path) >= sizeof sa.sun_path) { errno = ENAMETOOLONG; return -1; }
+        memcpy(sa.sun_path, u->path, strlen(u->path) + 1);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) return -1;
+        if (connect_within(fd, (struct sockaddr *)&sa, sizeof sa, ms) != 0) {
+            saved = errno;
+            close(fd);
+            errno = saved;
+            return -1;
+        }
+    } else {
+        struct addrinfo hints, *res = NULL, *ai;
+        char port[16];
+        int gai;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        snprintf(port, sizeof port, "%d", u->port);
+        if ((gai = getaddrinfo(u->host, port, &hints, &res)) != 0) {
+            if (gai != EAI_SYSTEM) *gai_err = gai;
+            return -1;
+        }
+        fd = -1;
+        saved = ECONNREFUSED;
+        for (ai = res; ai; ai = ai->ai_next) {
+            fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                        ai->ai_protocol);
+            if (fd < 0) { saved = errno; continue; }
+            if (connect_within(fd, ai->ai_addr, ai->ai_addrlen, ms) == 0) break;
+            saved = errno;
+            close(fd);
+            fd = -1;
+        }
+        freeaddrinfo(res);
+        if (fd < 0) { errno = saved; return -1; }
+        int one = 1;    /* as hiredis does: commands are small */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
 static struct timeval ms_to_tv(int ms) {
     struct timeval tv;
     tv.tv_sec = ms / 1000;
@@ -204,11 +294,18 @@ redisContext *redis_conn_open(const redis_url *u, const char *name,
                               int connect_ms, int command_ms,
                               char *err, size_t errlen) {
     char where[300];
-    struct timeval ctv = ms_to_tv(connect_ms > 0 ? connect_ms : 5000);
-    redisContext *c = u->is_unix ? redisConnectUnixWithTimeout(u->path, ctv)
-                                 : redisConnectWithTimeout(u->host, u->port, ctv);
     redis_url_describe(u, where, sizeof where);
+    int gai_err = 0;
+    int fd = open_socket(u, connect_ms > 0 ? connect_ms : 5000, &gai_err);
+    if (fd < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "redis %s: connect: %s", where,
+                     gai_err ? gai_strerror(gai_err) : strerror(errno));
+        return NULL;
+    }
+    redisContext *c = redisConnectFd(fd);   /* owns fd from here: redisFree closes it */
     if (!c) {
+        close(fd);
         set_err(err, errlen, "redis %s: out of memory", where);
         return NULL;
     }

@@ -15,6 +15,13 @@
  * sent with Content-Encoding: gzip is inflated within BoshMaxBodySize.
  *
  * GET answers a short info page, OPTIONS a CORS preflight.
+ *
+ * This endpoint lives at the site's own origin, so nothing a stranger
+ * sends may make an answer that a browser runs as script there
+ * (issue 13): every answer is `text/xml; charset=utf-8` whatever the
+ * session's `content` attribute asked for (docs/conformance.md), and
+ * every answer, errors included, carries a CSP that sandboxes it and
+ * X-Content-Type-Options: nosniff (bosh_headers_filter).
  */
 #include <poll.h>
 #include <string.h>
@@ -40,10 +47,15 @@
 #include "../common/relay_proto.h"
 
 #define BOSH_CONTENT_TYPE   "text/xml; charset=utf-8"
+#define TEXT_CONTENT_TYPE   "text/plain; charset=utf-8"
 #define RETRY_AFTER_BASE    5     /* seconds */
 #define RETRY_AFTER_SPREAD  10    /* + 0..10 s, so refused clients spread out */
 #define RELAY_SAFETY_S      15    /* deadline beyond BoshMaxWait */
 #define CORS_MAX_AGE        "86400"
+/* No script, plugin, style or frame from an answer, ever, and no framing
+ * of it: `sandbox` alone already gives the document an opaque origin
+ * with scripts off, should a browser render one. */
+#define BOSH_CSP "default-src 'none'; frame-ancestors 'none'; sandbox"
 /* Request headers a BOSH client may send cross-origin: Strophe.js and
  * Converse.js send only Content-Type (text/xml is not a "simple" type). */
 #define CORS_ALLOW_HEADERS  "Content-Type, Content-Encoding"
@@ -80,6 +92,52 @@ static void dedupe(apr_table_t *t, const char *name)
         apr_table_set(t, name, lv.v);
 }
 
+/* 1 if one of the values of `name` in t is exactly v. */
+static int has_value(apr_table_t *t, const char *name, const char *v)
+{
+    const apr_array_header_t *arr = apr_table_elts(t);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    int i;
+
+    for (i = 0; i < arr->nelts; i++)
+        if (e[i].key && strcasecmp(e[i].key, name) == 0 && e[i].val &&
+            strcmp(e[i].val, v) == 0)
+            return 1;
+    return 0;
+}
+
+/* The headers that keep an answer from running as script on the site's
+ * origin. Applied last (after mod_headers), so a site-wide `Header set`
+ * cannot take them away: our CSP is added next to any other one (a
+ * browser enforces every CSP header it gets, so the sandbox holds), nosniff
+ * is the only X-Content-Type-Options value. Referrer-Policy,
+ * Cross-Origin-Resource-Policy and Cache-Control are ours only where
+ * neither we nor the site set one (final: from the filter, once every
+ * other header is known). */
+static void security_headers(request_rec *r, int final)
+{
+    if (!has_value(r->headers_out, "Content-Security-Policy", BOSH_CSP) &&
+        !has_value(r->err_headers_out, "Content-Security-Policy", BOSH_CSP))
+        apr_table_addn(r->err_headers_out, "Content-Security-Policy", BOSH_CSP);
+    apr_table_unset(r->headers_out, "X-Content-Type-Options");
+    apr_table_setn(r->err_headers_out, "X-Content-Type-Options", "nosniff");
+    if (!final)
+        return;
+    if (!apr_table_get(r->headers_out, "Referrer-Policy") &&
+        !apr_table_get(r->err_headers_out, "Referrer-Policy"))
+        apr_table_setn(r->err_headers_out, "Referrer-Policy", "no-referrer");
+    /* httpd's own error answers (405 ...) have no Cache-Control of ours;
+     * bosh-hostmeta sets its own max-age. */
+    if (!apr_table_get(r->headers_out, "Cache-Control") &&
+        !apr_table_get(r->err_headers_out, "Cache-Control"))
+        apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
+    /* Only no-cors loads (<script src>, <img>) from other sites are
+     * refused; CORS requests (BoshAllowOrigin) are not affected. */
+    if (!apr_table_get(r->headers_out, "Cross-Origin-Resource-Policy") &&
+        !apr_table_get(r->err_headers_out, "Cross-Origin-Resource-Policy"))
+        apr_table_setn(r->err_headers_out, "Cross-Origin-Resource-Policy", "same-origin");
+}
+
 apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 {
     request_rec *r = f->r;
@@ -97,8 +155,33 @@ apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             dedupe(r->headers_out, name);
         }
     }
+    security_headers(r, 1);
     ap_remove_output_filter(f);
     return ap_pass_brigade(f->next, bb);
+}
+
+void bosh_protect_answer(request_rec *r)
+{
+    ap_filter_t *f;
+
+    for (f = r->output_filters; f; f = f->next)
+        if (f->frec && f->frec->name && strcasecmp(f->frec->name, BOSH_HEADERS_FILTER) == 0)
+            return;
+    ap_add_output_filter(BOSH_HEADERS_FILTER, NULL, r, r->connection);
+    /* The two that matter most in err_headers_out at once as well: they
+     * then go out even on an answer that never passes the filter. */
+    security_headers(r, 0);
+}
+
+/* What chatd said an answer is, reduced to the two types this endpoint
+ * ever sends: its plain-text refusals stay text/plain, everything else
+ * is BOSH XML. Never a type a browser would run (text/html, image/svg+xml,
+ * application/xhtml+xml ...), whatever chatd or the client asked for. */
+static const char *answer_type(const char *from_chatd)
+{
+    if (from_chatd && strncasecmp(from_chatd, "text/plain", 10) == 0)
+        return TEXT_CONTENT_TYPE;
+    return BOSH_CONTENT_TYPE;
 }
 
 /* Write a complete response: status, type, length, body. The body is
@@ -110,7 +193,7 @@ static int send_response(request_rec *r, int status, const char *ctype,
     apr_size_t gz_len;
 
     r->status = status;
-    ap_add_output_filter(BOSH_HEADERS_FILTER, NULL, r, r->connection);
+    bosh_protect_answer(r);
     ap_set_content_type(r, apr_pstrdup(r->pool, ctype));
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     apr_table_mergen(r->headers_out, "Vary", "Accept-Encoding");
@@ -572,14 +655,14 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
             memcpy(with, tag, sizeof(tag) - 1);
             memcpy(with + sizeof(tag) - 1, call.resp_body + 6, call.resp_len - 6);
             rv = send_response(r, HTTP_OK,
-                               call.content_type ? call.content_type : BOSH_CONTENT_TYPE,
-                               with, call.resp_len - 6 + sizeof(tag) - 1,
+                               answer_type(call.content_type), with,
+                               call.resp_len - 6 + sizeof(tag) - 1,
                                call.retry_after);
             relay_call_clear(&call);
             return rv;
         }
         rv = send_response(r, call.http_status ? call.http_status : HTTP_OK,
-                           call.content_type ? call.content_type : BOSH_CONTENT_TYPE,
+                           answer_type(call.content_type),
                            call.resp_body ? call.resp_body : "", call.resp_len,
                            call.retry_after);
         relay_call_clear(&call);
@@ -648,6 +731,7 @@ int bosh_handler(request_rec *r)
     if (!r->handler || strcmp(r->handler, "bosh") != 0)
         return DECLINED;
     conf = bosh_conf(r->server);
+    bosh_protect_answer(r);     /* the 405 below and httpd's errors too */
 
     switch (r->method_number) {
     case M_OPTIONS:

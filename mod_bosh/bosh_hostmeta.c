@@ -62,6 +62,7 @@ int bosh_hostmeta_handler(request_rec *r)
 
     if (!r->handler || strcmp(r->handler, "bosh-hostmeta") != 0)
         return DECLINED;
+    bosh_protect_answer(r);
     conf = bosh_conf(r->server);
     r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_OPTIONS);
     if (r->method_number == M_OPTIONS) {

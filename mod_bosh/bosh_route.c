@@ -184,3 +184,98 @@ int bosh_origin_allowed(const char *origin, const char *const *allowed, int n)
     }
     return 0;
 }
+
+/* Copy the host of [p, end) lowercased and without IPv6 brackets. */
+static int copy_host(const char *p, size_t n, char *out, size_t outlen)
+{
+    size_t i;
+
+    if (n >= 2 && p[0] == '[' && p[n - 1] == ']') {
+        p++;
+        n -= 2;
+    }
+    if (n == 0 || n >= outlen)
+        return -1;
+    for (i = 0; i < n; i++)
+        out[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] - 'A' + 'a' : p[i]);
+    out[n] = '\0';
+    return 0;
+}
+
+int bosh_origin_is_self(const char *origin, const char *scheme,
+                        const char *host, unsigned port)
+{
+    char oh[256], sh[256];
+    const char *h, *hend, *colon = NULL, *q;
+    unsigned oport, dport;
+    size_t sl;
+
+    if (!origin || !scheme || !host)
+        return 0;
+    sl = strlen(scheme);
+    if (strncasecmp(origin, scheme, sl) != 0 || strncmp(origin + sl, "://", 3) != 0)
+        return 0;
+    dport = strcasecmp(scheme, "https") == 0 ? 443 : 80;
+    h = origin + sl + 3;
+    if (*h == '[') {
+        hend = strchr(h, ']');
+        if (!hend)
+            return 0;
+        hend++;
+    }
+    else {
+        hend = h + strcspn(h, ":");
+    }
+    if (*hend == ':')
+        colon = hend;
+    else if (*hend != '\0')
+        return 0;                       /* a path, user info, query ... */
+    oport = dport;
+    if (colon) {
+        unsigned long v = 0;
+        if (!colon[1])
+            return 0;
+        for (q = colon + 1; *q; q++) {
+            if (*q < '0' || *q > '9' || (v = v * 10 + (unsigned)(*q - '0')) > 65535)
+                return 0;
+        }
+        oport = (unsigned)v;
+    }
+    if (copy_host(h, (size_t)(hend - h), oh, sizeof(oh)) != 0 ||
+        copy_host(host, strlen(host), sh, sizeof(sh)) != 0)
+        return 0;
+    return strcmp(oh, sh) == 0 && oport == (port ? port : dport);
+}
+
+int bosh_prebind_policy(int method_post, const char *sec_fetch_site,
+                        const char *origin, int origin_self, int origin_listed,
+                        const char **why)
+{
+    int same_origin_fetch = sec_fetch_site &&
+                            strcasecmp(sec_fetch_site, "same-origin") == 0;
+
+    *why = NULL;
+    if (!method_post && !same_origin_fetch) {
+        *why = "prebind takes POST (GET only from a same-origin script, "
+               "Sec-Fetch-Site: same-origin)";
+        return 405;
+    }
+    if (sec_fetch_site && !same_origin_fetch &&
+        strcasecmp(sec_fetch_site, "none") != 0) {
+        if (strcasecmp(sec_fetch_site, "same-site") != 0 &&
+            strcasecmp(sec_fetch_site, "cross-site") != 0) {
+            *why = "unknown Sec-Fetch-Site value";
+            return 403;
+        }
+        if (!origin || !origin_listed) {
+            *why = "cross-site request (Sec-Fetch-Site) from an origin not "
+                   "listed in BoshAllowOrigin";
+            return 403;
+        }
+    }
+    if (origin && !origin_self && !origin_listed) {
+        *why = "Origin is neither this site nor listed in BoshAllowOrigin";
+        return 403;
+    }
+    return 0;
+}

@@ -57,4 +57,32 @@ int bosh_raw_has_ver(const char *data, size_t len);
  * on scheme and host as browsers send them lowercase) or one is "*". */
 int bosh_origin_allowed(const char *origin, const char *const *allowed, int n);
 
+/* 1 if origin (an Origin header value, scheme://host[:port]) names the
+ * given scheme, host and port (port 0: the scheme's default). Host
+ * compared case-insensitively, IPv6 brackets ignored, a default port may
+ * be written or not. "null", paths and junk are never our origin. */
+int bosh_origin_is_self(const char *origin, const char *scheme,
+                        const char *host, unsigned port);
+
+/*
+ * Whether the bosh-prebind handler serves a request (issue 13): it signs
+ * the visitor into chat, so another site must not make the visitor's
+ * browser ask for it. method_post: 1 for POST, 0 for GET (other methods
+ * are refused before). sec_fetch_site, origin: the request headers or
+ * NULL. origin_self: Origin is this site; origin_listed: Origin is listed
+ * by name in BoshAllowOrigin (never through "*").
+ *  - POST; GET only with Sec-Fetch-Site: same-origin (stock Converse.js
+ *    fetches prebind_url with a GET from its own page; a browser never
+ *    lets a page set Sec-Fetch-*, and an old browser that does not send it
+ *    gets 405 for a GET, so <img src>/links cannot trigger it);
+ *  - Sec-Fetch-Site same-origin or none, or absent (non-browser clients,
+ *    old browsers: Origin decides); same-site/cross-site only from a
+ *    listed Origin;
+ *  - Origin, when sent, is this site or listed.
+ * Returns 0 (serve), 405 or 403 with *why set.
+ */
+int bosh_prebind_policy(int method_post, const char *sec_fetch_site,
+                        const char *origin, int origin_self, int origin_listed,
+                        const char **why);
+
 #endif

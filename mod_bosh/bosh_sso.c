@@ -23,6 +23,7 @@
 #include "http_core.h"
 #include "http_log.h"
 #include "http_protocol.h"
+#include "http_request.h"
 #include "http_ssl.h"
 #include "apr_strings.h"
 #include "apr_general.h"
@@ -157,6 +158,63 @@ static int send_json_error(request_rec *r, int status, const char *why,
     return send_json(r, status, json, strlen(json), retry_after);
 }
 
+/* 1 if Origin is listed by name in BoshAllowOrigin ("*" never counts:
+ * a prebind signs the visitor in, so only origins the site named). */
+static int origin_listed(request_rec *r, const char *origin)
+{
+    bosh_server_conf *conf = bosh_conf(r->server);
+    const char *const *list = (const char *const *)conf->allow_origins->elts;
+    int i;
+
+    if (!origin)
+        return 0;
+    for (i = 0; i < conf->allow_origins->nelts; i++)
+        if (strcmp(list[i], "*") != 0 && bosh_origin_allowed(origin, &list[i], 1))
+            return 1;
+    return 0;
+}
+
+/* Issue 13: a prebind signs the visitor's browser into chat with the
+ * site's login, so another site must not be able to make that browser
+ * ask for one (bosh_prebind_policy, bosh_route.h). OK, or the HTTP error
+ * already answered. */
+static int refuse_cross_site(request_rec *r)
+{
+    const char *site = apr_table_get(r->headers_in, "Sec-Fetch-Site");
+    const char *origin = apr_table_get(r->headers_in, "Origin");
+    const char *why;
+    int listed = origin_listed(r, origin);
+    int self = origin && r->hostname &&
+               bosh_origin_is_self(origin, ap_http_scheme(r), r->hostname,
+                                   ap_get_server_port(r));
+    int status = bosh_prebind_policy(r->method_number == M_POST, site, origin,
+                                     self, listed, &why);
+
+    apr_table_mergen(r->headers_out, "Vary", "Origin");
+    if (status == 0) {
+        if (listed && !self) {
+            /* A listed origin reads the answer with credentials, as it
+             * may use /http-bind (bosh_handler.c add_cors). */
+            apr_table_setn(r->headers_out, "Access-Control-Allow-Origin", origin);
+            apr_table_setn(r->headers_out, "Access-Control-Allow-Credentials", "true");
+        }
+        return OK;
+    }
+    /* INFO, like every other refusal: the rate is the requester's. */
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "mod_bosh: BOSH00101: prebind refused (%d): %s "
+                  "(method %s, Sec-Fetch-Site %s, Origin %s)", status, why,
+                  r->method, site ? site : "-", origin ? origin : "-");
+    if (status == HTTP_METHOD_NOT_ALLOWED) {
+        r->allowed = AP_METHOD_BIT << M_POST;
+        ap_allow_methods(r, REPLACE_ALLOW, "POST", NULL);
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    if (ap_discard_request_body(r) != OK)
+        r->connection->keepalive = AP_CONN_CLOSE;
+    return send_json_error(r, HTTP_FORBIDDEN, why, 0);
+}
+
 /* A session-creation body, as a client would send it. rid: random, well
  * below 2^53 so that JavaScript counts on from it exactly. */
 static const char *creation_body(request_rec *r, bosh_server_conf *conf)
@@ -183,10 +241,14 @@ int bosh_prebind_handler(request_rec *r)
 
     if (!r->handler || strcmp(r->handler, "bosh-prebind") != 0)
         return DECLINED;
+    bosh_protect_answer(r);
     if (r->method_number != M_GET && r->method_number != M_POST) {
-        r->allowed = (AP_METHOD_BIT << M_GET) | (AP_METHOD_BIT << M_POST);
+        r->allowed = AP_METHOD_BIT << M_POST;
+        ap_allow_methods(r, REPLACE_ALLOW, "POST", NULL);
         return HTTP_METHOD_NOT_ALLOWED;
     }
+    if ((rv = refuse_cross_site(r)) != OK)
+        return rv;
     if ((rv = ap_discard_request_body(r)) != OK)
         return rv;
     conf = bosh_conf(r->server);

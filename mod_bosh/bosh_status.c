@@ -96,6 +96,7 @@ int bosh_status_handler(request_rec *r)
 
     if (!r->handler || strcmp(r->handler, "bosh-status") != 0)
         return DECLINED;
+    bosh_protect_answer(r);
     if (r->method_number != M_GET)
         return HTTP_METHOD_NOT_ALLOWED;
     json = r->args && strstr(r->args, "json") != NULL;

@@ -715,6 +715,18 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
     apr_pool_pre_cleanup_register(pchild, ch, bosh_child_cleanup);
 }
 
+/* An error answer httpd makes itself for one of our handlers (405, 413,
+ * a bad chunked body ...) is built on a fresh filter chain: give it the
+ * same protective headers as our own answers (bosh_protect_answer). */
+static void bosh_insert_error_filter(request_rec *r)
+{
+    if (r->handler && (strcmp(r->handler, "bosh") == 0 ||
+                       strcmp(r->handler, "bosh-prebind") == 0 ||
+                       strcmp(r->handler, "bosh-status") == 0 ||
+                       strcmp(r->handler, "bosh-hostmeta") == 0))
+        bosh_protect_answer(r);
+}
+
 static void bosh_register_hooks(apr_pool_t *p)
 {
     (void)p;
@@ -726,6 +738,8 @@ static void bosh_register_hooks(apr_pool_t *p)
     ap_hook_handler(bosh_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bosh_prebind_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bosh_hostmeta_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_insert_error_filter(bosh_insert_error_filter, NULL, NULL,
+                                APR_HOOK_MIDDLE);
     /* After mod_headers (AP_FTYPE_CONTENT_SET), before the HTTP header. */
     ap_register_output_filter(BOSH_HEADERS_FILTER, bosh_headers_filter, NULL,
                               AP_FTYPE_PROTOCOL - 1);

@@ -100,6 +100,12 @@ int bosh_hostmeta_handler(request_rec *r);          /* bosh_hostmeta.c */
  * with mod_headers win over ours (no duplicates). bosh_handler.c. */
 #define BOSH_HEADERS_FILTER "BOSH_HEADERS"
 apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb);
+/* Every answer of a mod_bosh handler (bosh, bosh-prebind, bosh-status,
+ * bosh-hostmeta), errors included, goes out with a sandboxing CSP,
+ * X-Content-Type-Options: nosniff, Referrer-Policy and
+ * Cross-Origin-Resource-Policy (issue 13). Call before answering;
+ * idempotent. bosh_handler.c. */
+void bosh_protect_answer(request_rec *r);
 int bosh_status_hook(request_rec *r, int flags);   /* mod_status */
 
 /* Single sign-on (bosh_sso.c, issue 8): per-directory configuration,

@@ -232,16 +232,18 @@ def test_any_request_content_type_is_accepted(hstack, ctype):
     terminate(hstack, ans.attr("sid"), rid + 1)
 
 
-def test_session_content_type_on_every_response(hstack):
+def test_session_content_type_is_always_xml(hstack):
+    """The creation's `content` is ignored (issue 13, docs/conformance.md):
+    every answer is text/xml; charset=utf-8, whatever the client asked."""
     rid = new_rid()
     ans = post(hstack, creation(rid, extra=" content='text/plain; charset=utf-8'"))
-    assert ans.headers["content-type"] == "text/plain; charset=utf-8", ans
+    assert ans.headers["content-type"] == "text/xml; charset=utf-8", ans
     sid = ans.attr("sid")
     nxt = post(hstack, empty(sid, rid + 1))
     assert nxt.status == 200, nxt
-    assert nxt.headers["content-type"] == "text/plain; charset=utf-8", nxt
+    assert nxt.headers["content-type"] == "text/xml; charset=utf-8", nxt
     end = terminate(hstack, sid, rid + 2)
-    assert end.headers["content-type"] == "text/plain; charset=utf-8", end
+    assert end.headers["content-type"] == "text/xml; charset=utf-8", end
 
 
 # ---- connections: keep-alive, pipelining, HTTP/2 ------------------------------

@@ -199,9 +199,9 @@ def test_client_side_identity_gains_nothing(stack, sso, new_user):
 
 
 def test_prebind_json_and_strophe_attach(stack, sso, users, bosh_client):
-    st, text, hdrs = get(stack.prebind_url)
+    st, text, hdrs = post(stack.prebind_url, "")
     assert st == 401                            # Apache's login first
-    st, text, hdrs = get(stack.prebind_url, basic("dave", sso["dave"]))
+    st, text, hdrs = post(stack.prebind_url, "", basic("dave", sso["dave"]))
     assert st == 200, (st, text)
     assert hdrs["Content-Type"].startswith("application/json")
     assert "no-store" in hdrs.get("Cache-Control", "")
@@ -253,7 +253,7 @@ def test_auto_provision_off_refuses_unknown_users(sso):
         code, text, _ = s.auth_external()
         assert "not-authorized" in text and "<success" not in text, text
         assert st.redis_cli("EXISTS", "chat:user:carol") == "0"
-        code, text, _ = get(st.prebind_url, basic("carol", pw))
+        code, text, _ = post(st.prebind_url, "", basic("carol", pw))
         assert code == 403 and "error" in json.loads(text), (code, text)
         st.add_user("carol")
         s = RawSession(st.sso_bosh_url, basic("carol", pw))

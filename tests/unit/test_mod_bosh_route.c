@@ -113,6 +113,52 @@ static void test_origin(void) {
     CHECK(bosh_origin_allowed("https://x", star, 1) == 1);
 }
 
+static void test_origin_is_self(void) {
+    CHECK(bosh_origin_is_self("http://127.0.0.1:8080", "http", "127.0.0.1", 8080) == 1);
+    CHECK(bosh_origin_is_self("http://Chat.Example.com", "http", "chat.example.com", 80) == 1);
+    CHECK(bosh_origin_is_self("https://chat.example.com:443", "https", "chat.example.com", 443) == 1);
+    CHECK(bosh_origin_is_self("https://chat.example.com", "https", "chat.example.com", 0) == 1);
+    CHECK(bosh_origin_is_self("http://[::1]:81", "http", "[::1]", 81) == 1);
+    CHECK(bosh_origin_is_self("http://[::1]:81", "http", "::1", 81) == 1);
+    CHECK(bosh_origin_is_self("http://127.0.0.1:8081", "http", "127.0.0.1", 8080) == 0);
+    CHECK(bosh_origin_is_self("https://127.0.0.1:8080", "http", "127.0.0.1", 8080) == 0);
+    CHECK(bosh_origin_is_self("http://127.0.0.2:8080", "http", "127.0.0.1", 8080) == 0);
+    CHECK(bosh_origin_is_self("http://chat.example.com.evil", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self("http://chat.example.com/", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self("http://u@chat.example.com", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self("http://chat.example.com:", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self("http://chat.example.com:99999", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self("null", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self("", "http", "chat.example.com", 80) == 0);
+    CHECK(bosh_origin_is_self(NULL, "http", "chat.example.com", 80) == 0);
+}
+
+static void test_prebind_policy(void) {
+    const char *why;
+    /* method */
+    CHECK(bosh_prebind_policy(1, NULL, NULL, 0, 0, &why) == 0);
+    CHECK(bosh_prebind_policy(0, NULL, NULL, 0, 0, &why) == 405 && why);
+    CHECK(bosh_prebind_policy(0, "cross-site", NULL, 0, 0, &why) == 405);
+    CHECK(bosh_prebind_policy(0, "none", NULL, 0, 0, &why) == 405);
+    CHECK(bosh_prebind_policy(0, "same-origin", NULL, 0, 0, &why) == 0);
+    /* Sec-Fetch-Site */
+    CHECK(bosh_prebind_policy(1, "same-origin", "http://me", 1, 0, &why) == 0);
+    CHECK(bosh_prebind_policy(1, "none", NULL, 0, 0, &why) == 0);
+    CHECK(bosh_prebind_policy(1, "cross-site", "http://evil", 0, 0, &why) == 403 && why);
+    CHECK(bosh_prebind_policy(1, "same-site", "http://sub.me", 0, 0, &why) == 403);
+    CHECK(bosh_prebind_policy(1, "cross-site", NULL, 0, 0, &why) == 403);
+    CHECK(bosh_prebind_policy(1, "weird", "http://me", 1, 0, &why) == 403);
+    CHECK(bosh_prebind_policy(1, "cross-site", "https://app", 0, 1, &why) == 0);
+    CHECK(bosh_prebind_policy(1, "same-site", "https://app", 0, 1, &why) == 0);
+    /* Origin without fetch metadata (old browsers) */
+    CHECK(bosh_prebind_policy(1, NULL, "http://evil", 0, 0, &why) == 403);
+    CHECK(bosh_prebind_policy(1, NULL, "null", 0, 0, &why) == 403);
+    CHECK(bosh_prebind_policy(1, NULL, "http://me", 1, 0, &why) == 0);
+    CHECK(bosh_prebind_policy(1, NULL, "https://app", 0, 1, &why) == 0);
+    /* a same-origin label with a foreign Origin is still refused */
+    CHECK(bosh_prebind_policy(1, "same-origin", "http://evil", 0, 0, &why) == 403);
+}
+
 int main(void) {
     test_endpoint();
     test_sid_node();
@@ -120,5 +166,7 @@ int main(void) {
     test_retry_after();
     test_has_ver();
     test_origin();
+    test_origin_is_self();
+    test_prebind_policy();
     return unit_done("mod_bosh_route");
 }
