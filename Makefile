@@ -10,6 +10,9 @@
 # chatd/main.c and chatd/chatctl.c are the two programs; every other
 # chatd/*.c goes into build/libchatd.a so unit tests can link pure parts.
 
+# A bare `make` builds; nothing above `all` may become the default goal.
+.DEFAULT_GOAL := all
+
 CC      ?= cc
 BUILD   ?= build
 PKGS     = apr-1 hiredis expat openssl
@@ -38,10 +41,6 @@ MOD_SRC := $(wildcard mod_bosh/*.c)
 MOD_SO  := mod_bosh/.libs/mod_bosh.so
 # zlib: mod_bosh gzips answers and inflates gzip requests (bosh_gzip.c).
 MOD_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz)
-
-.PHONY: test-packaging
-test-packaging:
-	@tests/packaging/test_packages.sh
 
 .PHONY: all chatd mod_bosh unit unit-asan deps test run stop clean fuzz integration
 all: $(BUILD)/chatd $(BUILD)/chatctl $(MOD_SO)
@@ -137,6 +136,10 @@ fuzz: $(FUZZ_BIN)
 	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=1 \
 	        $$f.corpus || exit 1; \
 	done
+
+.PHONY: test-packaging
+test-packaging:
+	@tests/packaging/test_packages.sh
 
 clean:
 	rm -rf build build-asan mod_bosh/.libs mod_bosh/*.lo mod_bosh/*.slo mod_bosh/*.la \
