@@ -54,6 +54,7 @@ typedef struct room {
     muc_room     *m;
     int           fresh;      /* nothing in Redis: first joiner becomes owner */
     int           loading;    /* waiting for Redis; joins queue up */
+    int           loaded;     /* Redis answered the load: saves may write */
     redis_async_req *load_req;
     pending_join *joins, *joins_tail;
     unsigned      hist_dirty; /* newest ring entries not yet in Redis */
@@ -181,6 +182,13 @@ static void room_save(chatd *d, room *rm)
 {
     muc_room *m = rm->m;
     if (!m->cfg.persistent) return;
+    if (!rm->loaded) {
+        /* Never write a record we did not read: it would replace the
+         * stored configuration and owners with whatever is in memory. */
+        log_error("BOSH00301: muc: not saving %s: its record was never loaded",
+                  m->jid);
+        return;
+    }
     static const char script[] =
         "redis.call('DEL', KEYS[1]) "
         "if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end";
@@ -319,22 +327,50 @@ static void apply_record(room *rm, redisReply *h)
     }
 }
 
+/* Did the load answer? Only a well-formed reply (the room's hash, maybe
+ * empty for "no such room", and its history list) counts; an error, a
+ * timeout or a dropped connection is "load failed", never "no such room". */
+static int load_reply_ok(const redisReply *reply, const char *err)
+{
+    return !err && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+           reply->element[0]->type == REDIS_REPLY_ARRAY &&
+           reply->element[1]->type == REDIS_REPLY_ARRAY;
+}
+
 static void room_loaded(redisReply *reply, const char *err, void *ud)
 {
     room *rm = ud;
     chatd *d = rm->d;
     rm->load_req = NULL;
     rm->loading = 0;
-    if (err || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-        log_warn("muc: cannot load %s: %s", rm->m->jid,
-                 err ? err : (reply && reply->str) ? reply->str : "bad reply");
-    } else {
-        apply_record(rm, reply->element[0]);
-        redisReply *h = reply->element[1];
-        for (size_t i = h->elements; h->type == REDIS_REPLY_ARRAY && i-- > 0; )
-            if (h->element[i]->type == REDIS_REPLY_STRING)
-                muc_history_push(rm->m, h->element[i]->str, h->element[i]->len);
+    if (!load_reply_ok(reply, err)) {
+        /* Fail closed: a room we could not read is not created (its first
+         * joiner would become owner and the next save would overwrite the
+         * stored room). Every queued join gets a 'wait' error and the next
+         * join tries the load again. */
+        unsigned refused = 0;
+        pending_join *j;
+        while ((j = rm->joins)) {
+            rm->joins = j->next;
+            router_bounce(d, j->stanza, "wait", "internal-server-error");
+            refused++;
+            xs_free(j->stanza);
+            free(j->from);
+            free(j);
+        }
+        log_warn("BOSH00300: muc: cannot load %s (%s): %u join(s) refused, "
+                 "the next join retries", rm->m->jid,
+                 err ? err : (reply && reply->str) ? reply->str : "bad reply", refused);
+        rm->joins_tail = NULL;
+        room_free(d, rm);
+        return;
     }
+    rm->loaded = 1;
+    apply_record(rm, reply->element[0]);
+    redisReply *h = reply->element[1];
+    for (size_t i = h->elements; i-- > 0; )
+        if (h->element[i]->type == REDIS_REPLY_STRING)
+            muc_history_push(rm->m, h->element[i]->str, h->element[i]->len);
     pending_join *j;
     while ((j = rm->joins)) {
         rm->joins = j->next;

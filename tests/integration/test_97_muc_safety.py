@@ -1,0 +1,158 @@
+"""Rooms stay safe from one misbehaving client and from a failing Redis (issue 14).
+
+Why these tests: a room whose record could not be read (Redis paused,
+slow or down) used to be created as a brand-new room, so its first joiner
+became owner and the next save overwrote the stored configuration (room
+takeover). A room made members-only, or a membership revoked, left the
+non-members inside and posting. A participant could send a <subject/>
+along with a <body/> past the subject permission check. Each test drives
+real clients (slixmpp on the native port) against a private stack and
+asserts what a client sees and what Redis keeps.
+"""
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+
+import pytest
+
+import chatstack
+import outage
+from native_client import NativeClient, error_condition
+
+ROOMCFG = "muc#roomconfig_"
+
+
+@pytest.fixture
+def private_stack():
+    root = tempfile.mkdtemp(prefix="chatmuc-")
+    st = chatstack.Stack(root, foreground=True)
+    started = []
+    try:
+        st.start(timeout=60)
+
+        def client(user=None, password=None, tag="u"):
+            if user is None:
+                user = f"{tag}{secrets.token_hex(3)}"
+                password = st.add_user(user)
+            c = NativeClient("127.0.0.1", st.xmpp_port, f"{user}@{st.domain}/m",
+                             password, mech="SCRAM-SHA-256")
+            c.user, c.password = user, password
+            started.append(c)
+            c.connect()
+            return c
+        yield st, client
+    finally:
+        for c in started:
+            try:
+                c.close()
+            except Exception:
+                pass
+        st.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def join(c, room, nick, **kw):
+    """Join and wait for the self-presence (status 110)."""
+    mark = len(c.events)
+    c.send("join", room=room, nick=nick, **kw)
+    c.wait_stanza(start=mark, name="presence", what=f"self-presence in {room}",
+                  **{"from": f"{room}/{nick}", "type": None,
+                     "xml": lambda x: re.search(r"code=.110.", x) is not None})
+    return mark
+
+
+def join_answer(c, room, nick, timeout=30):
+    """Join; the self-presence or the presence error, whichever comes."""
+    mark = len(c.events)
+    c.send("join", room=room, nick=nick)
+    return c.wait_stanza(start=mark, timeout=timeout, name="presence",
+                         what=f"answer to joining {room}",
+                         **{"from": f"{room}/{nick}",
+                            "xml": lambda x: 'type="error"' in x or "type='error'" in x
+                            or re.search(r"code=.110.", x) is not None})
+
+
+def iq_cmd(c, cmd, timeout=30, **kw):
+    cid = secrets.token_hex(4)
+    mark = len(c.events)
+    c.send(cmd, id=cid, **kw)
+    return c.wait_event(lambda e: e.get("event") == "iq" and e.get("id") == cid,
+                        timeout, f"answer to {cmd}", start=mark)
+
+
+def configure(c, room, **fields):
+    return iq_cmd(c, "room_config", room=room,
+                  fields={ROOMCFG + k: v for k, v in fields.items()})
+
+
+def self_item(ev):
+    """affiliation and role of the <item/> in a presence event."""
+    m = re.search(r"<item [^>]*>", ev["xml"])
+    item = m.group(0) if m else ""
+    aff = re.search(r"affiliation=.(\w+).", item)
+    role = re.search(r"role=.(\w+).", item)
+    return (aff.group(1) if aff else None, role.group(1) if role else None)
+
+
+def test_room_load_failure_refuses_join_and_keeps_owner(private_stack):
+    """Redis paused while a persistent room is loaded: the joiner gets a
+    'wait' error, becomes no owner, and the stored config survives."""
+    st, client = private_stack
+    alice = client(tag="own")
+    room = f"keep{secrets.token_hex(3)}@{st.muc_domain}"
+    join(alice, room, "alice")
+    ans = configure(alice, room, persistentroom="1", roomname="Original")
+    assert ans["type"] == "result", ans
+    key = f"chat:room:{room}"
+    outage.wait_until(lambda: st.redis_cli("HGET", key, "name") == "Original", 15,
+                      "room record in Redis")
+    alice.close()
+
+    # a restart: the room is in Redis only and is loaded on the next join
+    assert st._stop_one("chatd", st.chatd_pidfile, timeout=30) == 0
+    st.start_chatd(30)
+    alice = client(alice.user, alice.password)
+    mallory = client(tag="mal")
+    conns = outage.chatd_stat(st, "redis_connections")
+
+    # Redis stops answering for longer than chatd's command deadline (2 s)
+    pause_done = threading.Event()
+
+    def pause():
+        st.redis_cli("CLIENT", "PAUSE", "6000", "ALL")
+        pause_done.set()
+    threading.Thread(target=pause, daemon=True).start()
+    outage.wait_until(pause_done.is_set, 10, "CLIENT PAUSE issued")
+    first = join_answer(mallory, room, "mallory", timeout=40)
+    # whatever mallory got, it now tries to take the room over
+    taken = configure(mallory, room, persistentroom="1", roomname="Taken")
+
+    # Redis answers again (redis-cli blocks until the pause is over)
+    outage.wait_until(lambda: st.redis_cli("PING") == "PONG", 30, "Redis back")
+    outage.wait_until(lambda: outage.chatd_stat(st, "redis_connections") >= conns, 30,
+                      "chatd's Redis connections back")
+
+    # the stored configuration is unchanged and alice is still owner
+    assert st.redis_cli("HGET", key, "name") == "Original", st.redis_cli("HGETALL", key)
+    assert st.redis_cli("HGET", key, f"aff:{mallory.user}@{st.domain}") == ""
+    mark = join(alice, room, "alice")
+    me = alice.wait_stanza(start=mark, name="presence", **{"from": f"{room}/alice"},
+                           xml=lambda x: re.search(r"code=.110.", x) is not None)
+    assert self_item(me) == ("owner", "moderator"), me
+
+    # what mallory saw: a temporary error, not a new room of its own
+    assert first["type"] == "error", first
+    assert error_condition(first) == "internal-server-error", first
+    assert re.search(r"<error[^>]*type=.wait.", first["xml"]), first
+    assert taken["type"] == "error", taken
+
+    # the room is loaded on the next join: mallory gets in as a plain occupant
+    mark = join(mallory, room, "mallory")
+    me = mallory.wait_stanza(start=mark, name="presence", **{"from": f"{room}/mallory"},
+                             xml=lambda x: re.search(r"code=.110.", x) is not None)
+    assert self_item(me) == ("none", "participant"), me
+    assert not re.search(r"code=.201.", me["xml"]), me
+    assert configure(mallory, room, roomname="Taken")["type"] == "error"
+    assert st.redis_cli("HGET", key, "name") == "Original"
