@@ -39,9 +39,9 @@
 /* Status codes, XEP-0045 §15.6, as bits (written in this order). */
 enum {
     ST_100 = 1 << 0, ST_110 = 1 << 1, ST_201 = 1 << 2, ST_210 = 1 << 3,
-    ST_301 = 1 << 4, ST_303 = 1 << 5, ST_307 = 1 << 6
+    ST_301 = 1 << 4, ST_303 = 1 << 5, ST_307 = 1 << 6, ST_321 = 1 << 7, ST_322 = 1 << 8
 };
-static const int status_codes[] = { 100, 110, 201, 210, 301, 303, 307 };
+static const int status_codes[] = { 100, 110, 201, 210, 301, 303, 307, 321, 322 };
 
 typedef struct pending_join {
     struct pending_join *next;
@@ -611,15 +611,11 @@ static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
 {
     muc_room *m = rm->m;
     muc_occupant *occ = muc_find_jid(m, from);
-    if (!occ) { bounce(d, st, "not-acceptable"); return; }
-    if (occ->role < MUC_ROLE_PARTICIPANT) { bounce(d, st, "forbidden"); return; }
     xs_node *subject = xs_child(st, NS_CLIENT, "subject");
     xs_node *body = xs_child(st, NS_CLIENT, "body");
-    if (subject && !body) {
-        if (occ->role != MUC_ROLE_MODERATOR && !m->cfg.change_subject) {
-            bounce(d, st, "forbidden");
-            return;
-        }
+    const char *cond = muc_groupchat_check(m, occ, subject != NULL, body != NULL);
+    if (cond) { bounce(d, st, cond); return; }
+    if (subject && !body) {               /* a subject change, XEP-0045 §8.1 */
         char *t = xs_text(subject);
         muc_set_str(&m->subject, t);
         muc_set_str(&m->subject_from, occ->nick);
@@ -798,6 +794,7 @@ static void config_submit(chatd *d, room *rm, const xs_node *x, const xs_node *s
 {
     muc_config *c = &rm->m->cfg;
     int was_persistent = c->persistent, password_on = c->password != NULL;
+    int was_members_only = c->members_only;
     char *secret = NULL;
     for (xs_node *f = xs_child(x, NS_XDATA, "field"); f; f = xs_next_elem(f, NS_XDATA, "field")) {
         const char *var = xs_attr_get(f, "var");
@@ -820,6 +817,14 @@ static void config_submit(chatd *d, room *rm, const xs_node *x, const xs_node *s
     if (secret) muc_set_str(&c->password, secret);
     if (!password_on) muc_set_str(&c->password, NULL);
     free(secret);
+    if (c->members_only && !was_members_only) {
+        /* XEP-0045 §10.2 (and §9.9): non-members leave with status 322 */
+        muc_occupant *o, *next;
+        for (o = rm->m->occupants; o; o = next) {
+            next = o->next;
+            if (!muc_may_stay(rm->m, o->bare)) remove_occupant(d, rm, o, ST_322);
+        }
+    }
     if (c->persistent) room_save(d, rm);
     else if (was_persistent) room_forget_redis(d, rm->m->jid, 0);
     reply(d, iq_result(st));
@@ -931,6 +936,8 @@ static const char *admin_item(chatd *d, room *rm, muc_occupant *actor, muc_aff a
             if (strcmp(o->bare, bare) != 0) continue;
             if (new_aff == MUC_AFF_OUTCAST) {
                 remove_occupant(d, rm, o, ST_301);
+            } else if (!muc_may_stay(m, o->bare)) {
+                remove_occupant(d, rm, o, ST_321);    /* membership revoked, §9.4 */
             } else {
                 o->role = muc_default_role(m, new_aff);
                 pres_opts po = { 0 };

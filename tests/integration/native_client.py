@@ -325,6 +325,10 @@ class NativeClient:
                                                               jid=kw["jid"],
                                                               reason=kw.get("reason", "")))
 
+    async def _cmd_set_affiliation(self, kw):
+        await self._iq(kw, self.x["xep_0045"].set_affiliation(kw["room"], kw["affiliation"],
+                                                              jid=kw["jid"]))
+
     async def _cmd_vcard_set(self, kw):
         v = self.x["xep_0054"].make_vcard()
         v["FN"] = kw["fn"]

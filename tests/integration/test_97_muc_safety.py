@@ -156,3 +156,85 @@ def test_room_load_failure_refuses_join_and_keeps_owner(private_stack):
     assert not re.search(r"code=.201.", me["xml"]), me
     assert configure(mallory, room, roomname="Taken")["type"] == "error"
     assert st.redis_cli("HGET", key, "name") == "Original"
+
+
+def removed_with(c, mark, room, nick, code):
+    """c sees room/nick leave (unavailable) with status code."""
+    return c.wait_stanza(start=mark, name="presence", type="unavailable",
+                         what=f"{nick} removed with {code}",
+                         **{"from": f"{room}/{nick}",
+                            "xml": lambda x: re.search(rf"code=.{code}.", x) is not None})
+
+
+def test_members_only_and_revoked_membership_remove_non_members(private_stack):
+    st, client = private_stack
+    owner, bob, carol = client(tag="own"), client(tag="bob"), client(tag="car")
+    room = f"mo{secrets.token_hex(3)}@{st.muc_domain}"
+    join(owner, room, "owner")
+    join(bob, room, "bob")
+    join(carol, room, "carol")
+    ans = iq_cmd(owner, "set_affiliation", room=room, affiliation="member",
+                 jid=f"{carol.user}@{st.domain}")
+    assert ans["type"] == "result", ans
+
+    # members-only: bob (no affiliation) goes with 322, both he and the
+    # others see it; carol (member) stays
+    o_mark, b_mark = len(owner.events), len(bob.events)
+    assert configure(owner, room, membersonly="1")["type"] == "result"
+    removed_with(bob, b_mark, room, "bob", 322)
+    removed_with(owner, o_mark, room, "bob", 322)
+    # bob is out: his messages are refused, nobody receives them
+    b_mark = len(bob.events)
+    bob.send("groupchat", to=room, body="still here?")
+    err = bob.wait_stanza(start=b_mark, name="message", type="error")
+    assert error_condition(err) == "not-acceptable", err
+    # ... and he cannot come back
+    assert error_condition(join_answer(bob, room, "bob")) == "registration-required"
+
+    # revoking carol's membership removes her with 321
+    o_mark, c_mark = len(owner.events), len(carol.events)
+    ans = iq_cmd(owner, "set_affiliation", room=room, affiliation="none",
+                 jid=f"{carol.user}@{st.domain}")
+    assert ans["type"] == "result", ans
+    removed_with(carol, c_mark, room, "carol", 321)
+    removed_with(owner, o_mark, room, "carol", 321)
+    fence = f"fence {secrets.token_hex(3)}"
+    c_mark = len(carol.events)
+    carol.send("groupchat", to=room, body="after revocation")
+    owner.send("groupchat", to=room, body=fence)
+    owner.wait_stanza(name="message", type="groupchat", body=fence)
+    assert not owner.stanzas(name="message", body="after revocation")
+    assert error_condition(carol.wait_stanza(start=c_mark, name="message", type="error")) \
+        == "not-acceptable"
+
+
+def test_subject_with_body_needs_the_subject_permission(private_stack):
+    st, client = private_stack
+    owner, bob = client(tag="own"), client(tag="bob")
+    room = f"subj{secrets.token_hex(3)}@{st.muc_domain}"
+    join(owner, room, "owner")
+    join(bob, room, "bob")
+    # bob is a participant; participants may not change the subject (default)
+    for extra in ("<body>hello all</body>", ""):
+        o_mark, b_mark = len(owner.events), len(bob.events)
+        bob.send("raw", xml=f"<message to='{room}' type='groupchat'>"
+                            f"<subject>Bob's topic</subject>{extra}</message>")
+        err = bob.wait_stanza(start=b_mark, name="message", type="error",
+                              what="subject refused")
+        assert error_condition(err) == "forbidden", err
+        fence = f"fence {secrets.token_hex(3)}"
+        bob.send("groupchat", to=room, body=fence)
+        owner.wait_stanza(start=o_mark, name="message", type="groupchat", body=fence)
+        assert not [e for e in owner.events[o_mark:] if "Bob's topic" in e.get("xml", "")]
+    # a late joiner sees no such subject either (history, subject message)
+    carol = client(tag="car")
+    c_mark = join(carol, room, "carol")
+    carol.wait_stanza(start=c_mark, name="message", xml=lambda x: "<subject" in x)
+    assert not [e for e in carol.events[c_mark:] if "Bob's topic" in e.get("xml", "")]
+
+    # the owner (moderator) may send a subject with a body: delivered, and
+    # not a subject change (XEP-0045 §8.1)
+    b_mark = len(bob.events)
+    owner.send("raw", xml=f"<message to='{room}' type='groupchat'>"
+                          "<subject>Owner's line</subject><body>note</body></message>")
+    bob.wait_stanza(start=b_mark, name="message", type="groupchat", body="note")
