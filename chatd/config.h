@@ -27,6 +27,8 @@ typedef struct chatd_config {
     unsigned bosh_max_pause;    /* bosh_max_pause 120 */
     unsigned bosh_polling;      /* bosh_polling 2 */
     unsigned muc_history;       /* muc_history   20 */
+    unsigned muc_history_buffer;/* muc_history_buffer 4194304 (bytes of room history whose
+                                   write to Redis failed, kept for retries; 0 = no cap) */
     unsigned max_sessions;      /* max_sessions  0 = unlimited */
     char    *pidfile;           /* pidfile       (none) */
     char    *logfile;           /* logfile       (stderr) */

@@ -24,6 +24,7 @@
 #include <apr_hash.h>
 #include "muc.h"
 #include "muc_room.h"
+#include "muc_outbox.h"
 #include "router.h"
 #include "log.h"
 #include "xmpp_internal.h"
@@ -65,6 +66,8 @@ struct muc_service {
     apr_hash_t *rooms;        /* room bare JID -> room */
     loop_timer *flush_timer;  /* armed while some room has hist_dirty */
     unsigned    flushing;     /* history writes awaiting Redis's answer */
+    mob_set     outbox;       /* history not yet in Redis, per room */
+    loop_timer *retry_timer;  /* next retry of a failed history write */
 };
 
 /* What an occupant's presence says (see occupant_presence). */
@@ -237,17 +240,110 @@ static void room_forget_redis(chatd *d, const char *jid, int history_too)
 
 #define HISTORY_FLUSH_MS 1000
 
+/* A room's unwritten entries wait in its outbox (muc_outbox.c) until a
+ * write succeeds: a failed write is retried with back-off, and the outbox
+ * is bounded (the ring size per room, muc_history_buffer bytes in all). */
+static void outbox_send(chatd *d, mob_box *b);
+
+typedef struct hist_write {
+    chatd *d;
+    char   jid[];
+} hist_write;
+
+static void retry_timer_arm(chatd *d);
+
 static void history_written(redisReply *reply, const char *err, void *ud)
 {
-    chatd *d = ud;
-    if (d->muc && d->muc->flushing) d->muc->flushing--;
-    redis_log_error_cb(reply, err, NULL);
+    hist_write *w = ud;
+    chatd *d = w->d;
+    struct muc_service *s = d->muc;
+    mob_box *b = s ? mob_find(&s->outbox, w->jid) : NULL;
+    if (s && s->flushing) s->flushing--;
+    if (b) {
+        if (!err && reply && reply->type != REDIS_REPLY_ERROR) {
+            mob_written(&s->outbox, b);
+            if (mob_due(b, loop_now_ms(d->loop))) outbox_send(d, b);
+            else mob_release(&s->outbox, b);
+        } else {
+            mob_failed(b, loop_now_ms(d->loop));
+            log_warn("BOSH00302: muc: history write for %s failed (%s): %u message(s) "
+                     "kept, retry %u in %llu ms", w->jid,
+                     err ? err : (reply && reply->str) ? reply->str : "bad reply", b->n,
+                     b->attempts, (unsigned long long)mob_backoff_ms(b->attempts));
+            retry_timer_arm(d);
+        }
+    }
+    free(w);
 }
 
-/* One EVAL per room: LPUSH the new entries (oldest first, so the newest
- * ends up at the head, as LRANGE 0 N reads it back) and LTRIM to the ring
- * size. Issued on the room's connection (keyed), so it runs before a later
- * load of the same room. */
+/* One EVAL per room: LPUSH the outbox's entries (oldest first, so the
+ * newest ends up at the head, as LRANGE 0 N reads it back) and LTRIM to the
+ * ring size. A retry skips entries already in the list: a write that timed
+ * out here may still have run in Redis. Issued on the room's connection
+ * (keyed), so it runs before a later load of the same room. */
+static void outbox_send(chatd *d, mob_box *b)
+{
+    static const char script[] =
+        "local fresh, have = {}, {} "
+        "if ARGV[2] == '1' then "
+        "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do "
+        "have[v] = true end end "
+        "for i = 3, #ARGV do if not have[ARGV[i]] then fresh[#fresh + 1] = ARGV[i] end end "
+        "for i = 1, #fresh, 1000 do "
+        "redis.call('LPUSH', KEYS[1], unpack(fresh, i, math.min(i + 999, #fresh))) end "
+        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)";
+    char key[JID_MAX + 16], cap[16];
+    snprintf(key, sizeof(key), "chat:history:%s", b->jid);
+    snprintf(cap, sizeof(cap), "%u", b->keep);
+    size_t argc = 6 + b->n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *lens = malloc(argc * sizeof(*lens));
+    size_t jl = strlen(b->jid);
+    hist_write *w = malloc(sizeof(*w) + jl + 1);
+    if (!argv || !lens || !w) abort();
+    w->d = d;
+    memcpy(w->jid, b->jid, jl + 1);
+    argv[0] = "EVAL"; argv[1] = script; argv[2] = "1"; argv[3] = key; argv[4] = cap;
+    argv[5] = b->attempts ? "1" : "0";
+    for (size_t i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    for (unsigned i = 0; i < b->n; i++) {
+        argv[6 + i] = b->e[i];
+        lens[6 + i] = b->len[i];
+    }
+    mob_sent(b);
+    d->muc->flushing++;
+    redis_async_commandargv_keyed(d->redis, b->jid, history_written, w, (int)argc,
+                                  argv, lens);
+    free(argv);
+    free(lens);
+}
+
+static void retry_timer_cb(loop *l, void *ud)
+{
+    chatd *d = ud;
+    d->muc->retry_timer = NULL;
+    uint64_t now = loop_now_ms(l);
+    for (mob_box *b = d->muc->outbox.boxes, *next; b; b = next) {
+        next = b->next;
+        if (mob_due(b, now)) outbox_send(d, b);
+    }
+    retry_timer_arm(d);
+}
+
+/* Armed for the earliest retry among outboxes waiting out a back-off. */
+static void retry_timer_arm(chatd *d)
+{
+    struct muc_service *s = d->muc;
+    uint64_t now = loop_now_ms(d->loop), at = 0;
+    for (mob_box *b = s->outbox.boxes; b; b = b->next)
+        if (b->n && !b->inflight && (!at || b->not_before < at)) at = b->not_before;
+    if (!at) return;
+    loop_timer_cancel(d->loop, s->retry_timer);
+    s->retry_timer = loop_timer_add(d->loop, at > now ? at - now : 1, retry_timer_cb, d);
+}
+
+/* The room's new ring entries go to its outbox, which is written now
+ * unless a write is in flight or a failed one waits out its back-off. */
 static void history_flush(chatd *d, room *rm)
 {
     muc_room *m = rm->m;
@@ -255,27 +351,19 @@ static void history_flush(chatd *d, room *rm)
     rm->hist_dirty = 0;
     if (!n || !m->hist_count) return;
     if (n > m->hist_count) n = m->hist_count;
-    static const char script[] =
-        "local n = #ARGV "
-        "for i = 2, n, 1000 do "
-        "redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, n))) end "
-        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)";
-    char key[JID_MAX + 16], cap[16];
-    snprintf(key, sizeof(key), "chat:history:%s", m->jid);
-    snprintf(cap, sizeof(cap), "%u", m->hist_cap);
-    size_t argc = 5 + n;
-    const char **argv = malloc(argc * sizeof(*argv));
-    size_t *lens = malloc(argc * sizeof(*lens));
-    if (!argv || !lens) abort();
-    argv[0] = "EVAL"; argv[1] = script; argv[2] = "1"; argv[3] = key; argv[4] = cap;
-    for (size_t i = 0; i < 5; i++) lens[i] = strlen(argv[i]);
-    for (unsigned i = 0; i < n; i++)
-        argv[5 + i] = muc_history_get(m, m->hist_count - n + i, &lens[5 + i]);
-    d->muc->flushing++;
-    redis_async_commandargv_keyed(d->redis, m->jid, history_written, d, (int)argc,
-                                  argv, lens);
-    free(argv);
-    free(lens);
+    struct muc_service *s = d->muc;
+    mob_box *b = mob_get(&s->outbox, m->jid, m->hist_cap);
+    unsigned dropped = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len;
+        const char *xml = muc_history_get(m, m->hist_count - n + i, &len);
+        if (xml) dropped += mob_append(&s->outbox, b, xml, len);
+    }
+    if (dropped)
+        log_warn("BOSH00303: muc: unwritten history over muc_history_buffer (%zu bytes): "
+                 "dropped the %u oldest message(s)", s->outbox.cap_bytes, dropped);
+    if (mob_due(b, loop_now_ms(d->loop))) outbox_send(d, b);
+    else mob_release(&s->outbox, b);
 }
 
 static void history_flush_timer(loop *l, void *ud)
@@ -293,11 +381,20 @@ void muc_flush_history(chatd *d)
     if (!d->muc) return;
     loop_timer_cancel(d->loop, d->muc->flush_timer);
     history_flush_timer(d->loop, d);
+    /* shutting down: what waits out a back-off is tried once more now */
+    for (mob_box *b = d->muc->outbox.boxes, *next; b; b = next) {
+        next = b->next;
+        if (b->n && !b->inflight) outbox_send(d, b);
+    }
 }
 
 unsigned muc_history_writes_pending(const chatd *d)
 {
-    return d->muc ? d->muc->flushing : 0;
+    if (!d->muc) return 0;
+    unsigned n = d->muc->flushing;
+    for (mob_box *b = d->muc->outbox.boxes; b; b = b->next)
+        n += b->n && !b->inflight;
+    return n;
 }
 
 static void apply_record(room *rm, redisReply *h)
@@ -371,6 +468,10 @@ static void room_loaded(redisReply *reply, const char *err, void *ud)
     for (size_t i = h->elements; i-- > 0; )
         if (h->element[i]->type == REDIS_REPLY_STRING)
             muc_history_push(rm->m, h->element[i]->str, h->element[i]->len);
+    /* newer than what Redis has: entries whose write failed and waits */
+    mob_box *b = mob_find(&d->muc->outbox, rm->m->jid);
+    for (unsigned i = b ? b->inflight : 0; b && i < b->n; i++)
+        muc_history_push(rm->m, b->e[i], b->len[i]);
     pending_join *j;
     while ((j = rm->joins)) {
         rm->joins = j->next;
@@ -1053,6 +1154,7 @@ int muc_init(chatd *d)
     if (!s) return -1;
     if (apr_pool_create(&s->pool, NULL) != APR_SUCCESS) { free(s); return -1; }
     s->rooms = apr_hash_make(s->pool);
+    s->outbox.cap_bytes = d->cfg.muc_history_buffer;
     d->muc = s;
     return 0;
 }
@@ -1062,6 +1164,8 @@ void muc_free(chatd *d)
     struct muc_service *s = d->muc;
     if (!s) return;
     loop_timer_cancel(d->loop, s->flush_timer);
+    loop_timer_cancel(d->loop, s->retry_timer);
+    mob_free_all(&s->outbox);
     apr_hash_index_t *hi;
     while ((hi = apr_hash_first(NULL, s->rooms)))
         room_free(d, apr_hash_this_val(hi));

@@ -24,10 +24,10 @@ from native_client import NativeClient, error_condition
 ROOMCFG = "muc#roomconfig_"
 
 
-@pytest.fixture
-def private_stack():
+def make_stack(chatd_extra=None):
+    """A private stack and a client factory; yields (stack, client)."""
     root = tempfile.mkdtemp(prefix="chatmuc-")
-    st = chatstack.Stack(root, foreground=True)
+    st = chatstack.Stack(root, foreground=True, chatd_extra=chatd_extra)
     started = []
     try:
         st.start(timeout=60)
@@ -51,6 +51,16 @@ def private_stack():
                 pass
         st.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_stack():
+    yield from make_stack()
+
+
+@pytest.fixture
+def small_history_buffer():
+    yield from make_stack({"muc_history_buffer": "3000"})
 
 
 def join(c, room, nick, **kw):
@@ -238,3 +248,64 @@ def test_subject_with_body_needs_the_subject_permission(private_stack):
     owner.send("raw", xml=f"<message to='{room}' type='groupchat'>"
                           "<subject>Owner's line</subject><body>note</body></message>")
     bob.wait_stanza(start=b_mark, name="message", type="groupchat", body="note")
+
+
+def chatd_log(st):
+    with open(st.chatd_log, errors="replace") as f:
+        return f.read()
+
+
+def history(st, room):
+    """Bodies in chat:history:<room>, oldest first."""
+    out = st.redis_cli("LRANGE", f"chat:history:{room}", "0", "-1").splitlines()
+    bodies = [re.search(r"<body>([^<]*)</body>", x) for x in out]
+    return [b.group(1) for b in reversed(bodies) if b]
+
+
+def say_while_redis_down(st, a, b, room, lines):
+    """Stop Redis, send lines from a (b still receives them: delivery is
+    from memory), wait until chatd has tried and failed to write them."""
+    failed_before = chatd_log(st).count("redis unavailable")
+    assert st._stop_one("redis", st.redis_pidfile) == 0
+    b_mark = len(b.events)
+    for line in lines:
+        a.send("groupchat", to=room, body=line)
+    b.wait_stanza(start=b_mark, name="message", body=lines[-1], what="delivery from memory")
+    outage.wait_until(lambda: chatd_log(st).count("redis unavailable") > failed_before, 20,
+                      "a history write failing")
+    st.start_redis()
+
+
+def test_failed_history_write_is_retried(private_stack):
+    st, client = private_stack
+    a, b = client(tag="ha"), client(tag="hb")
+    room = f"hist{secrets.token_hex(3)}@{st.muc_domain}"
+    join(a, room, "anna")
+    join(b, room, "bert")
+    said = [f"while down {i} {secrets.token_hex(2)}" for i in range(5)]
+    say_while_redis_down(st, a, b, room, said)
+    # Redis is back (empty: this Redis keeps nothing on disk): the retry
+    # writes every message, in order, once
+    outage.wait_until(lambda: history(st, room) == said, 30,
+                      f"history rewritten after the outage: {history(st, room)}")
+    assert "BOSH00302" in chatd_log(st)
+    more = f"after {secrets.token_hex(2)}"
+    a.send("groupchat", to=room, body=more)
+    outage.wait_until(lambda: history(st, room) == said + [more], 15, "next write")
+
+
+def test_unwritten_history_is_bounded(small_history_buffer):
+    st, client = small_history_buffer
+    a, b = client(tag="ha"), client(tag="hb")
+    room = f"hist{secrets.token_hex(3)}@{st.muc_domain}"
+    join(a, room, "anna")
+    join(b, room, "bert")
+    # ~200-byte entries, 3000-byte buffer: 15 messages cannot all wait
+    said = [f"bounded {i:02d} {'x' * 40}" for i in range(15)]
+    say_while_redis_down(st, a, b, room, said)
+    assert "BOSH00303" in chatd_log(st)
+    outage.wait_until(lambda: history(st, room)[-1:] == said[-1:], 40,
+                      "newest messages written after the outage")
+    kept = history(st, room)
+    assert 0 < len(kept) < len(said), kept
+    assert kept == said[-len(kept):], kept          # the oldest went, in order
