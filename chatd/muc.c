@@ -56,6 +56,10 @@ typedef struct room {
     int           fresh;      /* nothing in Redis: first joiner becomes owner */
     int           loading;    /* waiting for Redis; joins queue up */
     int           loaded;     /* Redis answered the load: saves may write */
+    char         *creator;    /* bare JID that created it (muc_max_rooms_per_user) */
+    char         *count_for;  /* the joiner whose room count the load read */
+    unsigned      created;    /* ... and that count (persistent rooms it created) */
+    uint64_t      empty_since;/* loop ms; 0 while occupied (muc_room_idle) */
     redis_async_req *load_req;
     pending_join *joins, *joins_tail;
     unsigned      hist_dirty; /* newest ring entries not yet in Redis */
@@ -67,6 +71,7 @@ struct muc_service {
     loop_timer *flush_timer;  /* armed while some room has hist_dirty */
     unsigned    flushing;     /* history writes awaiting Redis's answer */
     mob_set     outbox;       /* history not yet in Redis, per room */
+    loop_timer *idle_timer;   /* unloads persistent rooms left empty */
     loop_timer *retry_timer;  /* next retry of a failed history write */
 };
 
@@ -156,6 +161,8 @@ static void room_free(chatd *d, room *rm)
         free(j);
     }
     muc_room_free(rm->m, free_presence);
+    free(rm->creator);
+    free(rm->count_for);
     free(rm);
 }
 
@@ -192,17 +199,24 @@ static void room_save(chatd *d, room *rm)
                   m->jid);
         return;
     }
+    /* KEYS[2]: the rooms its creator created (muc_max_rooms_per_user);
+     * KEYS[1] without "chat:room:" is the room's JID. */
     static const char script[] =
         "redis.call('DEL', KEYS[1]) "
-        "if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end";
-    char **argv = NULL, key[JID_MAX + 16], num[16];
+        "if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end "
+        "if #KEYS > 1 then redis.call('SADD', KEYS[2], string.sub(KEYS[1], 11)) end";
+    char **argv = NULL, key[JID_MAX + 16], ckey[JID_MAX + 16], num[16];
     size_t argc = 0, cap = 0;
     snprintf(key, sizeof(key), "chat:room:%s", m->jid);
     snprintf(num, sizeof(num), "%u", m->cfg.max_users);
     argv_push(&argv, &argc, &cap, "EVAL");
     argv_push(&argv, &argc, &cap, script);
-    argv_push(&argv, &argc, &cap, "1");
+    argv_push(&argv, &argc, &cap, rm->creator ? "2" : "1");
     argv_push(&argv, &argc, &cap, key);
+    if (rm->creator) {
+        snprintf(ckey, sizeof(ckey), "chat:created:%s", rm->creator);
+        argv_push(&argv, &argc, &cap, ckey);
+    }
 #define FIELD(k, v) do { argv_push(&argv, &argc, &cap, k); argv_push(&argv, &argc, &cap, v); } while (0)
     FIELD("persistent", "1");
     FIELD("name", m->cfg.name);
@@ -216,6 +230,7 @@ static void room_save(chatd *d, room *rm)
     FIELD("max_users", num);
     FIELD("subject", m->subject);
     FIELD("subject_from", m->subject_from);
+    if (rm->creator) FIELD("creator", rm->creator);
     for (muc_aff_entry *a = m->affs; a; a = a->next) {
         char f[JID_MAX + 8];
         snprintf(f, sizeof(f), "aff:%s", a->bare);
@@ -228,9 +243,13 @@ static void room_save(chatd *d, room *rm)
     free(argv);
 }
 
-static void room_forget_redis(chatd *d, const char *jid, int history_too)
+static void room_forget_redis(chatd *d, const room *rm, int history_too)
 {
+    const char *jid = rm->m->jid;
     redis_async_command(d->redis, redis_log_error_cb, NULL, "DEL chat:room:%s", jid);
+    if (rm->creator)
+        redis_async_command(d->redis, redis_log_error_cb, NULL, "SREM chat:created:%s %s",
+                            rm->creator, jid);
     if (history_too)
         redis_async_command_keyed(d->redis, jid, redis_log_error_cb, NULL,
                                   "DEL chat:history:%s", jid);
@@ -417,6 +436,7 @@ static void apply_record(room *rm, redisReply *h)
         else if (strcmp(k, "max_users") == 0) m->cfg.max_users = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(k, "subject") == 0) muc_set_str(&m->subject, v);
         else if (strcmp(k, "subject_from") == 0) muc_set_str(&m->subject_from, v);
+        else if (strcmp(k, "creator") == 0) muc_set_str(&rm->creator, v);
         else if (strncmp(k, "aff:", 4) == 0) {
             muc_aff a;
             if (muc_aff_parse(v, &a) == 0) muc_set_aff(m, k + 4, a);
@@ -429,9 +449,10 @@ static void apply_record(room *rm, redisReply *h)
  * timeout or a dropped connection is "load failed", never "no such room". */
 static int load_reply_ok(const redisReply *reply, const char *err)
 {
-    return !err && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+    return !err && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
            reply->element[0]->type == REDIS_REPLY_ARRAY &&
-           reply->element[1]->type == REDIS_REPLY_ARRAY;
+           reply->element[1]->type == REDIS_REPLY_ARRAY &&
+           reply->element[2]->type == REDIS_REPLY_INTEGER;
 }
 
 static void room_loaded(redisReply *reply, const char *err, void *ud)
@@ -463,6 +484,7 @@ static void room_loaded(redisReply *reply, const char *err, void *ud)
         return;
     }
     rm->loaded = 1;
+    rm->created = (unsigned)reply->element[2]->integer;
     apply_record(rm, reply->element[0]);
     redisReply *h = reply->element[1];
     for (size_t i = h->elements; i-- > 0; )
@@ -501,13 +523,18 @@ static void room_create(chatd *d, const char *bare, const char *from, const xs_n
     j->stanza = xs_copy(join);
     rm->joins = rm->joins_tail = j;
 
-    char hist[16];
+    char hist[16], joiner[JID_MAX + 1];
     snprintf(hist, sizeof(hist), "%d", (int)d->cfg.muc_history - 1);
-    /* NULL: the callback already ran (and may have freed rm). */
+    if (!jid_bare_str(from, joiner, sizeof(joiner))) joiner[0] = '\0';
+    if (!(rm->count_for = strdup(joiner))) abort();
+    /* The record, the history and how many persistent rooms the joiner
+     * created: if the room is new, the joiner creates it (quota).
+     * NULL: the callback already ran (and may have freed rm). */
     redis_async_req *req = redis_async_command_keyed(d->redis, bare, room_loaded, rm,
-        "EVAL %s 2 chat:room:%s chat:history:%s %s",
-        "return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]))}",
-        bare, bare, hist);
+        "EVAL %s 3 chat:room:%s chat:history:%s chat:created:%s %s",
+        "return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, "
+        "tonumber(ARGV[1])), redis.call('SCARD', KEYS[3])}",
+        bare, bare, joiner, hist);
     if (req) rm->load_req = req;
 }
 
@@ -617,6 +644,29 @@ static void send_room_state(chatd *d, room *rm, muc_occupant *occ, const xs_node
     send_subject(d, rm, occ);
 }
 
+/* May `bare` create this (new) room? muc_max_rooms_per_user counts the
+ * persistent rooms it created (chat:created:<bare>, read with the load)
+ * and its temporary rooms in memory. Over it: <not-allowed/>, XEP-0045
+ * §10.1.1 "inability to create a room". Someone else's count was read
+ * with this load (two users racing to create one room): try again. */
+static const char *creation_refused(chatd *d, const room *rm, const char *bare)
+{
+    unsigned cap = d->cfg.muc_max_rooms_per_user;
+    if (!cap) return NULL;
+    if (!rm->count_for || strcmp(rm->count_for, bare) != 0) return "resource-constraint";
+    unsigned n = rm->created;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->muc->rooms); hi;
+         hi = apr_hash_next(hi)) {
+        const room *o = apr_hash_this_val(hi);
+        if (o != rm && !o->m->cfg.persistent && o->creator && strcmp(o->creator, bare) == 0)
+            n++;
+    }
+    if (n < cap) return NULL;
+    log_info("BOSH00304: muc: %s may not create %s: %u room(s) created, "
+             "muc_max_rooms_per_user %u", bare, rm->m->jid, n, cap);
+    return "not-allowed";
+}
+
 static void join(chatd *d, room *rm, const char *from, const char *nick, const xs_node *st)
 {
     muc_room *m = rm->m;
@@ -628,7 +678,15 @@ static void join(chatd *d, room *rm, const char *from, const char *nick, const x
 
     unsigned flags = 0;
     if (rm->fresh && m->noccupants == 0 && !m->affs) {
+        const char *refused = creation_refused(d, rm, bare);
+        if (refused) {
+            free(password);
+            router_bounce(d, st, strcmp(refused, "not-allowed") == 0 ? "cancel" : "wait",
+                          refused);
+            return;
+        }
         muc_set_aff(m, bare, MUC_AFF_OWNER);      /* creator */
+        muc_set_str(&rm->creator, bare);
         flags |= ST_201;
     }
     rm->fresh = 0;
@@ -927,7 +985,7 @@ static void config_submit(chatd *d, room *rm, const xs_node *x, const xs_node *s
         }
     }
     if (c->persistent) room_save(d, rm);
-    else if (was_persistent) room_forget_redis(d, rm->m->jid, 0);
+    else if (was_persistent) room_forget_redis(d, rm, 0);
     reply(d, iq_result(st));
 }
 
@@ -949,7 +1007,7 @@ static void destroy_room(chatd *d, room *rm, const xs_node *destroy, const xs_no
         xs_free(p);
     }
     xs_free(dst);
-    room_forget_redis(d, rm->m->jid, 1);
+    room_forget_redis(d, rm, 1);
     reply(d, iq_result(st));
     room_free(d, rm);
 }
@@ -1146,6 +1204,42 @@ static void room_iq(chatd *d, room *rm, const char *from, const xs_node *st)
     else bounce(d, st, "service-unavailable");
 }
 
+/* ---- unloading idle persistent rooms ---- */
+
+/* A persistent room nobody is in goes from memory after muc_room_idle
+ * seconds: everything about it is in Redis already (each change is saved
+ * when made; its unwritten history waits in the outbox), and the next join
+ * loads it again. Measured at the sweep's granularity (half the idle time,
+ * 0.5 s to 30 s). */
+static uint64_t idle_sweep_ms(const chatd *d)
+{
+    uint64_t ms = (uint64_t)d->cfg.muc_room_idle * 500;
+    return ms < 500 ? 500 : ms > 30000 ? 30000 : ms;
+}
+
+static void idle_sweep(loop *l, void *ud)
+{
+    chatd *d = ud;
+    uint64_t now = loop_now_ms(l), idle = (uint64_t)d->cfg.muc_room_idle * 1000;
+    d->muc->idle_timer = NULL;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->muc->rooms); hi;
+         hi = apr_hash_next(hi)) {
+        room *rm = apr_hash_this_val(hi);
+        if (rm->m->noccupants || rm->loading || rm->joins || !rm->loaded ||
+            !rm->m->cfg.persistent) {
+            rm->empty_since = 0;
+            continue;
+        }
+        if (!rm->empty_since) { rm->empty_since = now; continue; }
+        if (now - rm->empty_since < idle) continue;
+        log_debug("BOSH00305: muc: %s unloaded, empty for %llu ms", rm->m->jid,
+                  (unsigned long long)(now - rm->empty_since));
+        history_flush(d, rm);
+        room_free(d, rm);           /* deleting the current entry is allowed */
+    }
+    d->muc->idle_timer = loop_timer_add(l, idle_sweep_ms(d), idle_sweep, d);
+}
+
 /* ---- entry points ---- */
 
 int muc_init(chatd *d)
@@ -1155,6 +1249,8 @@ int muc_init(chatd *d)
     if (apr_pool_create(&s->pool, NULL) != APR_SUCCESS) { free(s); return -1; }
     s->rooms = apr_hash_make(s->pool);
     s->outbox.cap_bytes = d->cfg.muc_history_buffer;
+    if (d->cfg.muc_room_idle && d->loop)
+        s->idle_timer = loop_timer_add(d->loop, idle_sweep_ms(d), idle_sweep, d);
     d->muc = s;
     return 0;
 }
@@ -1165,6 +1261,7 @@ void muc_free(chatd *d)
     if (!s) return;
     loop_timer_cancel(d->loop, s->flush_timer);
     loop_timer_cancel(d->loop, s->retry_timer);
+    loop_timer_cancel(d->loop, s->idle_timer);
     mob_free_all(&s->outbox);
     apr_hash_index_t *hi;
     while ((hi = apr_hash_first(NULL, s->rooms)))
@@ -1283,7 +1380,7 @@ int muc_admin_destroy(chatd *d, const char *room_jid, const char *reason)
         xs_free(p);
     }
     xs_free(dst);
-    room_forget_redis(d, rm->m->jid, 1);
+    room_forget_redis(d, rm, 1);
     room_free(d, rm);
     return 0;
 }

@@ -346,6 +346,12 @@ class NativeClient:
         iq.append(ET.fromstring(kw["child"]))
         await self._iq(kw, iq.send(timeout=10))
 
+    async def _cmd_iq_set(self, kw):
+        """A set with one child element given as XML text."""
+        iq = self.x.make_iq_set(ito=kw.get("to"))
+        iq.append(ET.fromstring(kw["child"]))
+        await self._iq(kw, iq.send(timeout=10))
+
 
 def error_condition(ev):
     """Stanza error condition of an event's xml, or None."""

@@ -59,6 +59,16 @@ def private_stack():
 
 
 @pytest.fixture
+def two_rooms_each():
+    yield from make_stack({"muc_max_rooms_per_user": "2"})
+
+
+@pytest.fixture
+def quick_unload():
+    yield from make_stack({"muc_room_idle": "1"})
+
+
+@pytest.fixture
 def small_history_buffer():
     yield from make_stack({"muc_history_buffer": "3000"})
 
@@ -309,3 +319,70 @@ def test_unwritten_history_is_bounded(small_history_buffer):
     kept = history(st, room)
     assert 0 < len(kept) < len(said), kept
     assert kept == said[-len(kept):], kept          # the oldest went, in order
+
+
+def rooms_in_memory(st):
+    return [line.split()[0] for line in st.chatctl("rooms", "list").stdout.splitlines()
+            if line.split()]
+
+
+def test_room_creation_is_capped_per_user(two_rooms_each):
+    st, client = two_rooms_each
+    a, b = client(tag="qa"), client(tag="qb")
+    r1, r2, r3 = (f"q{i}{secrets.token_hex(3)}@{st.muc_domain}" for i in range(3))
+    join(a, r1, "a")                                    # temporary, a is in it
+    join(a, r2, "a")
+    assert configure(a, r2, persistentroom="1")["type"] == "result"
+    outage.wait_until(lambda: st.redis_cli("SISMEMBER", f"chat:created:{a.user}@{st.domain}",
+                                           r2) == "1", 15, "creation recorded")
+    a.send("leave", room=r2, nick="a")                  # persistent: still counts
+    # the third room: refused the way XEP-0045 §10.1.1 says, no room made
+    err = join_answer(a, r3, "a")
+    assert err["type"] == "error" and error_condition(err) == "not-allowed", err
+    assert re.search(r"<error[^>]*type=.cancel.", err["xml"]), err
+    assert r3 not in rooms_in_memory(st)
+    # another user's count is its own; joining a room that exists is not
+    # creating one
+    join(b, r3, "b")
+    join(a, r3, "a")
+    # a destroys a room of its own: it may create one again
+    ans = iq_cmd(a, "iq_set", to=r2, child="<query xmlns='http://jabber.org/protocol/"
+                 "muc#owner'><destroy/></query>")
+    assert ans["type"] == "result", ans
+    outage.wait_until(lambda: st.redis_cli("SCARD", f"chat:created:{a.user}@{st.domain}")
+                      == "0", 15, "creation count back to 0")
+    join(a, f"q4{secrets.token_hex(3)}@{st.muc_domain}", "a")
+
+
+def test_idle_persistent_room_unloads_and_comes_back(quick_unload):
+    st, client = quick_unload
+    owner = client(tag="io")
+    room = f"idle{secrets.token_hex(3)}@{st.muc_domain}"
+    join(owner, room, "owner")
+    assert configure(owner, room, persistentroom="1", roomname="Kept",
+                     membersonly="0")["type"] == "result"
+    said = [f"before unload {i} {secrets.token_hex(2)}" for i in range(3)]
+    for line in said:
+        owner.send("groupchat", to=room, body=line)
+    owner.wait_stanza(name="message", body=said[-1])
+    mark = len(owner.events)
+    owner.send("leave", room=room, nick="owner")
+    owner.wait_stanza(start=mark, name="presence", type="unavailable")
+    # nobody in it: it leaves memory (its record and history stay in Redis)
+    outage.wait_until(lambda: room not in rooms_in_memory(st), 20, "room unloaded")
+    assert st.redis_cli("HGET", f"chat:room:{room}", "name") == "Kept"
+    # the next join loads it: history, configuration and owner intact
+    guest = client(tag="ig")
+    g_mark = join(guest, room, "guest")
+    guest.wait_stanza(start=g_mark, name="message", body=said[-1], what="history replayed")
+    hist = [e["body"] for e in guest.stanzas(start=g_mark, name="message") if e.get("body")]
+    assert hist == said, hist
+    me = guest.stanzas(start=g_mark, name="presence", **{"from": f"{room}/guest"})[-1]
+    assert self_item(me) == ("none", "participant") and "201" not in me["xml"], me
+    o_mark = join(owner, room, "owner")
+    me = owner.wait_stanza(start=o_mark, name="presence", **{"from": f"{room}/owner"},
+                           xml=lambda x: re.search(r"code=.110.", x) is not None)
+    assert self_item(me) == ("owner", "moderator"), me
+    ans = iq_cmd(guest, "iq_get", to=room,
+                 child="<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    assert 'name="Kept"' in ans["xml"] and "muc_persistent" in ans["xml"], ans
