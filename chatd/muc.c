@@ -13,6 +13,14 @@
  *     every room with new entries at most once a second (one EVAL per
  *     room), and a room is also written when it empties and on SIGTERM
  *     (muc_flush_history), so a restart still replays it.
+ *   - a load that fails (error, timeout) is not "no such room": the joins
+ *     get a 'wait' error and the room is not created, so nobody becomes
+ *     owner of a stored room and no save overwrites it (fail closed);
+ *   - a history write that fails waits in the room's outbox (muc_outbox.c,
+ *     bounded) and is retried with back-off;
+ *   - a persistent room nobody is in leaves memory after muc_room_idle
+ *     seconds, and rooms one user may create are capped
+ *     (muc_max_rooms_per_user, chat:created:<user>).
  * Groupchat fan-out serializes a message once (without 'to') and splices
  * each recipient's 'to' into the bytes (muc_splice_to).
  */
