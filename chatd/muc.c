@@ -245,8 +245,9 @@ static void room_save(chatd *d, room *rm)
         FIELD(f, muc_aff_name(a->aff));
     }
 #undef FIELD
-    redis_async_commandargv(d->redis, redis_log_error_cb, NULL, (int)argc,
-                            (const char **)argv, NULL);
+    /* keyed: runs before a later load of this room (after an idle unload) */
+    redis_async_commandargv_keyed(d->redis, m->jid, redis_log_error_cb, NULL, (int)argc,
+                                  (const char **)argv, NULL);
     for (size_t i = 0; i < argc; i++) free(argv[i]);
     free(argv);
 }
@@ -254,7 +255,8 @@ static void room_save(chatd *d, room *rm)
 static void room_forget_redis(chatd *d, const room *rm, int history_too)
 {
     const char *jid = rm->m->jid;
-    redis_async_command(d->redis, redis_log_error_cb, NULL, "DEL chat:room:%s", jid);
+    redis_async_command_keyed(d->redis, jid, redis_log_error_cb, NULL, "DEL chat:room:%s",
+                              jid);
     if (rm->creator)
         redis_async_command(d->redis, redis_log_error_cb, NULL, "SREM chat:created:%s %s",
                             rm->creator, jid);
