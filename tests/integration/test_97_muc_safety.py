@@ -154,6 +154,9 @@ def test_room_load_failure_refuses_join_and_keeps_owner(private_stack):
     outage.wait_until(lambda: outage.chatd_stat(st, "redis_connections") >= conns, 30,
                       "chatd's Redis connections back")
 
+    # mallory tries again now that Redis answers (with the old code it
+    # owned the room it made, and this save replaced the stored one)
+    taken_later = configure(mallory, room, persistentroom="1", roomname="Taken")
     # the stored configuration is unchanged and alice is still owner
     assert st.redis_cli("HGET", key, "name") == "Original", st.redis_cli("HGETALL", key)
     assert st.redis_cli("HGET", key, f"aff:{mallory.user}@{st.domain}") == ""
@@ -167,6 +170,7 @@ def test_room_load_failure_refuses_join_and_keeps_owner(private_stack):
     assert error_condition(first) == "internal-server-error", first
     assert re.search(r"<error[^>]*type=.wait.", first["xml"]), first
     assert taken["type"] == "error", taken
+    assert taken_later["type"] == "error", taken_later
 
     # the room is loaded on the next join: mallory gets in as a plain occupant
     mark = join(mallory, room, "mallory")
