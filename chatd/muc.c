@@ -111,10 +111,11 @@ static const char *nick_jid(const room *rm, const char *nick, char *buf, size_t 
     return buf;
 }
 
+/* Delivery to one occupant goes through the router's session interface. */
 static void send_to(chatd *d, const char *full, const xs_node *st)
 {
     rsession *rs = router_session(d, full);
-    if (rs) c2s_deliver(rs->c2s, st);
+    if (rs) session_send(rs, st);
 }
 
 static void send_raw_to(chatd *d, const char *full, const char *xml, size_t len,
@@ -124,7 +125,7 @@ static void send_raw_to(chatd *d, const char *full, const char *xml, size_t len,
     if (!rs) return;
     sb_reset(scratch);
     muc_splice_to(xml, len, full, scratch);
-    c2s_deliver_raw(rs->c2s, scratch->data, scratch->len);
+    session_send_raw(rs, scratch->data, scratch->len);
 }
 
 static void bounce(chatd *d, const xs_node *st, const char *condition)
