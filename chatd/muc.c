@@ -45,6 +45,9 @@
 #define NS_ROOMCONFIG "http://jabber.org/protocol/muc#roomconfig"
 #define NS_PING       "urn:xmpp:ping"
 
+/* Presences queued for a room while Redis loads it, at most. */
+#define MUC_PENDING_JOINS 64
+
 /* Status codes, XEP-0045 §15.6, as bits (written in this order). */
 enum {
     ST_100 = 1 << 0, ST_110 = 1 << 1, ST_201 = 1 << 2, ST_210 = 1 << 3,
@@ -70,6 +73,7 @@ typedef struct room {
     uint64_t      empty_since;/* loop ms; 0 while occupied (muc_room_idle) */
     redis_async_req *load_req;
     pending_join *joins, *joins_tail;
+    unsigned      njoins;     /* queued; at most MUC_PENDING_JOINS */
     unsigned      hist_dirty; /* newest ring entries not yet in Redis */
 } room;
 
@@ -533,6 +537,7 @@ static void room_create(chatd *d, const char *bare, const char *from, const xs_n
     if (!j || !(j->from = strdup(from))) abort();
     j->stanza = xs_copy(join);
     rm->joins = rm->joins_tail = j;
+    rm->njoins = 1;
 
     char hist[16], joiner[JID_MAX + 1];
     snprintf(hist, sizeof(hist), "%d", (int)d->cfg.muc_history - 1);
@@ -1332,7 +1337,13 @@ void muc_route(chatd *d, c2s *origin, xs_node *st)
         return;
     }
     if (rm->loading) {
-        if (xs_is(st, NS_CLIENT, "presence") && to.resource[0]) {
+        if (xs_is(st, NS_CLIENT, "presence") && to.resource[0] &&
+            rm->njoins >= MUC_PENDING_JOINS) {
+            /* presences flooding a room Redis has not answered for yet:
+             * bounded, and said so (try again), never queued for ever */
+            router_bounce(d, st, "wait", "resource-constraint");
+        } else if (xs_is(st, NS_CLIENT, "presence") && to.resource[0]) {
+            rm->njoins++;
             pending_join *j = calloc(1, sizeof(*j));
             if (!j || !(j->from = strdup(from))) abort();
             j->stanza = xs_copy(st);

@@ -390,3 +390,28 @@ def test_idle_persistent_room_unloads_and_comes_back(quick_unload):
     ans = iq_cmd(guest, "iq_get", to=room,
                  child="<query xmlns='http://jabber.org/protocol/disco#info'/>")
     assert 'name="Kept"' in ans["xml"] and "muc_persistent" in ans["xml"], ans
+
+
+def test_joins_queued_during_a_load_are_bounded(private_stack):
+    """Presences to a room still loading wait for Redis; a flood of them is
+    refused past 64 with resource-constraint (type wait), not queued."""
+    st, client = private_stack
+    c = client(tag="fl")
+    room = f"flood{secrets.token_hex(3)}@{st.muc_domain}"
+    pause_done = threading.Event()
+
+    def pause():
+        st.redis_cli("CLIENT", "PAUSE", "4000", "ALL")
+        pause_done.set()
+    threading.Thread(target=pause, daemon=True).start()
+    outage.wait_until(pause_done.is_set, 10, "CLIENT PAUSE issued")
+    mark = len(c.events)
+    n = 80
+    c.send("raw", xml="".join(
+        f"<presence to='{room}/n{i}'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        for i in range(n)))
+    outage.wait_until(lambda: len(c.stanzas(start=mark, name="presence", type="error")) >= n,
+                      40, "an answer to every join")
+    conds = [error_condition(e) for e in c.stanzas(start=mark, name="presence", type="error")]
+    assert conds.count("resource-constraint") == n - 64, conds
+    assert conds.count("internal-server-error") == 64, conds
