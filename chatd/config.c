@@ -80,6 +80,9 @@ static void set_defaults(chatd_config *c) {
     c->bosh_max_pause = 120;
     c->bosh_polling = 2;
     c->muc_history = 20;
+    c->muc_history_buffer = 4u << 20;
+    c->muc_max_rooms_per_user = 20;
+    c->muc_room_idle = 300;
     c->max_sessions = 0;
     c->log_level = LOG_INFO;
     c->daemonize = 0;
@@ -107,6 +110,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "bosh_max_pause", &c->bosh_max_pause, 86400 },
         { "bosh_polling", &c->bosh_polling, 3600 },
         { "muc_history", &c->muc_history, 10000 },
+        { "muc_history_buffer", &c->muc_history_buffer, 1u << 30 },
+        { "muc_max_rooms_per_user", &c->muc_max_rooms_per_user, 1000000 },
+        { "muc_room_idle", &c->muc_room_idle, 30u * 86400 },
         { "max_sessions", &c->max_sessions, 10000000 },
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },

@@ -30,7 +30,13 @@ typedef struct chatd_config {
     unsigned bosh_max_pause;    /* bosh_max_pause 120 */
     unsigned bosh_polling;      /* bosh_polling 2 */
     unsigned muc_history;       /* muc_history   20 */
+    unsigned muc_history_buffer;/* muc_history_buffer 4194304 (bytes of room history whose
+                                   write to Redis failed, kept for retries; 0 = no cap) */
     unsigned max_sessions;      /* max_sessions  0 = unlimited */
+    unsigned muc_max_rooms_per_user; /* muc_max_rooms_per_user 20 (rooms one user may have
+                                   created and not destroyed; 0 = no cap) */
+    unsigned muc_room_idle;     /* muc_room_idle 300 (seconds a persistent room stays in
+                                   memory with nobody in it; 0 = for ever) */
     char    *pidfile;           /* pidfile       (none) */
     char    *logfile;           /* logfile       (stderr) */
     int      log_level;         /* log_level     info (error|warn|info|debug) */

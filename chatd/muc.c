@@ -13,6 +13,14 @@
  *     every room with new entries at most once a second (one EVAL per
  *     room), and a room is also written when it empties and on SIGTERM
  *     (muc_flush_history), so a restart still replays it.
+ *   - a load that fails (error, timeout) is not "no such room": the joins
+ *     get a 'wait' error and the room is not created, so nobody becomes
+ *     owner of a stored room and no save overwrites it (fail closed);
+ *   - a history write that fails waits in the room's outbox (muc_outbox.c,
+ *     bounded) and is retried with back-off;
+ *   - a persistent room nobody is in leaves memory after muc_room_idle
+ *     seconds, and rooms one user may create are capped
+ *     (muc_max_rooms_per_user, chat:created:<user>).
  * Groupchat fan-out serializes a message once (without 'to') and splices
  * each recipient's 'to' into the bytes (muc_splice_to).
  */
@@ -24,6 +32,7 @@
 #include <apr_hash.h>
 #include "muc.h"
 #include "muc_room.h"
+#include "muc_outbox.h"
 #include "router.h"
 #include "log.h"
 #include "xmpp_internal.h"
@@ -36,12 +45,15 @@
 #define NS_ROOMCONFIG "http://jabber.org/protocol/muc#roomconfig"
 #define NS_PING       "urn:xmpp:ping"
 
+/* Presences queued for a room while Redis loads it, at most. */
+#define MUC_PENDING_JOINS 64
+
 /* Status codes, XEP-0045 §15.6, as bits (written in this order). */
 enum {
     ST_100 = 1 << 0, ST_110 = 1 << 1, ST_201 = 1 << 2, ST_210 = 1 << 3,
-    ST_301 = 1 << 4, ST_303 = 1 << 5, ST_307 = 1 << 6
+    ST_301 = 1 << 4, ST_303 = 1 << 5, ST_307 = 1 << 6, ST_321 = 1 << 7, ST_322 = 1 << 8
 };
-static const int status_codes[] = { 100, 110, 201, 210, 301, 303, 307 };
+static const int status_codes[] = { 100, 110, 201, 210, 301, 303, 307, 321, 322 };
 
 typedef struct pending_join {
     struct pending_join *next;
@@ -54,8 +66,14 @@ typedef struct room {
     muc_room     *m;
     int           fresh;      /* nothing in Redis: first joiner becomes owner */
     int           loading;    /* waiting for Redis; joins queue up */
+    int           loaded;     /* Redis answered the load: saves may write */
+    char         *creator;    /* bare JID that created it (muc_max_rooms_per_user) */
+    char         *count_for;  /* the joiner whose room count the load read */
+    unsigned      created;    /* ... and that count (persistent rooms it created) */
+    uint64_t      empty_since;/* loop ms; 0 while occupied (muc_room_idle) */
     redis_async_req *load_req;
     pending_join *joins, *joins_tail;
+    unsigned      njoins;     /* queued; at most MUC_PENDING_JOINS */
     unsigned      hist_dirty; /* newest ring entries not yet in Redis */
 } room;
 
@@ -64,6 +82,9 @@ struct muc_service {
     apr_hash_t *rooms;        /* room bare JID -> room */
     loop_timer *flush_timer;  /* armed while some room has hist_dirty */
     unsigned    flushing;     /* history writes awaiting Redis's answer */
+    mob_set     outbox;       /* history not yet in Redis, per room */
+    loop_timer *idle_timer;   /* unloads persistent rooms left empty */
+    loop_timer *retry_timer;  /* next retry of a failed history write */
 };
 
 /* What an occupant's presence says (see occupant_presence). */
@@ -94,10 +115,11 @@ static const char *nick_jid(const room *rm, const char *nick, char *buf, size_t 
     return buf;
 }
 
+/* Delivery to one occupant goes through the router's session interface. */
 static void send_to(chatd *d, const char *full, const xs_node *st)
 {
     rsession *rs = router_session(d, full);
-    if (rs) c2s_deliver(rs->c2s, st);
+    if (rs) session_send(rs, st);
 }
 
 static void send_raw_to(chatd *d, const char *full, const char *xml, size_t len,
@@ -107,7 +129,7 @@ static void send_raw_to(chatd *d, const char *full, const char *xml, size_t len,
     if (!rs) return;
     sb_reset(scratch);
     muc_splice_to(xml, len, full, scratch);
-    c2s_deliver_raw(rs->c2s, scratch->data, scratch->len);
+    session_send_raw(rs, scratch->data, scratch->len);
 }
 
 static void bounce(chatd *d, const xs_node *st, const char *condition)
@@ -152,6 +174,8 @@ static void room_free(chatd *d, room *rm)
         free(j);
     }
     muc_room_free(rm->m, free_presence);
+    free(rm->creator);
+    free(rm->count_for);
     free(rm);
 }
 
@@ -181,17 +205,31 @@ static void room_save(chatd *d, room *rm)
 {
     muc_room *m = rm->m;
     if (!m->cfg.persistent) return;
+    if (!rm->loaded) {
+        /* Never write a record we did not read: it would replace the
+         * stored configuration and owners with whatever is in memory. */
+        log_error("BOSH00301: muc: not saving %s: its record was never loaded",
+                  m->jid);
+        return;
+    }
+    /* KEYS[2]: the rooms its creator created (muc_max_rooms_per_user);
+     * KEYS[1] without "chat:room:" is the room's JID. */
     static const char script[] =
         "redis.call('DEL', KEYS[1]) "
-        "if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end";
-    char **argv = NULL, key[JID_MAX + 16], num[16];
+        "if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end "
+        "if #KEYS > 1 then redis.call('SADD', KEYS[2], string.sub(KEYS[1], 11)) end";
+    char **argv = NULL, key[JID_MAX + 16], ckey[JID_MAX + 16], num[16];
     size_t argc = 0, cap = 0;
     snprintf(key, sizeof(key), "chat:room:%s", m->jid);
     snprintf(num, sizeof(num), "%u", m->cfg.max_users);
     argv_push(&argv, &argc, &cap, "EVAL");
     argv_push(&argv, &argc, &cap, script);
-    argv_push(&argv, &argc, &cap, "1");
+    argv_push(&argv, &argc, &cap, rm->creator ? "2" : "1");
     argv_push(&argv, &argc, &cap, key);
+    if (rm->creator) {
+        snprintf(ckey, sizeof(ckey), "chat:created:%s", rm->creator);
+        argv_push(&argv, &argc, &cap, ckey);
+    }
 #define FIELD(k, v) do { argv_push(&argv, &argc, &cap, k); argv_push(&argv, &argc, &cap, v); } while (0)
     FIELD("persistent", "1");
     FIELD("name", m->cfg.name);
@@ -205,21 +243,28 @@ static void room_save(chatd *d, room *rm)
     FIELD("max_users", num);
     FIELD("subject", m->subject);
     FIELD("subject_from", m->subject_from);
+    if (rm->creator) FIELD("creator", rm->creator);
     for (muc_aff_entry *a = m->affs; a; a = a->next) {
         char f[JID_MAX + 8];
         snprintf(f, sizeof(f), "aff:%s", a->bare);
         FIELD(f, muc_aff_name(a->aff));
     }
 #undef FIELD
-    redis_async_commandargv(d->redis, redis_log_error_cb, NULL, (int)argc,
-                            (const char **)argv, NULL);
+    /* keyed: runs before a later load of this room (after an idle unload) */
+    redis_async_commandargv_keyed(d->redis, m->jid, redis_log_error_cb, NULL, (int)argc,
+                                  (const char **)argv, NULL);
     for (size_t i = 0; i < argc; i++) free(argv[i]);
     free(argv);
 }
 
-static void room_forget_redis(chatd *d, const char *jid, int history_too)
+static void room_forget_redis(chatd *d, const room *rm, int history_too)
 {
-    redis_async_command(d->redis, redis_log_error_cb, NULL, "DEL chat:room:%s", jid);
+    const char *jid = rm->m->jid;
+    redis_async_command_keyed(d->redis, jid, redis_log_error_cb, NULL, "DEL chat:room:%s",
+                              jid);
+    if (rm->creator)
+        redis_async_command(d->redis, redis_log_error_cb, NULL, "SREM chat:created:%s %s",
+                            rm->creator, jid);
     if (history_too)
         redis_async_command_keyed(d->redis, jid, redis_log_error_cb, NULL,
                                   "DEL chat:history:%s", jid);
@@ -229,17 +274,110 @@ static void room_forget_redis(chatd *d, const char *jid, int history_too)
 
 #define HISTORY_FLUSH_MS 1000
 
+/* A room's unwritten entries wait in its outbox (muc_outbox.c) until a
+ * write succeeds: a failed write is retried with back-off, and the outbox
+ * is bounded (the ring size per room, muc_history_buffer bytes in all). */
+static void outbox_send(chatd *d, mob_box *b);
+
+typedef struct hist_write {
+    chatd *d;
+    char   jid[];
+} hist_write;
+
+static void retry_timer_arm(chatd *d);
+
 static void history_written(redisReply *reply, const char *err, void *ud)
 {
-    chatd *d = ud;
-    if (d->muc && d->muc->flushing) d->muc->flushing--;
-    redis_log_error_cb(reply, err, NULL);
+    hist_write *w = ud;
+    chatd *d = w->d;
+    struct muc_service *s = d->muc;
+    mob_box *b = s ? mob_find(&s->outbox, w->jid) : NULL;
+    if (s && s->flushing) s->flushing--;
+    if (b) {
+        if (!err && reply && reply->type != REDIS_REPLY_ERROR) {
+            mob_written(&s->outbox, b);
+            if (mob_due(b, loop_now_ms(d->loop))) outbox_send(d, b);
+            else mob_release(&s->outbox, b);
+        } else {
+            mob_failed(b, loop_now_ms(d->loop));
+            log_warn("BOSH00302: muc: history write for %s failed (%s): %u message(s) "
+                     "kept, retry %u in %llu ms", w->jid,
+                     err ? err : (reply && reply->str) ? reply->str : "bad reply", b->n,
+                     b->attempts, (unsigned long long)mob_backoff_ms(b->attempts));
+            retry_timer_arm(d);
+        }
+    }
+    free(w);
 }
 
-/* One EVAL per room: LPUSH the new entries (oldest first, so the newest
- * ends up at the head, as LRANGE 0 N reads it back) and LTRIM to the ring
- * size. Issued on the room's connection (keyed), so it runs before a later
- * load of the same room. */
+/* One EVAL per room: LPUSH the outbox's entries (oldest first, so the
+ * newest ends up at the head, as LRANGE 0 N reads it back) and LTRIM to the
+ * ring size. A retry skips entries already in the list: a write that timed
+ * out here may still have run in Redis. Issued on the room's connection
+ * (keyed), so it runs before a later load of the same room. */
+static void outbox_send(chatd *d, mob_box *b)
+{
+    static const char script[] =
+        "local fresh, have = {}, {} "
+        "if ARGV[2] == '1' then "
+        "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)) do "
+        "have[v] = true end end "
+        "for i = 3, #ARGV do if not have[ARGV[i]] then fresh[#fresh + 1] = ARGV[i] end end "
+        "for i = 1, #fresh, 1000 do "
+        "redis.call('LPUSH', KEYS[1], unpack(fresh, i, math.min(i + 999, #fresh))) end "
+        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)";
+    char key[JID_MAX + 16], cap[16];
+    snprintf(key, sizeof(key), "chat:history:%s", b->jid);
+    snprintf(cap, sizeof(cap), "%u", b->keep);
+    size_t argc = 6 + b->n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *lens = malloc(argc * sizeof(*lens));
+    size_t jl = strlen(b->jid);
+    hist_write *w = malloc(sizeof(*w) + jl + 1);
+    if (!argv || !lens || !w) abort();
+    w->d = d;
+    memcpy(w->jid, b->jid, jl + 1);
+    argv[0] = "EVAL"; argv[1] = script; argv[2] = "1"; argv[3] = key; argv[4] = cap;
+    argv[5] = b->attempts ? "1" : "0";
+    for (size_t i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    for (unsigned i = 0; i < b->n; i++) {
+        argv[6 + i] = b->e[i];
+        lens[6 + i] = b->len[i];
+    }
+    mob_sent(b);
+    d->muc->flushing++;
+    redis_async_commandargv_keyed(d->redis, b->jid, history_written, w, (int)argc,
+                                  argv, lens);
+    free(argv);
+    free(lens);
+}
+
+static void retry_timer_cb(loop *l, void *ud)
+{
+    chatd *d = ud;
+    d->muc->retry_timer = NULL;
+    uint64_t now = loop_now_ms(l);
+    for (mob_box *b = d->muc->outbox.boxes, *next; b; b = next) {
+        next = b->next;
+        if (mob_due(b, now)) outbox_send(d, b);
+    }
+    retry_timer_arm(d);
+}
+
+/* Armed for the earliest retry among outboxes waiting out a back-off. */
+static void retry_timer_arm(chatd *d)
+{
+    struct muc_service *s = d->muc;
+    uint64_t now = loop_now_ms(d->loop), at = 0;
+    for (mob_box *b = s->outbox.boxes; b; b = b->next)
+        if (b->n && !b->inflight && (!at || b->not_before < at)) at = b->not_before;
+    if (!at) return;
+    loop_timer_cancel(d->loop, s->retry_timer);
+    s->retry_timer = loop_timer_add(d->loop, at > now ? at - now : 1, retry_timer_cb, d);
+}
+
+/* The room's new ring entries go to its outbox, which is written now
+ * unless a write is in flight or a failed one waits out its back-off. */
 static void history_flush(chatd *d, room *rm)
 {
     muc_room *m = rm->m;
@@ -247,27 +385,19 @@ static void history_flush(chatd *d, room *rm)
     rm->hist_dirty = 0;
     if (!n || !m->hist_count) return;
     if (n > m->hist_count) n = m->hist_count;
-    static const char script[] =
-        "local n = #ARGV "
-        "for i = 2, n, 1000 do "
-        "redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, n))) end "
-        "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)";
-    char key[JID_MAX + 16], cap[16];
-    snprintf(key, sizeof(key), "chat:history:%s", m->jid);
-    snprintf(cap, sizeof(cap), "%u", m->hist_cap);
-    size_t argc = 5 + n;
-    const char **argv = malloc(argc * sizeof(*argv));
-    size_t *lens = malloc(argc * sizeof(*lens));
-    if (!argv || !lens) abort();
-    argv[0] = "EVAL"; argv[1] = script; argv[2] = "1"; argv[3] = key; argv[4] = cap;
-    for (size_t i = 0; i < 5; i++) lens[i] = strlen(argv[i]);
-    for (unsigned i = 0; i < n; i++)
-        argv[5 + i] = muc_history_get(m, m->hist_count - n + i, &lens[5 + i]);
-    d->muc->flushing++;
-    redis_async_commandargv_keyed(d->redis, m->jid, history_written, d, (int)argc,
-                                  argv, lens);
-    free(argv);
-    free(lens);
+    struct muc_service *s = d->muc;
+    mob_box *b = mob_get(&s->outbox, m->jid, m->hist_cap);
+    unsigned dropped = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t len;
+        const char *xml = muc_history_get(m, m->hist_count - n + i, &len);
+        if (xml) dropped += mob_append(&s->outbox, b, xml, len);
+    }
+    if (dropped)
+        log_warn("BOSH00303: muc: unwritten history over muc_history_buffer (%zu bytes): "
+                 "dropped the %u oldest message(s)", s->outbox.cap_bytes, dropped);
+    if (mob_due(b, loop_now_ms(d->loop))) outbox_send(d, b);
+    else mob_release(&s->outbox, b);
 }
 
 static void history_flush_timer(loop *l, void *ud)
@@ -285,11 +415,20 @@ void muc_flush_history(chatd *d)
     if (!d->muc) return;
     loop_timer_cancel(d->loop, d->muc->flush_timer);
     history_flush_timer(d->loop, d);
+    /* shutting down: what waits out a back-off is tried once more now */
+    for (mob_box *b = d->muc->outbox.boxes, *next; b; b = next) {
+        next = b->next;
+        if (b->n && !b->inflight) outbox_send(d, b);
+    }
 }
 
 unsigned muc_history_writes_pending(const chatd *d)
 {
-    return d->muc ? d->muc->flushing : 0;
+    if (!d->muc) return 0;
+    unsigned n = d->muc->flushing;
+    for (mob_box *b = d->muc->outbox.boxes; b; b = b->next)
+        n += b->n && !b->inflight;
+    return n;
 }
 
 static void apply_record(room *rm, redisReply *h)
@@ -312,11 +451,23 @@ static void apply_record(room *rm, redisReply *h)
         else if (strcmp(k, "max_users") == 0) m->cfg.max_users = (unsigned)strtoul(v, NULL, 10);
         else if (strcmp(k, "subject") == 0) muc_set_str(&m->subject, v);
         else if (strcmp(k, "subject_from") == 0) muc_set_str(&m->subject_from, v);
+        else if (strcmp(k, "creator") == 0) muc_set_str(&rm->creator, v);
         else if (strncmp(k, "aff:", 4) == 0) {
             muc_aff a;
             if (muc_aff_parse(v, &a) == 0) muc_set_aff(m, k + 4, a);
         }
     }
+}
+
+/* Did the load answer? Only a well-formed reply (the room's hash, maybe
+ * empty for "no such room", and its history list) counts; an error, a
+ * timeout or a dropped connection is "load failed", never "no such room". */
+static int load_reply_ok(const redisReply *reply, const char *err)
+{
+    return !err && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3 &&
+           reply->element[0]->type == REDIS_REPLY_ARRAY &&
+           reply->element[1]->type == REDIS_REPLY_ARRAY &&
+           reply->element[2]->type == REDIS_REPLY_INTEGER;
 }
 
 static void room_loaded(redisReply *reply, const char *err, void *ud)
@@ -325,16 +476,39 @@ static void room_loaded(redisReply *reply, const char *err, void *ud)
     chatd *d = rm->d;
     rm->load_req = NULL;
     rm->loading = 0;
-    if (err || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-        log_warn("muc: cannot load %s: %s", rm->m->jid,
-                 err ? err : (reply && reply->str) ? reply->str : "bad reply");
-    } else {
-        apply_record(rm, reply->element[0]);
-        redisReply *h = reply->element[1];
-        for (size_t i = h->elements; h->type == REDIS_REPLY_ARRAY && i-- > 0; )
-            if (h->element[i]->type == REDIS_REPLY_STRING)
-                muc_history_push(rm->m, h->element[i]->str, h->element[i]->len);
+    if (!load_reply_ok(reply, err)) {
+        /* Fail closed: a room we could not read is not created (its first
+         * joiner would become owner and the next save would overwrite the
+         * stored room). Every queued join gets a 'wait' error and the next
+         * join tries the load again. */
+        unsigned refused = 0;
+        pending_join *j;
+        while ((j = rm->joins)) {
+            rm->joins = j->next;
+            router_bounce(d, j->stanza, "wait", "internal-server-error");
+            refused++;
+            xs_free(j->stanza);
+            free(j->from);
+            free(j);
+        }
+        log_warn("BOSH00300: muc: cannot load %s (%s): %u join(s) refused, "
+                 "the next join retries", rm->m->jid,
+                 err ? err : (reply && reply->str) ? reply->str : "bad reply", refused);
+        rm->joins_tail = NULL;
+        room_free(d, rm);
+        return;
     }
+    rm->loaded = 1;
+    rm->created = (unsigned)reply->element[2]->integer;
+    apply_record(rm, reply->element[0]);
+    redisReply *h = reply->element[1];
+    for (size_t i = h->elements; i-- > 0; )
+        if (h->element[i]->type == REDIS_REPLY_STRING)
+            muc_history_push(rm->m, h->element[i]->str, h->element[i]->len);
+    /* newer than what Redis has: entries whose write failed and waits */
+    mob_box *b = mob_find(&d->muc->outbox, rm->m->jid);
+    for (unsigned i = b ? b->inflight : 0; b && i < b->n; i++)
+        muc_history_push(rm->m, b->e[i], b->len[i]);
     pending_join *j;
     while ((j = rm->joins)) {
         rm->joins = j->next;
@@ -363,14 +537,20 @@ static void room_create(chatd *d, const char *bare, const char *from, const xs_n
     if (!j || !(j->from = strdup(from))) abort();
     j->stanza = xs_copy(join);
     rm->joins = rm->joins_tail = j;
+    rm->njoins = 1;
 
-    char hist[16];
+    char hist[16], joiner[JID_MAX + 1];
     snprintf(hist, sizeof(hist), "%d", (int)d->cfg.muc_history - 1);
-    /* NULL: the callback already ran (and may have freed rm). */
+    if (!jid_bare_str(from, joiner, sizeof(joiner))) joiner[0] = '\0';
+    if (!(rm->count_for = strdup(joiner))) abort();
+    /* The record, the history and how many persistent rooms the joiner
+     * created: if the room is new, the joiner creates it (quota).
+     * NULL: the callback already ran (and may have freed rm). */
     redis_async_req *req = redis_async_command_keyed(d->redis, bare, room_loaded, rm,
-        "EVAL %s 2 chat:room:%s chat:history:%s %s",
-        "return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, tonumber(ARGV[1]))}",
-        bare, bare, hist);
+        "EVAL %s 3 chat:room:%s chat:history:%s chat:created:%s %s",
+        "return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, "
+        "tonumber(ARGV[1])), redis.call('SCARD', KEYS[3])}",
+        bare, bare, joiner, hist);
     if (req) rm->load_req = req;
 }
 
@@ -480,6 +660,29 @@ static void send_room_state(chatd *d, room *rm, muc_occupant *occ, const xs_node
     send_subject(d, rm, occ);
 }
 
+/* May `bare` create this (new) room? muc_max_rooms_per_user counts the
+ * persistent rooms it created (chat:created:<bare>, read with the load)
+ * and its temporary rooms in memory. Over it: <not-allowed/>, XEP-0045
+ * §10.1.1 "inability to create a room". Someone else's count was read
+ * with this load (two users racing to create one room): try again. */
+static const char *creation_refused(chatd *d, const room *rm, const char *bare)
+{
+    unsigned cap = d->cfg.muc_max_rooms_per_user;
+    if (!cap) return NULL;
+    if (!rm->count_for || strcmp(rm->count_for, bare) != 0) return "resource-constraint";
+    unsigned n = rm->created;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->muc->rooms); hi;
+         hi = apr_hash_next(hi)) {
+        const room *o = apr_hash_this_val(hi);
+        if (o != rm && !o->m->cfg.persistent && o->creator && strcmp(o->creator, bare) == 0)
+            n++;
+    }
+    if (n < cap) return NULL;
+    log_info("BOSH00304: muc: %s may not create %s: %u room(s) created, "
+             "muc_max_rooms_per_user %u", bare, rm->m->jid, n, cap);
+    return "not-allowed";
+}
+
 static void join(chatd *d, room *rm, const char *from, const char *nick, const xs_node *st)
 {
     muc_room *m = rm->m;
@@ -491,7 +694,15 @@ static void join(chatd *d, room *rm, const char *from, const char *nick, const x
 
     unsigned flags = 0;
     if (rm->fresh && m->noccupants == 0 && !m->affs) {
+        const char *refused = creation_refused(d, rm, bare);
+        if (refused) {
+            free(password);
+            router_bounce(d, st, strcmp(refused, "not-allowed") == 0 ? "cancel" : "wait",
+                          refused);
+            return;
+        }
         muc_set_aff(m, bare, MUC_AFF_OWNER);      /* creator */
+        muc_set_str(&rm->creator, bare);
         flags |= ST_201;
     }
     rm->fresh = 0;
@@ -575,15 +786,11 @@ static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
 {
     muc_room *m = rm->m;
     muc_occupant *occ = muc_find_jid(m, from);
-    if (!occ) { bounce(d, st, "not-acceptable"); return; }
-    if (occ->role < MUC_ROLE_PARTICIPANT) { bounce(d, st, "forbidden"); return; }
     xs_node *subject = xs_child(st, NS_CLIENT, "subject");
     xs_node *body = xs_child(st, NS_CLIENT, "body");
-    if (subject && !body) {
-        if (occ->role != MUC_ROLE_MODERATOR && !m->cfg.change_subject) {
-            bounce(d, st, "forbidden");
-            return;
-        }
+    const char *cond = muc_groupchat_check(m, occ, subject != NULL, body != NULL);
+    if (cond) { bounce(d, st, cond); return; }
+    if (subject && !body) {               /* a subject change, XEP-0045 §8.1 */
         char *t = xs_text(subject);
         muc_set_str(&m->subject, t);
         muc_set_str(&m->subject_from, occ->nick);
@@ -762,6 +969,7 @@ static void config_submit(chatd *d, room *rm, const xs_node *x, const xs_node *s
 {
     muc_config *c = &rm->m->cfg;
     int was_persistent = c->persistent, password_on = c->password != NULL;
+    int was_members_only = c->members_only;
     char *secret = NULL;
     for (xs_node *f = xs_child(x, NS_XDATA, "field"); f; f = xs_next_elem(f, NS_XDATA, "field")) {
         const char *var = xs_attr_get(f, "var");
@@ -784,8 +992,16 @@ static void config_submit(chatd *d, room *rm, const xs_node *x, const xs_node *s
     if (secret) muc_set_str(&c->password, secret);
     if (!password_on) muc_set_str(&c->password, NULL);
     free(secret);
+    if (c->members_only && !was_members_only) {
+        /* XEP-0045 §10.2 (and §9.9): non-members leave with status 322 */
+        muc_occupant *o, *next;
+        for (o = rm->m->occupants; o; o = next) {
+            next = o->next;
+            if (!muc_may_stay(rm->m, o->bare)) remove_occupant(d, rm, o, ST_322);
+        }
+    }
     if (c->persistent) room_save(d, rm);
-    else if (was_persistent) room_forget_redis(d, rm->m->jid, 0);
+    else if (was_persistent) room_forget_redis(d, rm, 0);
     reply(d, iq_result(st));
 }
 
@@ -807,7 +1023,7 @@ static void destroy_room(chatd *d, room *rm, const xs_node *destroy, const xs_no
         xs_free(p);
     }
     xs_free(dst);
-    room_forget_redis(d, rm->m->jid, 1);
+    room_forget_redis(d, rm, 1);
     reply(d, iq_result(st));
     room_free(d, rm);
 }
@@ -895,6 +1111,8 @@ static const char *admin_item(chatd *d, room *rm, muc_occupant *actor, muc_aff a
             if (strcmp(o->bare, bare) != 0) continue;
             if (new_aff == MUC_AFF_OUTCAST) {
                 remove_occupant(d, rm, o, ST_301);
+            } else if (!muc_may_stay(m, o->bare)) {
+                remove_occupant(d, rm, o, ST_321);    /* membership revoked, §9.4 */
             } else {
                 o->role = muc_default_role(m, new_aff);
                 pres_opts po = { 0 };
@@ -1002,6 +1220,42 @@ static void room_iq(chatd *d, room *rm, const char *from, const xs_node *st)
     else bounce(d, st, "service-unavailable");
 }
 
+/* ---- unloading idle persistent rooms ---- */
+
+/* A persistent room nobody is in goes from memory after muc_room_idle
+ * seconds: everything about it is in Redis already (each change is saved
+ * when made; its unwritten history waits in the outbox), and the next join
+ * loads it again. Measured at the sweep's granularity (half the idle time,
+ * 0.5 s to 30 s). */
+static uint64_t idle_sweep_ms(const chatd *d)
+{
+    uint64_t ms = (uint64_t)d->cfg.muc_room_idle * 500;
+    return ms < 500 ? 500 : ms > 30000 ? 30000 : ms;
+}
+
+static void idle_sweep(loop *l, void *ud)
+{
+    chatd *d = ud;
+    uint64_t now = loop_now_ms(l), idle = (uint64_t)d->cfg.muc_room_idle * 1000;
+    d->muc->idle_timer = NULL;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, d->muc->rooms); hi;
+         hi = apr_hash_next(hi)) {
+        room *rm = apr_hash_this_val(hi);
+        if (rm->m->noccupants || rm->loading || rm->joins || !rm->loaded ||
+            !rm->m->cfg.persistent) {
+            rm->empty_since = 0;
+            continue;
+        }
+        if (!rm->empty_since) { rm->empty_since = now; continue; }
+        if (now - rm->empty_since < idle) continue;
+        log_debug("BOSH00305: muc: %s unloaded, empty for %llu ms", rm->m->jid,
+                  (unsigned long long)(now - rm->empty_since));
+        history_flush(d, rm);
+        room_free(d, rm);           /* deleting the current entry is allowed */
+    }
+    d->muc->idle_timer = loop_timer_add(l, idle_sweep_ms(d), idle_sweep, d);
+}
+
 /* ---- entry points ---- */
 
 int muc_init(chatd *d)
@@ -1010,6 +1264,9 @@ int muc_init(chatd *d)
     if (!s) return -1;
     if (apr_pool_create(&s->pool, NULL) != APR_SUCCESS) { free(s); return -1; }
     s->rooms = apr_hash_make(s->pool);
+    s->outbox.cap_bytes = d->cfg.muc_history_buffer;
+    if (d->cfg.muc_room_idle && d->loop)
+        s->idle_timer = loop_timer_add(d->loop, idle_sweep_ms(d), idle_sweep, d);
     d->muc = s;
     return 0;
 }
@@ -1019,6 +1276,9 @@ void muc_free(chatd *d)
     struct muc_service *s = d->muc;
     if (!s) return;
     loop_timer_cancel(d->loop, s->flush_timer);
+    loop_timer_cancel(d->loop, s->retry_timer);
+    loop_timer_cancel(d->loop, s->idle_timer);
+    mob_free_all(&s->outbox);
     apr_hash_index_t *hi;
     while ((hi = apr_hash_first(NULL, s->rooms)))
         room_free(d, apr_hash_this_val(hi));
@@ -1077,7 +1337,13 @@ void muc_route(chatd *d, c2s *origin, xs_node *st)
         return;
     }
     if (rm->loading) {
-        if (xs_is(st, NS_CLIENT, "presence") && to.resource[0]) {
+        if (xs_is(st, NS_CLIENT, "presence") && to.resource[0] &&
+            rm->njoins >= MUC_PENDING_JOINS) {
+            /* presences flooding a room Redis has not answered for yet:
+             * bounded, and said so (try again), never queued for ever */
+            router_bounce(d, st, "wait", "resource-constraint");
+        } else if (xs_is(st, NS_CLIENT, "presence") && to.resource[0]) {
+            rm->njoins++;
             pending_join *j = calloc(1, sizeof(*j));
             if (!j || !(j->from = strdup(from))) abort();
             j->stanza = xs_copy(st);
@@ -1136,7 +1402,7 @@ int muc_admin_destroy(chatd *d, const char *room_jid, const char *reason)
         xs_free(p);
     }
     xs_free(dst);
-    room_forget_redis(d, rm->m->jid, 1);
+    room_forget_redis(d, rm, 1);
     room_free(d, rm);
     return 0;
 }

@@ -187,6 +187,30 @@ const char *muc_join_check(const muc_room *r, const char *bare, const char *full
     return NULL;
 }
 
+int muc_may_stay(const muc_room *r, const char *bare)
+{
+    muc_aff aff = muc_get_aff(r, bare);
+    if (aff == MUC_AFF_OUTCAST) return 0;
+    return !(r->cfg.members_only && aff == MUC_AFF_NONE);
+}
+
+int muc_may_set_subject(const muc_room *r, const muc_occupant *occ)
+{
+    if (!occ) return 0;
+    if (occ->role == MUC_ROLE_MODERATOR) return 1;
+    return r->cfg.change_subject && occ->role >= MUC_ROLE_PARTICIPANT;
+}
+
+const char *muc_groupchat_check(const muc_room *r, const muc_occupant *occ,
+                                int has_subject, int has_body)
+{
+    (void)has_body;     /* a body does not make a subject acceptable */
+    if (!occ) return "not-acceptable";
+    if (occ->role < MUC_ROLE_PARTICIPANT) return "forbidden";
+    if (has_subject && !muc_may_set_subject(r, occ)) return "forbidden";
+    return NULL;
+}
+
 const char *muc_error_type(const char *condition)
 {
     if (strcmp(condition, "service-unavailable") == 0) return "wait";

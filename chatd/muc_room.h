@@ -99,6 +99,21 @@ muc_role      muc_default_role(const muc_room *r, muc_aff aff);
  * join; otherwise the RFC 6120 error condition to answer with. */
 const char   *muc_join_check(const muc_room *r, const char *bare, const char *full,
                              const char *nick, const char *password);
+/* May someone with this bare JID stay in the room as it is configured now?
+ * No for outcasts, and for non-members of a members-only room: an
+ * affiliation change or the room becoming members-only removes them
+ * (XEP-0045 §9.4, §9.9, §10.2: status 301 / 321 / 322). */
+int           muc_may_stay(const muc_room *r, const char *bare);
+
+/* A groupchat message from occ (NULL: not an occupant) to the room. NULL
+ * means it goes out; otherwise the error condition. Only a <subject/>
+ * without <body/> is a subject change (XEP-0045 §8.1), but a <subject/>
+ * is refused from anyone who may not change it, body or not: clients that
+ * read any <subject/> as the topic must not be fooled. */
+const char   *muc_groupchat_check(const muc_room *r, const muc_occupant *occ,
+                                  int has_subject, int has_body);
+int           muc_may_set_subject(const muc_room *r, const muc_occupant *occ);
+
 /* The error type that goes with a join condition ("auth", "cancel", "wait"). */
 const char   *muc_error_type(const char *condition);
 

@@ -209,6 +209,11 @@ void session_send(rsession *rs, const xs_node *st)
     c2s_deliver(rs->c2s, st);
 }
 
+void session_send_raw(rsession *rs, const char *xml, size_t len)
+{
+    c2s_deliver_raw(rs->c2s, xml, len);
+}
+
 rsession *user_best_session(ruser *u)
 {
     rsession *best = NULL;

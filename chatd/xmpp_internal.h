@@ -86,6 +86,8 @@ xs_node  *stanza_new(const char *name, const char *from, const char *to,
 xs_node  *iq_result(const xs_node *st);
 /* Deliver to one session's client. */
 void      session_send(rsession *rs, const xs_node *st);
+/* The same with one stanza already serialized (MUC fan-out). */
+void      session_send_raw(rsession *rs, const char *xml, size_t len);
 /* Highest-priority available resource (priority >= 0), or NULL. */
 rsession *user_best_session(ruser *u);
 /* Deliver st to every available session of u (presence broadcast). */

@@ -325,6 +325,10 @@ class NativeClient:
                                                               jid=kw["jid"],
                                                               reason=kw.get("reason", "")))
 
+    async def _cmd_set_affiliation(self, kw):
+        await self._iq(kw, self.x["xep_0045"].set_affiliation(kw["room"], kw["affiliation"],
+                                                              jid=kw["jid"]))
+
     async def _cmd_vcard_set(self, kw):
         v = self.x["xep_0054"].make_vcard()
         v["FN"] = kw["fn"]
@@ -339,6 +343,12 @@ class NativeClient:
     async def _cmd_iq_get(self, kw):
         """A get with one child element given as XML text."""
         iq = self.x.make_iq_get(ito=kw.get("to"))
+        iq.append(ET.fromstring(kw["child"]))
+        await self._iq(kw, iq.send(timeout=10))
+
+    async def _cmd_iq_set(self, kw):
+        """A set with one child element given as XML text."""
+        iq = self.x.make_iq_set(ito=kw.get("to"))
         iq.append(ET.fromstring(kw["child"]))
         await self._iq(kw, iq.send(timeout=10))
 

@@ -20,6 +20,8 @@ int main(void) {
     CHECK(c.max_output == 1048576);
     CHECK(c.bosh_max_wait == 60 && c.bosh_max_hold == 1 && c.bosh_inactivity == 60);
     CHECK(c.bosh_max_pause == 120 && c.bosh_polling == 2 && c.muc_history == 20);
+    CHECK(c.muc_history_buffer == 4194304 && c.muc_max_rooms_per_user == 20 &&
+          c.muc_room_idle == 300);
     CHECK(c.log_level == LOG_INFO && c.daemonize == 0 && c.pidfile == NULL);
     CHECK(c.tls_cert == NULL && c.allow_plain_without_tls == 0);
     config_free(&c);
@@ -44,7 +46,10 @@ int main(void) {
         "plain_without_tls yes\n"
         "log_level debug\n"
         "daemonize no\n"
-        "pidfile /tmp/chatd.pid\n", secret_line);
+        "pidfile /tmp/chatd.pid\n"
+        "muc_max_rooms_per_user 0\n"
+        "muc_room_idle 5\n"
+        "muc_history_buffer 1000\n", secret_line);
     const char *p = unit_write_tmp(text);
     CHECK(p != NULL);
     CHECK(config_load(&c, p, err, sizeof(err)) == 0);
@@ -61,6 +66,7 @@ int main(void) {
     CHECK(c.log_level == LOG_DEBUG);
     CHECK_STR(c.pidfile, "/tmp/chatd.pid");
     CHECK(c.relay_secret_len == 20 && !memcmp(c.relay_secret, "0123456789abcdef0123", 20));
+    CHECK(c.muc_max_rooms_per_user == 0 && c.muc_room_idle == 5 && c.muc_history_buffer == 1000);
     config_free(&c);
     unlink(p);
     unlink(secret);

@@ -228,8 +228,46 @@ static void test_iq_forwarding(void)
     muc_room_free(r, NULL);     /* frees what is still pending */
 }
 
+/* Who may stay after an affiliation or configuration change (XEP-0045
+ * §9.4, §9.9, §10.2), and who may send a <subject/> (§8.1). */
+static void test_stay_and_subject(void)
+{
+    muc_room *r = muc_room_new("r@m", 0);
+    muc_set_aff(r, "o@x", MUC_AFF_OWNER);
+    muc_set_aff(r, "m@x", MUC_AFF_MEMBER);
+    CHECK(muc_may_stay(r, "n@x"));                 /* open room: anyone */
+    muc_set_aff(r, "b@x", MUC_AFF_OUTCAST);
+    CHECK(!muc_may_stay(r, "b@x"));
+    r->cfg.members_only = 1;
+    CHECK(!muc_may_stay(r, "n@x"));                /* 322 */
+    CHECK(muc_may_stay(r, "m@x"));
+    CHECK(muc_may_stay(r, "o@x"));
+    muc_set_aff(r, "m@x", MUC_AFF_NONE);           /* membership revoked: 321 */
+    CHECK(!muc_may_stay(r, "m@x"));
+
+    muc_occupant *o = muc_add_occupant(r, "o", "o@x/1", "o@x", MUC_ROLE_MODERATOR);
+    muc_occupant *p = muc_add_occupant(r, "p", "p@x/1", "p@x", MUC_ROLE_PARTICIPANT);
+    muc_occupant *v = muc_add_occupant(r, "v", "v@x/1", "v@x", MUC_ROLE_VISITOR);
+    CHECK(muc_groupchat_check(r, p, 0, 1) == NULL);
+    CHECK_STR(muc_groupchat_check(r, NULL, 0, 1), "not-acceptable");
+    CHECK_STR(muc_groupchat_check(r, v, 0, 1), "forbidden");
+    /* change_subject off: only moderators, with or without a body */
+    CHECK(muc_groupchat_check(r, o, 1, 0) == NULL);
+    CHECK(muc_groupchat_check(r, o, 1, 1) == NULL);
+    CHECK_STR(muc_groupchat_check(r, p, 1, 0), "forbidden");
+    CHECK_STR(muc_groupchat_check(r, p, 1, 1), "forbidden");
+    r->cfg.change_subject = 1;
+    CHECK(muc_groupchat_check(r, p, 1, 0) == NULL);
+    CHECK(muc_groupchat_check(r, p, 1, 1) == NULL);
+    CHECK_STR(muc_groupchat_check(r, v, 1, 1), "forbidden");   /* no voice */
+    CHECK(!muc_may_set_subject(r, v));
+    CHECK(!muc_may_set_subject(r, NULL));
+    muc_room_free(r, NULL);
+}
+
 int main(void)
 {
+    test_stay_and_subject();
     test_presence_kind();
     test_occupant_iq_action();
     test_iq_forwarding();
