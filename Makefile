@@ -39,10 +39,6 @@ MOD_SO  := mod_bosh/.libs/mod_bosh.so
 # zlib: mod_bosh gzips answers and inflates gzip requests (bosh_gzip.c).
 MOD_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz)
 
-.PHONY: test-packaging
-test-packaging:
-	@tests/packaging/test_packages.sh
-
 .PHONY: all chatd mod_bosh unit unit-asan deps test run stop clean fuzz integration
 all: $(BUILD)/chatd $(BUILD)/chatctl $(MOD_SO)
 
@@ -118,6 +114,11 @@ integration:
 # (raw HTTP, Strophe.js clients, Chromium + Converse.js). See scripts/test-all.sh.
 test: deps
 	@scripts/test-all.sh
+
+# The Debian packages: build, install, check, purge (system-wide: dpkg).
+.PHONY: test-packaging
+test-packaging:
+	@tests/packaging/test_packages.sh
 
 # libFuzzer targets: each tests/fuzz/fuzz_*.c against the common sources,
 # built with clang, then run for FUZZ_SECONDS each (corpus in build/fuzz/).
