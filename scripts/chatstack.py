@@ -359,6 +359,9 @@ class Stack:
         # cannot read the checkout (_place_site).
         self.site_dir = os.path.realpath(SITE_DIR)
         self.converse_dir = os.path.realpath(CONVERSE_DIR)
+        # Set by _write_httpd_conf: httpd serves the demo site, so / must
+        # answer 200 (a caller that writes its own httpd.conf may not).
+        self.serves_demo = False
         self.http_port = http_port or free_port()
         self.xmpp_port = xmpp_port or free_port()
         self.redis_port = redis_port or free_port()
@@ -459,21 +462,21 @@ class Stack:
         directory is /run/chatstack-XXXX, root:<httpd group> 0750: the
         children get in, other local users do not. Removed by
         remove_public_dir (`make stop`)."""
-        if self.public_dir != self.root:
-            os.makedirs(self.public_dir, exist_ok=True)
-            return
-        longest = os.path.join(self.root, "chatd-relay.sock")
-        closed = access_problems(self.httpd_user, [(self.root, "dir")])
-        if not closed and len(longest.encode()) <= UNIX_PATH_MAX:
-            return
-        parent = PUBLIC_PARENT
-        if not (self.httpd_user and os.access(parent, os.W_OK)):
-            parent = None                      # $TMPDIR or /tmp
-        self.public_dir = tempfile.mkdtemp(prefix="chatstack-", dir=parent)
+        if self.public_dir == self.root:
+            longest = os.path.join(self.root, "chatd-relay.sock")
+            closed = access_problems(self.httpd_user, [(self.root, "dir")])
+            if not closed and len(longest.encode()) <= UNIX_PATH_MAX:
+                return
+            parent = PUBLIC_PARENT
+            if not (self.httpd_user and os.access(parent, os.W_OK)):
+                parent = None                      # $TMPDIR or /tmp
+            self.public_dir = tempfile.mkdtemp(prefix="chatstack-", dir=parent)
+            self._set_public_paths()
+        else:
+            os.makedirs(self.public_dir, mode=0o700, exist_ok=True)
         if self.httpd_user:
             os.chown(self.public_dir, 0, pwd.getpwnam(self.httpd_user).pw_gid)
             os.chmod(self.public_dir, 0o750)
-        self._set_public_paths()
 
     def _place_site(self):
         """Serve copies of the demo page and of Converse.js from public_dir
@@ -506,9 +509,11 @@ class Stack:
         """What httpd's children open at request time, as [(path, kind)]
         for access_problems. A socket whose daemon is down is checked by
         its directory."""
-        items = [(self.site_dir, "tree"), (self.htpasswd, "file")]
-        if os.path.isdir(self.converse_dir):
-            items.append((self.converse_dir, "tree"))
+        items = []
+        if self.serves_demo:
+            items += [(self.site_dir, "tree"), (self.htpasswd, "file")]
+            if os.path.isdir(self.converse_dir):
+                items.append((self.converse_dir, "tree"))
         for sock in (self.relay_sock, self.redis_sock):
             if os.path.exists(sock):
                 items.append((sock, "socket"))
@@ -672,6 +677,7 @@ Include "{SITE_CONF}"
 """
         with open(self.httpd_conf, "w") as f:
             f.write(conf)
+        self.serves_demo = True
 
     # -- start --------------------------------------------------------------
     def start(self, timeout=20):
@@ -761,7 +767,7 @@ Include "{SITE_CONF}"
         status = wait_for("httpd", lambda: http_answers(self.base_url), timeout,
                           alive=self._alive("httpd", self.httpd_pidfile),
                           logs=[self.httpd_error_log])
-        if status != 200:
+        if self.serves_demo and status != 200:
             # Serving, but not the demo page: say so now, not as a 403 in
             # the browser.
             raise StackError(f"httpd answers {status} for {self.base_url}\n"
