@@ -1,7 +1,8 @@
 """Issue 12: the README's `make run` works from a fresh clone anywhere.
 
 The test clones this checkout's HEAD into a directory only its owner can
-enter (mktemp -d, 0700: what /root/project or a CI workspace looks like)
+enter (mktemp -d, 0700: what /root/project or a CI workspace looks like;
+with a space in its name, as in "My Projects")
 and does what a user does: `make run` there (packages present, so: build
 from the clone, start), the page and Converse.js answer 200, the printed
 `chatctl ... adduser` command adds a user who signs in through Converse in
@@ -201,7 +202,7 @@ def clone():
     if not os.path.isdir(os.path.join(REPO, ".git")) and not os.path.isfile(
             os.path.join(REPO, ".git")):
         pytest.skip(f"{REPO} is not a git checkout: nothing to clone")
-    top = tempfile.mkdtemp(prefix="chat12-")
+    top = tempfile.mkdtemp(prefix="chat12 fresh-")    # 0700, and a space in the path
     assert os.stat(top).st_mode & 0o777 == 0o700
     dst = os.path.join(top, "repo")
     git("clone", "-q", "--no-checkout", REPO, dst)
