@@ -549,7 +549,7 @@ class Stack:
                     target = why[len(verb):]
                     if verb == "cannot read " and target == "it":
                         target = path
-                    fixes.append(f"chmod {flag} {target}")
+                    fixes.append(f"chmod {flag} {shlex.quote(target)}")
                     if flag == "o+x":
                         msg += [f"      {line}" for line in describe_path(target)]
         msg.append("Either start it as a normal user, not root (httpd then keeps your user), "

@@ -156,15 +156,16 @@ class Demo:
     def stop_and_check(self):
         r = self.make("stop", timeout=60)
         assert r.returncode == 0, f"make stop failed:\n{r.stdout}{r.stderr}"
-        wait_until(lambda: not procs_under(self.clone), 20,
-                   f"processes gone after make stop: {procs_under(self.clone)}")
+        try:
+            wait_until(lambda: not procs_under(self.clone), 20, "every process gone")
+        except AssertionError:
+            raise AssertionError(f"left after make stop: {procs_under(self.clone)}") from None
         public = self.state.get("public_dir")
         assert not public or not os.path.exists(public), f"{public} left after make stop"
-        status, _ = (None, None)
         try:
-            status, _ = get(self.info["site"])
+            status = get(self.info["site"])[0]
         except OSError:
-            pass
+            status = None             # connection refused: nobody listens
         assert status is None, f"{self.info['site']} still answers {status} after make stop"
 
 
