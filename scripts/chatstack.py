@@ -549,9 +549,10 @@ class Stack:
                     target = why[len(verb):]
                     if verb == "cannot read " and target == "it":
                         target = path
-                    fixes.append(f"chmod {flag} {shlex.quote(target)}")
-                    if flag == "o+x":
+                    fix = f"chmod {flag} {shlex.quote(target)}"
+                    if flag == "o+x" and fix not in fixes:
                         msg += [f"      {line}" for line in describe_path(target)]
+                    fixes.append(fix)
         msg.append("Either start it as a normal user, not root (httpd then keeps your user), "
                    f"or move the checkout to a directory {self.httpd_user} can enter "
                    "(e.g. /srv or /opt), or let it in:")

@@ -261,3 +261,23 @@ def test_make_run_from_closed_fresh_clone(clone):
             c.close()
     finally:
         user_demo.stop_and_check()
+
+
+def test_unreachable_for_httpd_children_stops_with_what_to_do(monkeypatch):
+    """When even the public dir is closed to www-data, the stack does not
+    start httpd to serve 403s: it fails naming the directory and the fix."""
+    if os.geteuid() != 0:
+        pytest.skip("httpd switches to www-data only when started as root")
+    closed = tempfile.mkdtemp(prefix="chat12-closed-")      # 0700, root's
+    monkeypatch.setattr(chatstack, "PUBLIC_PARENT", closed, raising=False)
+    st = chatstack.Stack(os.path.join(closed, "run"), foreground=True)
+    try:
+        with pytest.raises(chatstack.StackError) as err:
+            st.start()
+        assert "httpd" not in st.procs, "httpd was started anyway"
+        msg = str(err.value)
+        assert f"{st.relay_sock}: cannot enter {closed}" in msg, msg
+        assert f"chmod o+x {closed}" in msg, msg
+    finally:
+        st.stop()
+        shutil.rmtree(closed, ignore_errors=True)
