@@ -876,8 +876,37 @@ Include {quoted(SITE_CONF)}
 
 
 # -- CLI ------------------------------------------------------------------
+def other_owner(root):
+    """The user owning root (or something in it we rewrite) when that is
+    neither us nor is ours to override (we are not root): e.g. after a
+    `sudo make run`, `make run` as yourself. None when all is ours."""
+    if os.geteuid() == 0:
+        return None
+    for p in (root, os.path.join(root, "httpd"), os.path.join(root, "stack.json")):
+        try:
+            uid = os.lstat(p).st_uid
+        except OSError:
+            continue
+        if uid != os.geteuid():
+            try:
+                return pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return str(uid)
+    return None
+
+
+def as_owner(owner):
+    return "sudo " if owner == "root" else f"sudo -u {owner} "
+
+
 def cmd_start(args):
     root = os.path.abspath(args.dir)
+    owner = other_owner(root)
+    if owner:
+        print(f"{root} belongs to {owner} (an earlier `{as_owner(owner)}make run`?). Stop and "
+              f"remove it as {owner}, then try again: {as_owner(owner)}make stop && "
+              f"{as_owner(owner)}rm -rf {shlex.quote(root)}", file=sys.stderr)
+        return 1
     if os.path.exists(os.path.join(root, "stack.json")):
         old = Stack.from_dir(root)
         if any(read_pid(p) and pid_alive(read_pid(p))
@@ -941,6 +970,11 @@ def cmd_stop(args):
     if not os.path.exists(os.path.join(root, "stack.json")):
         print("nothing to stop")
         return 0
+    owner = other_owner(root)
+    if owner:
+        print(f"the demo under {root} was started by {owner}: {as_owner(owner)}make stop",
+              file=sys.stderr)
+        return 1
     stack = Stack.from_dir(root)
     result = stack.stop()
     stack.remove_public_dir()
