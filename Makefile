@@ -118,6 +118,11 @@ integration:
 test: deps
 	@scripts/test-all.sh
 
+# The Debian packages: build, install, check, purge (system-wide: dpkg).
+.PHONY: test-packaging
+test-packaging:
+	@tests/packaging/test_packages.sh
+
 # libFuzzer targets: each tests/fuzz/fuzz_*.c against the common sources,
 # built with clang, then run for FUZZ_SECONDS each (corpus in build/fuzz/).
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

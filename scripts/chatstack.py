@@ -11,6 +11,16 @@ tests): configs, sockets, pid files, logs. Nothing touches /etc/apache2, the
 system redis or any system service. Readiness is always "poll a condition
 until a deadline", never a fixed sleep.
 
+Run as root, httpd's children switch to www-data and open, at request time,
+the demo page, the Converse.js files, the htpasswd file and the relay and
+Redis sockets. A checkout under a directory www-data cannot enter (/root,
+any `mktemp -d`) would answer every request with 403, so the stack checks
+as www-data what the children need (see access_problems) and, where they
+cannot reach it, serves it from a directory they can: the sockets and
+htpasswd from a "public dir" under /run (root:www-data 0750, removed by
+`stop`), the demo page and Converse.js from copies in it. Before httpd
+starts it checks again and stops with a message naming the path otherwise.
+
 CLI (used by scripts/run.sh):
     chatstack.py start  --dir DIR [--http-port N] [--xmpp-port N] [--users alice,bob]
     chatstack.py stop   --dir DIR
@@ -18,13 +28,19 @@ CLI (used by scripts/run.sh):
 """
 
 import argparse
+import grp
 import json
 import os
+import pwd
 import secrets
+import shlex
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -33,6 +49,19 @@ APACHE_BIN = "/usr/sbin/apache2"
 APACHE_MODULES = "/usr/lib/apache2/modules"
 MOD_BOSH_SO = os.path.join(REPO, "mod_bosh", ".libs", "mod_bosh.so")
 SITE_CONF = os.path.join(REPO, "httpd-conf", "demo-site.conf")
+# What the site serves (Define CHAT_SITE / CHAT_CONVERSE). Real paths:
+# with `Options None` httpd follows no symlink, and node_modules may be one.
+SITE_DIR = os.path.join(REPO, "demo")
+CONVERSE_DIR = os.path.join(REPO, "node_modules", "converse.js", "dist")
+
+# The user httpd's children run as when we start it as root (Debian's
+# apache2 user). Not root: httpd cannot switch, the children stay us.
+HTTPD_USER = "www-data"
+# Where a root-started stack puts what the children must reach when its
+# own directory is closed to them.
+PUBLIC_PARENT = "/run"
+# sun_path is 108 bytes including the NUL.
+UNIX_PATH_MAX = 107
 
 # Debian modules the site needs (mpm chosen separately).
 HTTPD_MODULES = [
@@ -171,9 +200,13 @@ def redis_pings(sock_path):
         return s.recv(64).startswith(b"+PONG")
 
 
+# Loopback only: an http_proxy in the environment must not be asked.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_answers(url):
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with _DIRECT.open(url, timeout=2) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code          # any HTTP answer means httpd is serving
@@ -202,6 +235,105 @@ def read_pid(path):
         return None
 
 
+# Run as the httpd user (a child with its uid, gid and groups, so the kernel
+# decides, ACLs included): for each [path, kind] print what blocks it.
+# kind: "dir" (enterable), "tree" (every directory enterable and listable,
+# every file readable), "file" (readable), "socket" (connectable: writable).
+_ACCESS_CHECK = r"""
+import json, os, stat, sys
+def blocked(path):
+    parts = path.split("/")
+    for i in range(2, len(parts)):
+        d = "/".join(parts[:i])
+        if not os.access(d, os.X_OK):
+            return f"cannot enter {d}" if os.path.lexists(d) else f"{d} does not exist"
+    return None
+out = []
+for path, kind in json.load(sys.stdin):
+    why = blocked(path)
+    if why is None and not os.path.lexists(path):
+        why = "does not exist"
+    elif why is None and kind == "dir" and not os.access(path, os.X_OK):
+        why = f"cannot enter {path}"
+    elif why is None and kind == "socket" and not os.access(path, os.W_OK):
+        why = "cannot connect (no write permission)"
+    elif why is None and kind == "file" and not os.access(path, os.R_OK):
+        why = "cannot read it"
+    elif why is None and kind == "tree":
+        if not os.access(path, os.R_OK | os.X_OK):
+            why = f"cannot list {path}"
+        for d, dirs, files in ([] if why else os.walk(path)):
+            for n in dirs:
+                if why is None and not os.access(os.path.join(d, n), os.R_OK | os.X_OK):
+                    why = f"cannot list {os.path.join(d, n)}"
+            for n in files:
+                if why is None and not os.access(os.path.join(d, n), os.R_OK):
+                    why = f"cannot read {os.path.join(d, n)}"
+            if why:
+                break
+    if why:
+        out.append([path, why])
+json.dump(out, sys.stdout)
+"""
+
+
+def access_problems(user, items):
+    """What `user` cannot reach of items [(path, kind)], checked by a child
+    running as that user: [(path, reason)]. user None: nothing to check
+    (httpd runs its children as ourselves)."""
+    if user is None or not items:
+        return []
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return [(p, f"user {user} does not exist (apt-get install apache2 creates it)")
+                for p, _ in items]
+    # Debian's python3: ours may live where the user cannot go (pyenv in /root).
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    r = subprocess.run([python, "-c", _ACCESS_CHECK],
+                       input=json.dumps([[p, k] for p, k in items]),
+                       capture_output=True, text=True, cwd="/",
+                       user=pw.pw_uid, group=pw.pw_gid,
+                       extra_groups=os.getgrouplist(user, pw.pw_gid))
+    if r.returncode != 0:
+        raise StackError(f"access check as {user} failed: {r.stderr}")
+    return [tuple(x) for x in json.loads(r.stdout)]
+
+
+def describe_path(path):
+    """`drwx------ root:root /root` for each existing component of path,
+    for messages about who may enter what."""
+    out = []
+    parts = os.path.abspath(path).split("/")
+    for i in range(2, len(parts) + 1):
+        d = "/".join(parts[:i])
+        try:
+            st = os.lstat(d)
+        except OSError:
+            break
+        try:
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except KeyError:
+            owner = str(st.st_uid)
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        out.append(f"{stat.filemode(st.st_mode)} {owner}:{group} {d}")
+    return out
+
+
+def quoted(value):
+    """value as one double-quoted word for httpd.conf and redis.conf, so a
+    checkout path with spaces stays one argument. The two unescape
+    differently (httpd only \\", redis every backslash), so a path with a
+    quote or a backslash is refused instead."""
+    if '"' in value or "\\" in value:
+        raise StackError(f"{value}: a path with a quote or a backslash cannot go "
+                         "into httpd.conf/redis.conf; move the checkout")
+    return f'"{value}"'
+
+
 def module_symbol(so_path):
     """The module struct name exported by a DSO (e.g. bosh_module), so the
     LoadModule line follows whatever mod_bosh.c declares."""
@@ -228,8 +360,21 @@ class Stack:
     def __init__(self, root, http_port=None, xmpp_port=None, redis_port=None,
                  mpm="event", foreground=True, domain="localhost", node_id="n1",
                  chatd_extra=None, httpd_extra="", redis_extra="", chatd_wrapper=None,
-                 relay_tcp_port=None, relay_secret=None, httpd_relay_secret=None):
+                 relay_tcp_port=None, relay_secret=None, httpd_relay_secret=None,
+                 public_dir=None):
         self.root = os.path.abspath(root)
+        # httpd's children: www-data when we are root, else ourselves (None).
+        self.httpd_user = HTTPD_USER if os.geteuid() == 0 else None
+        # Where the sockets and htpasswd live: root, unless write_configs
+        # finds root closed to the children (see _place_public).
+        self.public_dir = os.path.abspath(public_dir) if public_dir else self.root
+        # What the site serves; copies under public_dir when the children
+        # cannot read the checkout (_place_site).
+        self.site_dir = os.path.realpath(SITE_DIR)
+        self.converse_dir = os.path.realpath(CONVERSE_DIR)
+        # Set by _write_httpd_conf: httpd serves the demo site, so / must
+        # answer 200 (a caller that writes its own httpd.conf may not).
+        self.serves_demo = False
         self.http_port = http_port or free_port()
         self.xmpp_port = xmpp_port or free_port()
         self.redis_port = redis_port or free_port()
@@ -255,12 +400,11 @@ class Stack:
         self.procs = {}
 
         r = self.root
-        self.redis_sock = os.path.join(r, "redis.sock")
+        self._set_public_paths()
         self.redis_conf = os.path.join(r, "redis.conf")
         self.redis_pidfile = os.path.join(r, "redis.pid")
         self.redis_log = os.path.join(r, "redis.log")
-        self.redis_url = "unix://" + self.redis_sock
-        self.relay_sock = os.path.join(r, "chatd-relay.sock")
+        # Read by chatd and by httpd's parent as root: they stay under root.
         self.relay_secret_file = os.path.join(r, "relay.secret")
         self.httpd_relay_secret_file = os.path.join(r, "httpd-relay.secret")
         self.chatd_conf = os.path.join(r, "chatd.conf")
@@ -275,11 +419,18 @@ class Stack:
         self.httpd_error_log = os.path.join(self.httpd_root, "logs", "error_log")
         self.httpd_access_log = os.path.join(self.httpd_root, "logs", "access_log")
         self.state_file = os.path.join(r, "stack.json")
-        self.htpasswd = os.path.join(r, "htpasswd")           # /sso/ Basic auth
         self.sso_users_file = os.path.join(r, "sso-users.txt")
         self.sso_users = {}                                   # name -> site password
         self.chatd_bin = os.path.join(REPO, "build", "chatd")
         self.chatctl_bin = os.path.join(REPO, "build", "chatctl")
+
+    def _set_public_paths(self):
+        """What httpd's children open at request time, under public_dir."""
+        p = self.public_dir
+        self.redis_sock = os.path.join(p, "redis.sock")
+        self.redis_url = "unix://" + self.redis_sock
+        self.relay_sock = os.path.join(p, "chatd-relay.sock")
+        self.htpasswd = os.path.join(p, "htpasswd")           # /sso/ Basic auth
 
     # -- urls ---------------------------------------------------------------
     @property
@@ -315,6 +466,8 @@ class Stack:
         # httpd children may run as www-data (when we are root): they must
         # reach the sockets under root.
         os.chmod(self.root, 0o755)
+        self._place_public()
+        self._place_site()
         self._write_redis_conf()
         self._write_relay_secrets()
         self._make_tls_pair()
@@ -323,18 +476,113 @@ class Stack:
         self._write_httpd_conf()
         with open(self.state_file, "w") as f:
             json.dump({"http_port": self.http_port, "xmpp_port": self.xmpp_port,
-                       "redis_port": self.redis_port, "mpm": self.mpm}, f)
+                       "redis_port": self.redis_port, "mpm": self.mpm,
+                       "public_dir": None if self.public_dir == self.root
+                       else self.public_dir}, f)
+
+    def _place_public(self):
+        """Move the sockets and htpasswd out of root into a fresh directory
+        when httpd's children could not reach them there: root is closed to
+        the httpd user (a checkout in /root or a `mktemp -d`), or a socket
+        path would not fit in sun_path (a deep checkout). As root that
+        directory is /run/chatstack-XXXX, root:<httpd group> 0750: the
+        children get in, other local users do not. Removed by
+        remove_public_dir (`make stop`)."""
+        if self.public_dir == self.root:
+            longest = os.path.join(self.root, "chatd-relay.sock")
+            closed = access_problems(self.httpd_user, [(self.root, "dir")])
+            if not closed and len(longest.encode()) <= UNIX_PATH_MAX:
+                return
+            parent = PUBLIC_PARENT
+            if not (self.httpd_user and os.access(parent, os.W_OK)):
+                parent = None                      # $TMPDIR or /tmp
+            self.public_dir = tempfile.mkdtemp(prefix="chatstack-", dir=parent)
+            self._set_public_paths()
+        else:
+            os.makedirs(self.public_dir, mode=0o700, exist_ok=True)
+        if self.httpd_user:
+            os.chown(self.public_dir, 0, pwd.getpwnam(self.httpd_user).pw_gid)
+            os.chmod(self.public_dir, 0o750)
+
+    def _place_site(self):
+        """Serve copies of the demo page and of Converse.js from public_dir
+        when the httpd user cannot read them where they are (a closed
+        checkout, or files created under umask 077). Fresh copies at every
+        start, so a restart shows edits."""
+        for attr, name in (("site_dir", "demo"), ("converse_dir", "converse")):
+            src = os.path.realpath(SITE_DIR if name == "demo" else CONVERSE_DIR)
+            dst = os.path.join(self.public_dir, "www", name)
+            setattr(self, attr, src)
+            if not os.path.isdir(src) or \
+                    not access_problems(self.httpd_user, [(src, "tree")]):
+                continue
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst, symlinks=False)
+            for d, dirs, files in os.walk(dst):
+                os.chmod(d, 0o755)
+                for n in files:
+                    os.chmod(os.path.join(d, n), 0o644)
+            os.chmod(os.path.dirname(dst), 0o755)
+            setattr(self, attr, dst)
+
+    def remove_public_dir(self):
+        """Remove the directory _place_public made (never root itself)."""
+        p = self.public_dir
+        if p != self.root and os.path.basename(p).startswith("chatstack-"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def served_paths(self):
+        """What httpd's children open at request time, as [(path, kind)]
+        for access_problems. A socket whose daemon is down is checked by
+        its directory."""
+        items = []
+        if self.serves_demo:
+            items += [(self.site_dir, "tree"), (self.htpasswd, "file")]
+            if os.path.isdir(self.converse_dir):
+                items.append((self.converse_dir, "tree"))
+        for sock in (self.relay_sock, self.redis_sock):
+            if os.path.exists(sock):
+                items.append((sock, "socket"))
+            else:
+                items.append((os.path.dirname(sock), "dir"))
+        return items
+
+    def check_httpd_access(self):
+        """Fail, saying what to do, when httpd's children could not open
+        what they serve: without this they answer 403 and log AH00035."""
+        problems = access_problems(self.httpd_user, self.served_paths())
+        if not problems:
+            return
+        msg = [f"httpd's children run as {self.httpd_user} and could not open:"]
+        fixes = []
+        for path, why in problems:
+            msg.append(f"  {path}: {why}")
+            for verb, flag in (("cannot enter ", "o+x"), ("cannot list ", "o+rx"),
+                               ("cannot read ", "o+r")):
+                if why.startswith(verb):
+                    target = why[len(verb):]
+                    if verb == "cannot read " and target == "it":
+                        target = path
+                    fix = f"chmod {flag} {shlex.quote(target)}"
+                    if flag == "o+x" and fix not in fixes:
+                        msg += [f"      {line}" for line in describe_path(target)]
+                    fixes.append(fix)
+        msg.append("Either start it as a normal user, not root (httpd then keeps your user), "
+                   f"or move the checkout to a directory {self.httpd_user} can enter "
+                   "(e.g. /srv or /opt), or let it in:")
+        msg += [f"  {f}" for f in dict.fromkeys(fixes)] or ["  (see the reasons above)"]
+        raise StackError("\n".join(msg))
 
     def _write_redis_conf(self):
         lines = [
             f"port {self.redis_port}",
             "bind 127.0.0.1",
-            f"unixsocket {self.redis_sock}",
+            f"unixsocket {quoted(self.redis_sock)}",
             "unixsocketperm 777",
             f"daemonize {'no' if self.foreground else 'yes'}",
-            f"pidfile {self.redis_pidfile}",
-            f"logfile {self.redis_log}",
-            f"dir {self.root}",
+            f"pidfile {quoted(self.redis_pidfile)}",
+            f"logfile {quoted(self.redis_log)}",
+            f"dir {quoted(self.root)}",
             'save ""',
             "appendonly no",
             "maxclients 1000",
@@ -435,28 +683,29 @@ class Stack:
     def _write_httpd_conf(self):
         mods = [f"LoadModule mpm_{self.mpm}_module {APACHE_MODULES}/mod_mpm_{self.mpm}.so"]
         # IfModule: some of them may be compiled in (log_config is, on Debian)
-        mods += [f"<IfModule !{name}>\n    LoadModule {name} {APACHE_MODULES}/{so}\n</IfModule>"
+        mods += [f"<IfModule !{name}>\n    LoadModule {name} \"{APACHE_MODULES}/{so}\"\n</IfModule>"
                  for name, so in HTTPD_MODULES]
-        mods.append(f"LoadModule {module_symbol(MOD_BOSH_SO)} {MOD_BOSH_SO}")
+        mods.append(f"LoadModule {module_symbol(MOD_BOSH_SO)} {quoted(MOD_BOSH_SO)}")
         relay_secret = ""
         if self.httpd_relay_secret is not None:
-            relay_secret = f'BoshRelaySecretFile "{self.httpd_relay_secret_file}"'
+            relay_secret = f"BoshRelaySecretFile {quoted(self.httpd_relay_secret_file)}"
         user = ""
-        if os.geteuid() == 0:
-            user = "User www-data\nGroup www-data"
+        if self.httpd_user:
+            group = grp.getgrgid(pwd.getpwnam(self.httpd_user).pw_gid).gr_name
+            user = f"User {self.httpd_user}\nGroup {group}"
         conf = f"""\
 # httpd config generated by scripts/chatstack.py: a private server, not the
 # system apache2 (no /etc/apache2, no systemd).
-ServerRoot "{self.httpd_root}"
+ServerRoot {quoted(self.httpd_root)}
 ServerName 127.0.0.1
 Listen 127.0.0.1:{self.http_port}
-PidFile "{self.httpd_pidfile}"
-DefaultRuntimeDir "{self.httpd_root}/runtime"
-Mutex file:{self.httpd_root}/runtime default
-ErrorLog "{self.httpd_error_log}"
+PidFile {quoted(self.httpd_pidfile)}
+DefaultRuntimeDir {quoted(self.httpd_root + "/runtime")}
+Mutex {quoted("file:" + self.httpd_root + "/runtime")} default
+ErrorLog {quoted(self.httpd_error_log)}
 LogLevel info
 LogFormat "%h %t \\"%r\\" %>s %b %D" timing
-CustomLog "{self.httpd_access_log}" timing
+CustomLog {quoted(self.httpd_access_log)} timing
 {user}
 {chr(10).join(mods)}
 {MPM_CONF[self.mpm]}
@@ -470,18 +719,21 @@ AddType application/wasm .wasm
     AllowOverride None
     Require all denied
 </Directory>
-Define CHAT_REPO "{REPO}"
+Define CHAT_REPO {quoted(REPO)}
+Define CHAT_SITE {quoted(self.site_dir)}
+Define CHAT_CONVERSE {quoted(self.converse_dir)}
 Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
-Define CHAT_RELAY_URL "{self.relay_url}"
-Define CHAT_REDIS_URL "unix://{self.redis_sock}"
-Define CHAT_HTPASSWD "{self.htpasswd}"
-Include "{SITE_CONF}"
+Define CHAT_RELAY_URL {quoted(self.relay_url)}
+Define CHAT_REDIS_URL {quoted("unix://" + self.redis_sock)}
+Define CHAT_HTPASSWD {quoted(self.htpasswd)}
+Include {quoted(SITE_CONF)}
 {relay_secret}
 {self.httpd_extra}
 """
         with open(self.httpd_conf, "w") as f:
             f.write(conf)
+        self.serves_demo = True
 
     # -- start --------------------------------------------------------------
     def start(self, timeout=20):
@@ -559,6 +811,7 @@ Include "{SITE_CONF}"
         check = subprocess.run(self.httpd_cmd("-t"), capture_output=True, text=True)
         if check.returncode != 0:
             raise StackError(f"httpd config test failed:\n{check.stdout}{check.stderr}")
+        self.check_httpd_access()
         if self.foreground:
             self._spawn("httpd", self.httpd_cmd("-DFOREGROUND"),
                         os.path.join(self.httpd_root, "logs", "stdout"))
@@ -571,9 +824,15 @@ Include "{SITE_CONF}"
             if rc != 0:
                 raise StackError(f"httpd -k start exited {rc}:\n{tail(out_path)}\n"
                                  f"{tail(self.httpd_error_log)}")
-        wait_for("httpd", lambda: http_answers(self.base_url), timeout,
-                 alive=self._alive("httpd", self.httpd_pidfile),
-                 logs=[self.httpd_error_log])
+        status = wait_for("httpd", lambda: http_answers(self.base_url), timeout,
+                          alive=self._alive("httpd", self.httpd_pidfile),
+                          logs=[self.httpd_error_log])
+        if self.serves_demo and status != 200:
+            # Serving, but not the demo page: say so now, not as a 403 in
+            # the browser.
+            raise StackError(f"httpd answers {status} for {self.base_url}\n"
+                             f"--- tail of {self.httpd_error_log} ---\n"
+                             f"{tail(self.httpd_error_log)}")
 
     def httpd_graceful(self):
         """-k graceful: new generation of children, same parent."""
@@ -660,18 +919,48 @@ Include "{SITE_CONF}"
             st = json.load(f)
         return cls(root, http_port=st["http_port"], xmpp_port=st["xmpp_port"],
                    redis_port=st["redis_port"], mpm=st.get("mpm", "event"),
-                   foreground=foreground)
+                   foreground=foreground, public_dir=st.get("public_dir"))
 
 
 # -- CLI ------------------------------------------------------------------
+def other_owner(root):
+    """The user owning root (or something in it we rewrite) when that is
+    neither us nor is ours to override (we are not root): e.g. after a
+    `sudo make run`, `make run` as yourself. None when all is ours."""
+    if os.geteuid() == 0:
+        return None
+    for p in (root, os.path.join(root, "httpd"), os.path.join(root, "stack.json")):
+        try:
+            uid = os.lstat(p).st_uid
+        except OSError:
+            continue
+        if uid != os.geteuid():
+            try:
+                return pwd.getpwuid(uid).pw_name
+            except KeyError:
+                return str(uid)
+    return None
+
+
+def as_owner(owner):
+    return "sudo " if owner == "root" else f"sudo -u {owner} "
+
+
 def cmd_start(args):
     root = os.path.abspath(args.dir)
+    owner = other_owner(root)
+    if owner:
+        print(f"{root} belongs to {owner} (an earlier `{as_owner(owner)}make run`?). Stop and "
+              f"remove it as {owner}, then try again: {as_owner(owner)}make stop && "
+              f"{as_owner(owner)}rm -rf {shlex.quote(root)}", file=sys.stderr)
+        return 1
     if os.path.exists(os.path.join(root, "stack.json")):
         old = Stack.from_dir(root)
         if any(read_pid(p) and pid_alive(read_pid(p))
                for p in (old.redis_pidfile, old.chatd_pidfile, old.httpd_pidfile)):
             print(f"already running under {root} (make stop first); status:")
             return cmd_status(args)
+        old.remove_public_dir()        # left by a stack that died unstopped
     http_port = int(args.http_port)
     xmpp_port = int(args.xmpp_port)
     for port, var in ((http_port, "HTTP_PORT"), (xmpp_port, "XMPP_PORT")):
@@ -686,6 +975,7 @@ def cmd_start(args):
     except StackError as e:
         print(f"start failed: {e}", file=sys.stderr)
         stack.stop()
+        stack.remove_public_dir()
         return 1
     users = {}
     for name in args.users.split(","):
@@ -708,6 +998,8 @@ def print_info(stack, users):
     for name, pw in users.items():
         print(f"  User:        {name}  password {pw}")
     print(f"  Room:        lobby@{stack.muc_domain} (created on first join)")
+    print(f"  Add a user:  {shlex.quote(stack.chatctl_bin)} -c {shlex.quote(stack.chatd_conf)}"
+          " adduser NAME PASSWORD")
     sso = getattr(stack, "sso_users", None) or {}
     if not sso and os.path.exists(stack.sso_users_file):
         with open(stack.sso_users_file) as f:
@@ -725,8 +1017,14 @@ def cmd_stop(args):
     if not os.path.exists(os.path.join(root, "stack.json")):
         print("nothing to stop")
         return 0
+    owner = other_owner(root)
+    if owner:
+        print(f"the demo under {root} was started by {owner}: {as_owner(owner)}make stop",
+              file=sys.stderr)
+        return 1
     stack = Stack.from_dir(root)
     result = stack.stop()
+    stack.remove_public_dir()
     for name, st in result.items():
         print(f"{name}: " + {None: "not running", 0: "stopped", -1: "killed"}.get(st, f"exit {st}"))
     return 0 if all(v in (None, 0) for v in result.values()) else 1

@@ -41,6 +41,13 @@ fi
 stamp=node_modules/.install-stamp
 if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] ||
    { [ -f package-lock.json ] && [ package-lock.json -nt "$stamp" ]; }; then
+    if [ -L node_modules ]; then
+        # A node_modules shared from another checkout: npm ci would empty
+        # the directory it points to, under whoever else is using it.
+        echo "install-deps: node_modules is a symlink to $(readlink -f node_modules);" \
+             "not reinstalling through it (run npm ci there if its packages are stale)" >&2
+        exit 0
+    fi
     echo "install-deps: npm packages"
     if [ -f package-lock.json ]; then
         npm ci --no-audit --no-fund --loglevel=error

@@ -5,6 +5,7 @@
 #   2. unit tests                                        (make unit)
 #   3. unit tests under ASan + UBSan in build-asan/      (make unit-asan)
 #   4. Debian packages: build, install, a2enmod bosh && apachectl configtest, purge
+#      (through sudo when not root)
 #   4b. fuzz: each libFuzzer target (tests/fuzz) for FUZZ_SECONDS (20) with
 #       clang; a crash, leak or sanitizer report fails the step
 #   5. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js
@@ -42,7 +43,12 @@ run_step unit $MAKE --no-print-directory -j"$JOBS" unit
 ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1} \
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     run_step unit-asan $MAKE --no-print-directory -j"$JOBS" unit-asan
-run_step packaging tests/packaging/test_packages.sh
+# dpkg -i and adduser need root: a normal user gets there through sudo,
+# as install-deps.sh does for apt-get (the packages build in a /tmp
+# scratch copy, so nothing root-owned lands in the checkout).
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+run_step packaging $SUDO tests/packaging/test_packages.sh
 run_step fuzz $MAKE --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 run_step integration /usr/bin/python3 -m pytest -q tests/integration
 
