@@ -39,15 +39,16 @@ MOD_SO  := mod_bosh/.libs/mod_bosh.so
 # zlib: mod_bosh gzips answers and inflates gzip requests (bosh_gzip.c).
 MOD_LIBS := $(shell pkg-config --libs zlib 2>/dev/null || echo -lz)
 
-.PHONY: test-packaging
-test-packaging:
-	@tests/packaging/test_packages.sh
-
 .PHONY: all chatd mod_bosh unit unit-asan deps test run stop clean fuzz integration
 all: $(BUILD)/chatd $(BUILD)/chatctl $(MOD_SO)
 
 chatd: $(BUILD)/chatd $(BUILD)/chatctl
 mod_bosh: $(MOD_SO)
+
+# Not the default goal: it runs dpkg system-wide (make test only).
+.PHONY: test-packaging
+test-packaging:
+	@tests/packaging/test_packages.sh
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
