@@ -135,6 +135,12 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "signin_unavailable %llu\n", (unsigned long long)st->signin_unavailable);
     sb_printf(out, "max_sessions_per_addr %u\n", d->cfg.max_sessions_per_addr);
     sb_printf(out, "addr_refused %llu\n", (unsigned long long)st->addr_refused);
+    sb_printf(out, "stanzas_refused %llu\n", (unsigned long long)st->stanzas_refused);
+    sb_printf(out, "flood_closed %llu\n", (unsigned long long)st->flood_closed);
+    sb_printf(out, "auth_timeouts %llu\n", (unsigned long long)st->auth_timeouts);
+    sb_printf(out, "ping_timeouts %llu\n", (unsigned long long)st->ping_timeouts);
+    sb_printf(out, "accept_paused %llu\n", (unsigned long long)st->accept_paused);
+    sb_printf(out, "bosh_ack_overflows %llu\n", (unsigned long long)st->bosh_ack_overflows);
     sb_printf(out, "addrs_with_sessions %zu\n",
               d->addr_sessions ? addr_count_size(d->addr_sessions) : (size_t)0);
     sb_printf(out, "rooms %zu\n", rooms);

@@ -82,6 +82,17 @@ static void set_defaults(chatd_config *c) {
     c->log_level = LOG_INFO;
     c->daemonize = 0;
     c->auto_provision = 1;
+    c->c2s_auth_timeout = 30;
+    c->c2s_keepalive = 60;
+    c->c2s_ping_idle = 120;
+    c->c2s_ping_timeout = 30;
+    c->c2s_read_budget = 65536;
+    c->stanza_rate = 20;
+    c->stanza_burst = 60;
+    c->stanza_flood_close = 100;
+    c->byte_rate = 65536;
+    c->byte_burst = 262144;
+    c->bosh_ack_buffer = 1048576;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -106,6 +117,16 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },
         { "max_sessions_per_addr", &c->max_sessions_per_addr, 10000000 },
+        { "c2s_auth_timeout", &c->c2s_auth_timeout, 86400 },
+        { "c2s_keepalive", &c->c2s_keepalive, 86400 },
+        { "c2s_ping_idle", &c->c2s_ping_idle, 86400 },
+        { "c2s_ping_timeout", &c->c2s_ping_timeout, 86400 },
+        { "c2s_read_budget", &c->c2s_read_budget, 1u << 30 },
+        { "stanza_rate", &c->stanza_rate, 1000000 },
+        { "stanza_burst", &c->stanza_burst, 1000000 },
+        { "stanza_flood_close", &c->stanza_flood_close, 1000000 },
+        { "byte_rate", &c->byte_rate, 1u << 30 },
+        { "byte_burst", &c->byte_burst, 1u << 30 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -143,6 +164,14 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         if (key[4] == 's') c->max_stanza = (size_t)n; else c->max_output = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "bosh_ack_buffer")) {
+        if (parse_ulong(val, 1ull << 30, &n) < 0 || n < 1024) {
+            snprintf(err, errlen, "%s: expected a byte count 1024..2^30, got '%s'", key, val);
+            return -1;
+        }
+        c->bosh_ack_buffer = (size_t)n;
         return 0;
     }
     if (!strcmp(key, "relay_max_output")) {

@@ -65,6 +65,7 @@ typedef struct relay_server {
     int         listen_fd;
     char       *unix_path;     /* to unlink at stop */
     relay_conn *conns;
+    listen_pacer pacer;        /* out of descriptors: pause accepting */
 } relay_server;
 
 /* ---- request list ---- */
@@ -358,13 +359,13 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
 }
 
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
-    (void)l; (void)events;
+    (void)l; (void)events; (void)fd;
     relay_server *srv = ud;
     chatd *d = srv->d;
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int cfd = listen_accept(fd, &ss, &sl, "relay");
+        int cfd = listen_accept_paced(&srv->pacer, &ss, &sl);
         if (cfd < 0) return;
         if (ss.ss_family != AF_UNIX) {
             int one = 1;
@@ -405,6 +406,9 @@ int relay_server_start(chatd *d) {
         log_error("relay_listen: expected unix:/path or tcp:host:port, got '%s'", spec);
         srv->listen_fd = -1;
     }
+    srv->pacer = (listen_pacer){ .l = d->loop, .fd = srv->listen_fd, .cb = accept_io,
+                                 .ud = srv, .what = "relay",
+                                 .counter = &d->stats.accept_paused };
     if (srv->listen_fd < 0 ||
         loop_watch(d->loop, srv->listen_fd, LOOP_READ, accept_io, srv) < 0) {
         if (srv->listen_fd >= 0) close(srv->listen_fd);
@@ -438,6 +442,7 @@ static void flush_all_blocking(relay_server *srv) {
 void relay_server_stop(chatd *d) {
     relay_server *srv = d->relay;
     if (!srv) return;
+    listen_pacer_cancel(&srv->pacer);
     if (srv->listen_fd >= 0) {
         loop_unwatch(d->loop, srv->listen_fd);
         close(srv->listen_fd);
