@@ -14,6 +14,7 @@
  */
 #include "relay_server.h"
 #include "listen.h"
+#include "rate.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,12 @@
 #include "log.h"
 
 #define RELAY_READ_CHUNK   65536
+/* Bytes one relay connection may consume per loop turn (issue 14): a
+ * child with a burst of requests buffered is served in slices, and the
+ * native clients and other children in between (epoll is level-triggered,
+ * so the rest is read next turn). A relay carries many users, hence more
+ * than a native socket's c2s_read_budget. */
+#define RELAY_READ_BUDGET  (1024 * 1024)
 #define RELAY_FLUSH_MS     1000     /* at stop: how long to try to flush */
 
 typedef struct req_priv req_priv;
@@ -331,10 +338,13 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
     (void)l; (void)fd;
     relay_conn *c = ud;
     if (events & LOOP_READ) {
+        size_t used = 0;
         for (;;) {
+            if (read_budget_next(RELAY_READ_BUDGET, used, RELAY_READ_CHUNK) == 0) break;
             sb_reserve(&c->in, RELAY_READ_CHUNK);
             ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, 0);
             if (n > 0) {
+                used += (size_t)n;
                 c->in.len += (size_t)n;
                 c->in.data[c->in.len] = '\0';
                 if (conn_process_input(c) < 0) {

@@ -7,7 +7,9 @@
  *
  *  - post_config (second pass only: the first is a preflight and the DSO
  *    is reloaded in between) checks Redis maxclients against our worst
- *    case and closes that connection before any child is forked;
+ *    case and closes that connection before any child is forked; a first
+ *    start refuses when it is too low, a restart only warns (refusing
+ *    there would stop a serving httpd);
  *  - child_init builds the relay clients, the Redis pool and a small
  *    housekeeping thread (idle Redis connections, prefork stop detection);
  *  - child_stopping (event/worker) sends RELAY_DRAIN so held requests
