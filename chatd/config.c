@@ -60,6 +60,12 @@ static int valid_node_id(const char *v) {
     return 1;
 }
 
+/* byte_burst unset: 256 KiB, but at most a quarter of max_output, so
+ * that one sender's room-message burst never fills a recipient's buffer
+ * (docs/configuration.md, byte_burst). */
+#define BYTE_BURST_AUTO   0xffffffffu
+#define BYTE_BURST_DEFAULT 262144u
+
 static void set_defaults(chatd_config *c) {
     memset(c, 0, sizeof(*c));
     c->domain = strdup("localhost");
@@ -91,7 +97,7 @@ static void set_defaults(chatd_config *c) {
     c->stanza_burst = 60;
     c->stanza_flood_close = 100;
     c->byte_rate = 65536;
-    c->byte_burst = 262144;
+    c->byte_burst = BYTE_BURST_AUTO;     /* resolved against max_output below */
     c->bosh_ack_buffer = 1048576;
 }
 
@@ -292,6 +298,15 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
         snprintf(c->muc_domain, n, "conference.%s", c->domain);
     }
     if (admin_socket_default(c) < 0) { snprintf(err, errlen, "out of memory"); return -1; }
+    if (c->byte_burst == BYTE_BURST_AUTO) {
+        c->byte_burst = BYTE_BURST_DEFAULT;
+        if (c->byte_burst > c->max_output / 4) c->byte_burst = (unsigned)(c->max_output / 4);
+    } else if (c->byte_rate && c->byte_burst > c->max_output / 2) {
+        snprintf(err, errlen, "byte_burst %u is more than half of max_output %zu: one "
+                 "sender's burst of room messages could disconnect slow occupants; "
+                 "lower byte_burst or raise max_output", c->byte_burst, c->max_output);
+        return -1;
+    }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");
         return -1;

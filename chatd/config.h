@@ -56,8 +56,9 @@ typedef struct chatd_config {
     unsigned stanza_flood_close;/* stanza_flood_close 100 (refused in a row, then stream
                                    error policy-violation; 0 = never) */
     unsigned byte_rate;         /* byte_rate 65536 (stanza bytes/s per session; 0 = no cap) */
-    unsigned byte_burst;        /* byte_burst 262144 (keep < max_output / 2: a room
-                                   message burst cannot overflow a recipient) */
+    unsigned byte_burst;        /* byte_burst 262144, at most max_output/4 when unset;
+                                   more than max_output/2 is refused (a room message
+                                   burst must not overflow a recipient) */
     size_t   bosh_ack_buffer;   /* bosh_ack_buffer 1048576 (bytes of unacknowledged
                                    BOSH responses kept per session) */
 } chatd_config;
