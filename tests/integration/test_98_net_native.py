@@ -68,6 +68,21 @@ def test_silent_connection_closed_with_connection_timeout(nstack):
     c2.close()
 
 
+def test_native_sockets_have_tcp_keepalive(nstack):
+    """c2s_keepalive: chatd's side of a native connection runs a keepalive
+    timer (what `ss -o` shows), so a peer that vanished without a FIN is
+    found by the kernel even when the server has nothing to send."""
+    st = nstack
+    c = RawNative(st.xmpp_port)
+    cport = c.sock.getsockname()[1]
+    import subprocess
+    out = subprocess.run(["ss", "-tnoH", "state", "established",
+                          f"( sport = :{st.xmpp_port} and dport = :{cport} )"],
+                         capture_output=True, text=True).stdout
+    c.close()
+    assert "keepalive" in out, out
+
+
 def test_half_open_client_is_pinged_and_removed(nstack):
     st = nstack
     room = f"net98-{random.randint(0, 1 << 30):x}@{MUC}"
