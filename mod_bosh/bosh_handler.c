@@ -598,6 +598,21 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
          * park the worker). */
         if (!sid)
             return send_unavailable(r, ch, "no chat server is answering right now", 0);
+        if (rc) {
+            /* Out of service after a missed PONG: chatd is stopped or
+             * unreachable, not necessarily gone, and may still hold this
+             * session. A 503 makes the client resend its rid later
+             * (XEP-0124 broken connections) instead of ending a session
+             * that may well survive; if chatd did die, the resend gets
+             * item-not-found from the restarted one. */
+            relay_client_stats rs;
+            relay_client_get_stats(rc, &rs);
+            if (rs.unhealthy)
+                return send_response(r, HTTP_SERVICE_UNAVAILABLE,
+                                     "text/plain; charset=utf-8",
+                                     "chat server not answering; resend\n", 34,
+                                     jittered_retry_after());
+        }
         return send_terminate(r, "remote-connection-failed");
     case RELAY_CALL_BROKEN:
     default:

@@ -78,11 +78,18 @@ def test_stopped_chatd_gets_fast_503_and_releases_held(pstack):
             assert took < 8, took
         with open(st.httpd_error_log, errors="replace") as f:
             assert "BOSH00351" in f.read()
+        # The session's own requests: 503 (resend later), never a terminate
+        # that would end a session chatd still has.
+        a, took = timed_post(st.http_port, s.body(""), timeout=20)
+        assert a.status == 503 and took < 8, (a, took)
     finally:
         os.kill(chatd.pid, signal.SIGCONT)
     # Back in service by itself once chatd answers again.
     wait_until(lambda: create_session(st.http_port, timeout=20)[0] == "ok", 30,
                "new sessions accepted again after SIGCONT", interval=0.5)
+    # ... and the session survived: the resent rid is answered normally.
+    a, _ = timed_post(st.http_port, s.body(""), timeout=40)
+    assert a.status == 200 and a.body is not None and a.body.get("type") != "terminate", a
 
 
 def test_max_body_above_relay_frame_refused_by_configtest(pstack):
