@@ -86,7 +86,8 @@ def test_native_sockets_have_tcp_keepalive(nstack):
 def test_half_open_client_is_pinged_and_removed(nstack):
     st = nstack
     room = f"net98-{random.randint(0, 1 << 30):x}@{MUC}"
-    a = RawNative(st.xmpp_port).login(*user(st, "pa"), resource="a")
+    ua = user(st, "pa")
+    a = RawNative(st.xmpp_port).login(*ua, resource="a")
     b = RawNative(st.xmpp_port).login(*user(st, "pb"), resource="b")
     a.presence()
     b.presence()
@@ -112,6 +113,15 @@ def test_half_open_client_is_pinged_and_removed(nstack):
     assert gone is not None, [(e.tag, e.get("from"), e.get("type")) for e in b.stanzas[mark:]]
     assert not b.closed
     a.close()
+    # Messages to a now go to offline storage, not into the dead socket.
+    b.chat(f"{ua[0]}@localhost", "while you were gone")
+    b.pump(0.5)
+    a2 = RawNative(st.xmpp_port).login(*ua, resource="a2")
+    a2.presence()
+    a2.wait(lambda e: e.tag == f"{{{NS_CLIENT}}}message"
+            and e.findtext(f"{{{NS_CLIENT}}}body") == "while you were gone", 15,
+            "offline message after the ping timeout")
+    a2.close()
     b.close()
 
 
