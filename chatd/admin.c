@@ -44,6 +44,7 @@ typedef struct admin_server {
     int         fd;
     char       *path;
     admin_conn *conns;
+    listen_pacer pacer;        /* out of descriptors: pause accepting */
 } admin_server;
 
 int chatd_session_slots_full(chatd *d) {
@@ -341,10 +342,10 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
 }
 
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
-    (void)events;
+    (void)events; (void)fd;
     admin_server *srv = ud;
     for (;;) {
-        int cfd = listen_accept(fd, NULL, NULL, "admin");
+        int cfd = listen_accept_paced(&srv->pacer, NULL, NULL);
         if (cfd < 0) return;
         admin_conn *c = calloc(1, sizeof *c);
         if (!c) abort();
@@ -371,6 +372,8 @@ int admin_start(chatd *d) {
     if (!srv || !(srv->path = strdup(path))) abort();
     srv->d = d;
     srv->fd = fd;
+    srv->pacer = (listen_pacer){ .l = d->loop, .fd = fd, .cb = accept_io, .ud = srv,
+                                 .what = "admin", .counter = &d->stats.accept_paused };
     if (loop_watch(d->loop, fd, LOOP_READ, accept_io, srv) < 0) {
         close(fd);
         unlink(path);
@@ -387,6 +390,7 @@ void admin_stop(chatd *d) {
     admin_server *srv = d->admin;
     if (!srv) return;
     while (srv->conns) conn_destroy(srv->conns);
+    listen_pacer_cancel(&srv->pacer);
     loop_unwatch(d->loop, srv->fd);
     close(srv->fd);
     unlink(srv->path);
