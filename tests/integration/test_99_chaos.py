@@ -23,6 +23,7 @@ import random
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -82,8 +83,11 @@ def cstack():
 def test_chaos(cstack):
     st = cstack
     tag = f"{random.randint(0, 1 << 24):x}"
-    online = [(f"c{tag}u{i}", st.add_user(f"c{tag}u{i}")) for i in range(N_ONLINE)]
-    offline = [(f"c{tag}o{i}", st.add_user(f"c{tag}o{i}")) for i in range(N_OFFLINE)]
+    names = [f"c{tag}u{i}" for i in range(N_ONLINE)] + [f"c{tag}o{i}" for i in range(N_OFFLINE)]
+    with ThreadPoolExecutor(4) as ex:       # chatctl adduser: a process each
+        pws = list(ex.map(st.add_user, names))
+    accounts = list(zip(names, pws))
+    online, offline = accounts[:N_ONLINE], accounts[N_ONLINE:]
     clients = []
     for name, pw in online:
         c = RawNative(st.xmpp_port).login(name, pw, resource="chaos")
@@ -223,14 +227,25 @@ def test_chaos(cstack):
     for mid, (_, k) in sent_offline.items():
         if mid not in bounced:
             expect.setdefault(k, set()).add(mid)
+    back = {}
     for k, (name, pw) in enumerate(offline):
         try:
-            o = RawNative(st.xmpp_port).login(name, pw, resource="back")
-            o.presence()
-            pump_all([o], 3)
+            back[k] = RawNative(st.xmpp_port).login(name, pw, resource="back")
+            back[k].presence()
         except (AssertionError, StreamClosed) as e:
             problems.append(f"offline: {name} could not sign in: {e}")
-            continue
+
+    def all_in():
+        pump_all(back.values(), 0.2)
+        return all(len([b for b in o.bodies() if b.startswith("offline ")])
+                   >= len(expect.get(k, ())) for k, o in back.items())
+    try:
+        wait_until(all_in, 15, "offline messages delivered", interval=0)
+    except AssertionError:
+        pass                        # reported per user below
+    pump_all(back.values(), 1)      # and nothing more (duplicates) arrives
+    for k, o in back.items():
+        name = offline[k][0]
         got = [b.split(" ", 1)[1] for b in o.bodies() if b.startswith("offline ")]
         want = expect.get(k, set())
         dup = sorted({m for m in got if got.count(m) > 1})
