@@ -94,7 +94,7 @@ static void set_defaults(chatd_config *c) {
     c->c2s_ping_timeout = 30;
     c->c2s_read_budget = 65536;
     c->stanza_rate = 20;
-    c->stanza_burst = 60;
+    c->stanza_burst = 100;
     c->stanza_flood_close = 100;
     c->byte_rate = 65536;
     c->byte_burst = BYTE_BURST_AUTO;     /* resolved against max_output below */

@@ -52,7 +52,7 @@ typedef struct chatd_config {
     unsigned c2s_read_budget;   /* c2s_read_budget 65536 (bytes one native socket may
                                    feed per loop turn; 0 = no cap) */
     unsigned stanza_rate;       /* stanza_rate 20 (stanzas/s per session; 0 = no cap) */
-    unsigned stanza_burst;      /* stanza_burst 60 */
+    unsigned stanza_burst;      /* stanza_burst 100 (sign-in: roster, disco, room joins) */
     unsigned stanza_flood_close;/* stanza_flood_close 100 (refused in a row, then stream
                                    error policy-violation; 0 = never) */
     unsigned byte_rate;         /* byte_rate 65536 (stanza bytes/s per session; 0 = no cap) */

@@ -25,7 +25,7 @@ int main(void) {
     /* issue 14 limits */
     CHECK(c.c2s_auth_timeout == 30 && c.c2s_keepalive == 60);
     CHECK(c.c2s_ping_idle == 120 && c.c2s_ping_timeout == 30 && c.c2s_read_budget == 65536);
-    CHECK(c.stanza_rate == 20 && c.stanza_burst == 60 && c.stanza_flood_close == 100);
+    CHECK(c.stanza_rate == 20 && c.stanza_burst == 100 && c.stanza_flood_close == 100);
     CHECK(c.byte_rate == 65536 && c.byte_burst == 262144 && c.bosh_ack_buffer == 1048576);
     config_free(&c);
 
