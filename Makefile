@@ -48,6 +48,7 @@ all: $(BUILD)/chatd $(BUILD)/chatctl $(MOD_SO)
 chatd: $(BUILD)/chatd $(BUILD)/chatctl
 mod_bosh: $(MOD_SO)
 
+# Not the default goal: it runs dpkg system-wide (make test only).
 $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -119,10 +120,6 @@ test: deps
 	@scripts/test-all.sh
 
 # The Debian packages: build, install, check, purge (system-wide: dpkg).
-.PHONY: test-packaging
-test-packaging:
-	@tests/packaging/test_packages.sh
-
 # libFuzzer targets: each tests/fuzz/fuzz_*.c against the common sources,
 # built with clang, then run for FUZZ_SECONDS each (corpus in build/fuzz/).
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

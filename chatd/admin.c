@@ -44,6 +44,7 @@ typedef struct admin_server {
     int         fd;
     char       *path;
     admin_conn *conns;
+    listen_pacer pacer;        /* out of descriptors: pause accepting */
 } admin_server;
 
 int chatd_session_slots_full(chatd *d) {
@@ -135,6 +136,12 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "signin_unavailable %llu\n", (unsigned long long)st->signin_unavailable);
     sb_printf(out, "max_sessions_per_addr %u\n", d->cfg.max_sessions_per_addr);
     sb_printf(out, "addr_refused %llu\n", (unsigned long long)st->addr_refused);
+    sb_printf(out, "stanzas_refused %llu\n", (unsigned long long)st->stanzas_refused);
+    sb_printf(out, "flood_closed %llu\n", (unsigned long long)st->flood_closed);
+    sb_printf(out, "auth_timeouts %llu\n", (unsigned long long)st->auth_timeouts);
+    sb_printf(out, "ping_timeouts %llu\n", (unsigned long long)st->ping_timeouts);
+    sb_printf(out, "accept_paused %llu\n", (unsigned long long)st->accept_paused);
+    sb_printf(out, "bosh_ack_overflows %llu\n", (unsigned long long)st->bosh_ack_overflows);
     sb_printf(out, "addrs_with_sessions %zu\n",
               d->addr_sessions ? addr_count_size(d->addr_sessions) : (size_t)0);
     sb_printf(out, "rooms %zu\n", rooms);
@@ -336,10 +343,10 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
 }
 
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
-    (void)events;
+    (void)events; (void)fd;
     admin_server *srv = ud;
     for (;;) {
-        int cfd = listen_accept(fd, NULL, NULL, "admin");
+        int cfd = listen_accept_paced(&srv->pacer, NULL, NULL);
         if (cfd < 0) return;
         admin_conn *c = calloc(1, sizeof *c);
         if (!c) abort();
@@ -366,6 +373,8 @@ int admin_start(chatd *d) {
     if (!srv || !(srv->path = strdup(path))) abort();
     srv->d = d;
     srv->fd = fd;
+    srv->pacer = (listen_pacer){ .l = d->loop, .fd = fd, .cb = accept_io, .ud = srv,
+                                 .what = "admin", .counter = &d->stats.accept_paused };
     if (loop_watch(d->loop, fd, LOOP_READ, accept_io, srv) < 0) {
         close(fd);
         unlink(path);
@@ -382,6 +391,7 @@ void admin_stop(chatd *d) {
     admin_server *srv = d->admin;
     if (!srv) return;
     while (srv->conns) conn_destroy(srv->conns);
+    listen_pacer_cancel(&srv->pacer);
     loop_unwatch(d->loop, srv->fd);
     close(srv->fd);
     unlink(srv->path);

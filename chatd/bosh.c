@@ -283,6 +283,11 @@ static void destroy(bosh_session *s) {
         }
         free(st);
     }
+    if (bosh_sm_buffer_drops(s->sm)) {
+        s->d->stats.bosh_ack_overflows += bosh_sm_buffer_drops(s->sm);
+        log_info("BOSH00359: bosh %s: dropped %llu unacknowledged responses over "
+                 "bosh_ack_buffer", s->sid, (unsigned long long)bosh_sm_buffer_drops(s->sm));
+    }
     bosh_sm_free(s->sm);
     free(s->xmpp_version);
     free(s->auth_id);
@@ -750,6 +755,7 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
     };
     bosh_sm_params p;
     bosh_sm_negotiate(&lim, &c, &p);
+    p.max_buffer_bytes = d->cfg.bosh_ack_buffer;    /* issue 14 */
 
     bosh_session *s = calloc(1, sizeof *s);
     if (!s) abort();

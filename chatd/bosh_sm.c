@@ -86,6 +86,8 @@ struct bosh_sm {
     size_t         nbuf, buf_cap;
     sm_cached     *cache;        /* responses, rid order */
     size_t         ncache, cache_cap;
+    size_t         cache_bytes;  /* sum of cache[].len (p.max_buffer_bytes) */
+    uint64_t       buffer_drops; /* unacked responses dropped over the cap */
     uint64_t       client_ack;   /* highest rid the client has the answer of */
     uint64_t       report_rid, report_time;  /* next answer reports these */
     int            multi;        /* streams advertised */
@@ -377,14 +379,30 @@ static void reset_all_output(bosh_sm *sm) {
 
 /* Keep the `requests` most recent responses; with acks, also every one the
  * client has not acknowledged (§rids-broken), up to BOSH_SM_MAX_BUFFERED. */
+static void drop_oldest(bosh_sm *sm) {
+    sm->cache_bytes -= sm->cache[0].len;
+    free(sm->cache[0].body);
+    memmove(&sm->cache[0], &sm->cache[1], (sm->ncache - 1) * sizeof sm->cache[0]);
+    sm->ncache--;
+}
+
+/* With acks, a client that never acknowledges would make the server keep
+ * up to BOSH_SM_MAX_BUFFERED responses of any size per session; the byte
+ * cap bounds that (issue 14), see max_buffer_bytes in bosh_sm.h. */
 static void trim_cache(bosh_sm *sm) {
     while (sm->ncache > sm->p.requests) {
         if (sm->p.acks && sm->cache[0].rid > sm->client_ack) break;
-        free(sm->cache[0].body);
-        memmove(&sm->cache[0], &sm->cache[1], (sm->ncache - 1) * sizeof sm->cache[0]);
-        sm->ncache--;
+        drop_oldest(sm);
+    }
+    while (sm->p.max_buffer_bytes && sm->cache_bytes > sm->p.max_buffer_bytes &&
+           sm->ncache > sm->p.requests) {
+        if (sm->cache[0].rid > sm->client_ack) sm->buffer_drops++;
+        drop_oldest(sm);
     }
 }
+
+size_t bosh_sm_buffered_bytes(const bosh_sm *sm) { return sm->cache_bytes; }
+uint64_t bosh_sm_buffer_drops(const bosh_sm *sm) { return sm->buffer_drops; }
 
 static void record(bosh_sm *sm, uint64_t now, uint64_t rid, const char *body,
                    size_t len) {
@@ -392,18 +410,18 @@ static void record(bosh_sm *sm, uint64_t now, uint64_t rid, const char *body,
     for (i = 0; i < sm->ncache; i++) {
         if (sm->cache[i].rid == rid) {      /* replaced (a gap filler) */
             free(sm->cache[i].body);
+            sm->cache_bytes = sm->cache_bytes - sm->cache[i].len + len;
             sm->cache[i].body = memdup0(body, len);
             sm->cache[i].len = len;
             sm->cache[i].sent_at = now;
+            trim_cache(sm);
             return;
         }
         if (sm->cache[i].rid > rid) break;
     }
     if (sm->ncache == BOSH_SM_MAX_BUFFERED) {
         if (i == 0) return;                 /* older than all we keep */
-        free(sm->cache[0].body);
-        memmove(&sm->cache[0], &sm->cache[1], (sm->ncache - 1) * sizeof sm->cache[0]);
-        sm->ncache--;
+        drop_oldest(sm);
         i--;
     }
     sm->cache = reserve(sm->cache, &sm->cache_cap, sm->ncache + 1, sizeof *sm->cache);
@@ -413,6 +431,7 @@ static void record(bosh_sm *sm, uint64_t now, uint64_t rid, const char *body,
     sm->cache[i].len = len;
     sm->cache[i].sent_at = now;
     sm->ncache++;
+    sm->cache_bytes += len;
     trim_cache(sm);
 }
 

@@ -59,6 +59,12 @@ typedef struct bosh_sm_params {
     unsigned ver_major, ver_minor;
     int      acks;          /* client sent ack='1': 'ack' on our responses,
                                its acks trim the response buffer */
+    size_t   max_buffer_bytes; /* cap on the bytes of kept responses (0: none;
+                               bosh_ack_buffer). Past it the oldest responses
+                               go, acknowledged or not, down to the last
+                               `requests`; a client that then asks for one of
+                               them again gets terminate item-not-found, as
+                               for any response no longer buffered. */
 } bosh_sm_params;
 
 /* Server limits (from the configuration). */
@@ -116,6 +122,10 @@ typedef struct bosh_sm bosh_sm;
 
 /* A session created by the request with rid 'rid' at time now. */
 bosh_sm *bosh_sm_new(const bosh_sm_params *p, uint64_t rid, uint64_t now);
+/* Bytes of responses kept for retransmission, and how many unacknowledged
+ * ones max_buffer_bytes made the machine drop. */
+size_t   bosh_sm_buffered_bytes(const bosh_sm *sm);
+uint64_t bosh_sm_buffer_drops(const bosh_sm *sm);
 void     bosh_sm_free(bosh_sm *sm);
 const bosh_sm_params *bosh_sm_params_of(const bosh_sm *sm);
 bosh_sm_state bosh_sm_get_state(const bosh_sm *sm);

@@ -20,6 +20,7 @@
 
 #include "jid.h"
 #include "log.h"
+#include "rate.h"
 #include "muc.h"
 #include "router.h"
 #include "users.h"
@@ -68,6 +69,11 @@ struct c2s {
     int                  queue_len;
     int                  draining;
     void                *router_slot;
+
+    /* Flood control (issue 14): stanzas and bytes per session. */
+    token_bucket         stanza_tb, byte_tb;
+    unsigned             refused_in_row;
+    unsigned             ping_seq;
 };
 
 static void process(c2s *s, xs_node *st);
@@ -596,6 +602,73 @@ static void fix_namespace(xs_node *n) {
         if (c->name) fix_namespace(c);
 }
 
+/* Bytes the stanza takes on the wire, near enough (names, attributes and
+ * text; escaping ignored): what the byte bucket charges. */
+static size_t stanza_size(const xs_node *n) {
+    if (!n->name) return n->text_len;
+    size_t sz = 2 * strlen(n->name) + 5;
+    for (size_t i = 0; i < n->nattrs; i++)
+        sz += strlen(n->attrs[i].name) + strlen(n->attrs[i].value) + 4;
+    for (const xs_node *c = n->first_child; c; c = c->next) sz += stanza_size(c);
+    return sz;
+}
+
+/*
+ * Flood control: a stanza bucket (stanza_rate/s, stanza_burst) and a byte
+ * bucket (byte_rate B/s, byte_burst) per session, native and BOSH alike.
+ * Over either, the stanza is refused with <policy-violation/> type wait
+ * (RFC 6120 8.3.3.12: local policy) and not routed; after
+ * stanza_flood_close refusals in a row the stream is closed with the
+ * stream error policy-violation. The byte bucket is the fair fix for big
+ * room messages: a room multiplies a sender's bytes into every
+ * occupant's output buffer, and a burst above max_output disconnected the
+ * slowest *recipients*; with byte_burst well below max_output one sender
+ * can no longer do that, and a sender who goes on pays, not the others.
+ * Returns 1 to route the stanza, 0 when it was refused (and freed).
+ */
+static int flood_ok(c2s *s, xs_node *st) {
+    const chatd_config *cfg = &s->d->cfg;
+    uint64_t now = loop_now_ms(s->d->loop);
+    if (tb_take(&s->stanza_tb, cfg->stanza_rate, cfg->stanza_burst, 1, now) &&
+        tb_take(&s->byte_tb, cfg->byte_rate, cfg->byte_burst, (double)stanza_size(st), now)) {
+        s->refused_in_row = 0;
+        return 1;
+    }
+    s->d->stats.stanzas_refused++;
+    if (cfg->stanza_flood_close && ++s->refused_in_row >= cfg->stanza_flood_close) {
+        s->d->stats.flood_closed++;
+        log_warn("BOSH00353: %s %s (%s): %u stanzas refused in a row over "
+                 "stanza_rate/byte_rate; closing the stream", s->ops->kind, s->peer,
+                 s->jid ? s->jid : "?", s->refused_in_row);
+        c2s_close(s, "policy-violation", "stanza flood: too many stanzas or bytes too fast");
+        xs_free(st);
+        return 0;
+    }
+    if (s->refused_in_row == 1)
+        log_info("BOSH00354: %s %s (%s): over stanza_rate/byte_rate; refusing "
+                 "stanzas with policy-violation", s->ops->kind, s->peer, s->jid ? s->jid : "?");
+    stanza_error(s, st, "wait", "policy-violation", 1);
+    xs_free(st);
+    return 0;
+}
+
+int c2s_send_ping(c2s *s) {
+    if (s->closed || !s->jid) return -1;
+    char id[32];
+    snprintf(id, sizeof id, "c2s-ping-%u", ++s->ping_seq);
+    xs_node *iq = xs_new(NS_CLIENT, "iq");
+    xs_set_attr(iq, "from", s->d->cfg.domain);
+    xs_set_attr(iq, "to", s->jid);
+    xs_set_attr(iq, "id", id);
+    xs_set_attr(iq, "type", "get");
+    xs_add_elem(iq, "urn:xmpp:ping", "ping");
+    send_node(s, iq);
+    xs_free(iq);
+    return 0;
+}
+
+int c2s_is_bound(const c2s *s) { return s->jid != NULL; }
+
 static void handle_bound_stanza(c2s *s, xs_node *st) {
     if (!xs_is(st, NS_CLIENT, "message") && !xs_is(st, NS_CLIENT, "presence") &&
         !xs_is(st, NS_CLIENT, "iq")) {
@@ -603,6 +676,7 @@ static void handle_bound_stanza(c2s *s, xs_node *st) {
         xs_free(st);
         return;
     }
+    if (!flood_ok(s, st)) return;
     const char *to = xs_attr_get(st, "to");
     if (to && *to) {
         jid j;

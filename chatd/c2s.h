@@ -82,6 +82,12 @@ void  xmpp_free(chatd *d);
 void **c2s_router_slot(c2s *s);
 
 const char *c2s_jid(const c2s *s);   /* full JID once bound, else NULL */
+int   c2s_is_bound(const c2s *s);
+/* XEP-0199 server-to-client ping (an iq get from the domain); the
+ * transport uses it to tell a live client from a half-open socket. Any
+ * input afterwards, the result or an error, proves the client alive.
+ * Returns -1 (nothing sent) before a resource is bound. */
+int   c2s_send_ping(c2s *s);
 const char *c2s_stream_id(const c2s *s);
 /* For the admin socket (chatctl sessions list). */
 const char *c2s_kind(const c2s *s);  /* ops->kind: "c2s" or "bosh" */

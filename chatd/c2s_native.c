@@ -35,6 +35,21 @@
  *     <text/>"), the operators' reason and the retry time in <text>; the
  *     server-wide rate is resource-constraint, since the whole service,
  *     not this client, is over its budget.
+ *
+ * Keeping the loop safe from one client (issue 14):
+ *   - c2s_auth_timeout: a connection that has not bound a resource by then
+ *     (no stream header, no SASL, no bind) is closed with the stream error
+ *     connection-timeout (RFC 6120 4.9.3.4); before, it was held forever.
+ *   - TCP keepalive (c2s_keepalive) and an XEP-0199 ping from the server
+ *     after c2s_ping_idle seconds without input; with no input at all in
+ *     c2s_ping_timeout more seconds the stream is closed (connection-
+ *     timeout) and the session freed, so presence goes unavailable and
+ *     messages go to offline storage instead of into a dead socket.
+ *   - c2s_read_budget: one readable event consumes at most that many
+ *     bytes, then the loop serves everyone else and comes back next turn
+ *     (epoll is level-triggered; TLS-buffered bytes get a deferred timer).
+ *   - accept failing for want of descriptors pauses the listener
+ *     (listen_accept_paced) instead of spinning on it.
  */
 #include "c2s_native.h"
 #include "listen.h"
@@ -58,6 +73,7 @@
 #include "admin.h"
 #include "c2s.h"
 #include "log.h"
+#include "rate.h"
 #include "tls.h"
 
 #define NATIVE_READ_CHUNK   16384
@@ -105,12 +121,16 @@ struct native_conn {
     admission_argv admit_argv;
     held_stanza *held, *held_tail;  /* the <auth> first, then what followed */
     int          held_count;
+    loop_timer  *watchdog;          /* sign-in deadline, then idle ping */
+    loop_timer  *more;              /* read budget spent with TLS bytes buffered */
+    uint64_t     accepted_ms, last_rx_ms, ping_sent_ms;   /* ping_sent_ms 0: none out */
 };
 
 typedef struct c2s_listener {
     chatd       *d;
     int          fd;
     native_conn *conns;
+    listen_pacer pacer;
 } c2s_listener;
 
 static void conn_io(loop *l, int fd, unsigned events, void *ud);
@@ -467,22 +487,39 @@ static void feed(native_conn *c, const char *buf, size_t n) {
     op_close(c, cond, NULL);
 }
 
-/* Read and parse what is available. Returns -1 on EOF/error. */
+static void more_cb(loop *l, void *ud);
+
+/* Read and parse what is available, up to c2s_read_budget bytes this
+ * turn. Returns -1 on EOF/error. */
 static int conn_read(native_conn *c) {
     char buf[NATIVE_READ_CHUNK];
+    size_t used = 0, want;
+    chatd *d = c->lst->d;
     while (!c->closing && !c->dead && !c->starttls_pending) {
         ssize_t n;
+        want = read_budget_next(d->cfg.c2s_read_budget, used, sizeof(buf));
+        if (want == 0) {
+            /* Budget spent: level-triggered epoll reports the socket again
+             * next turn, but bytes OpenSSL already decrypted are invisible
+             * to it, so those get a deferred read. */
+            if (c->ssl && SSL_pending(c->ssl) > 0 && !c->more)
+                c->more = loop_timer_add(d->loop, 0, more_cb, c);
+            return 0;
+        }
         if (c->ssl) {
-            n = tls_read(c->ssl, buf, sizeof(buf));
+            n = tls_read(c->ssl, buf, want);
             if (n == TLS_IO_WANT_READ) return 0;
             if (n == TLS_IO_WANT_WRITE) { c->tls_wants_write = 1; return 0; }
             if (n <= 0) return -1;
         } else {
-            n = recv(c->fd, buf, sizeof(buf), 0);
+            n = recv(c->fd, buf, want, 0);
             if (n < 0 && errno == EINTR) continue;
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
             if (n <= 0) return -1;
         }
+        used += (size_t)n;
+        c->last_rx_ms = loop_now_ms(d->loop);
+        c->ping_sent_ms = 0;            /* any input answers the ping */
         feed(c, buf, (size_t)n);
     }
     return 0;
@@ -564,6 +601,10 @@ static void conn_destroy(native_conn *c) {
     c->closing = 1;
     loop_timer_cancel(d->loop, c->timer);
     c->timer = NULL;
+    loop_timer_cancel(d->loop, c->watchdog);
+    c->watchdog = NULL;
+    loop_timer_cancel(d->loop, c->more);
+    c->more = NULL;
     admission_cancel(c);
     /* c2s_free may deliver presence elsewhere; our ops now drop output. */
     c2s *s = c->s;
@@ -582,18 +623,88 @@ static void conn_destroy(native_conn *c) {
     free(c);
 }
 
+static void more_cb(loop *l, void *ud) {
+    native_conn *c = ud;
+    c->more = NULL;
+    conn_io(l, c->fd, LOOP_READ, c);
+}
+
+static void watchdog_arm(native_conn *c, uint64_t ms);
+
+/* The sign-in deadline, then the idle ping (see the top of the file). */
+static void watchdog_cb(loop *l, void *ud) {
+    native_conn *c = ud;
+    chatd *d = c->lst->d;
+    const chatd_config *cfg = &d->cfg;
+    uint64_t now = loop_now_ms(l);
+    c->watchdog = NULL;
+    if (c->dead || c->closing || !c->s) return;
+    if (!c2s_is_bound(c->s)) {
+        uint64_t limit = (uint64_t)cfg->c2s_auth_timeout * 1000;
+        if (cfg->c2s_auth_timeout && now - c->accepted_ms >= limit) {
+            d->stats.auth_timeouts++;
+            log_info("BOSH00357: c2s %s: not signed in after %u s; closing",
+                     c->peer, cfg->c2s_auth_timeout);
+            c2s_close(c->s, "connection-timeout", "sign in sooner");
+            return;
+        }
+        /* Bound soon, hopefully: look again at the deadline, or (no
+         * deadline) when the idle ping would be due. */
+        watchdog_arm(c, cfg->c2s_auth_timeout ? c->accepted_ms + limit - now
+                                              : (uint64_t)cfg->c2s_ping_idle * 1000);
+        return;
+    }
+    if (!cfg->c2s_ping_idle) return;
+    uint64_t idle = (uint64_t)cfg->c2s_ping_idle * 1000;
+    uint64_t grace = (uint64_t)(cfg->c2s_ping_timeout ? cfg->c2s_ping_timeout : 1) * 1000;
+    if (c->ping_sent_ms) {
+        if (now - c->ping_sent_ms >= grace) {
+            d->stats.ping_timeouts++;
+            log_info("BOSH00358: c2s %s (%s): no answer to a ping in %u s; "
+                     "closing", c->peer, c2s_jid(c->s), cfg->c2s_ping_timeout);
+            c2s_close(c->s, "connection-timeout", "no answer to ping");
+            return;
+        }
+        watchdog_arm(c, c->ping_sent_ms + grace - now);
+        return;
+    }
+    if (now - c->last_rx_ms >= idle) {
+        c2s_send_ping(c->s);
+        c->ping_sent_ms = now ? now : 1;
+        watchdog_arm(c, grace);
+        return;
+    }
+    watchdog_arm(c, c->last_rx_ms + idle - now);
+}
+
+static void watchdog_arm(native_conn *c, uint64_t ms) {
+    loop *l = c->lst->d->loop;
+    loop_timer_cancel(l, c->watchdog);
+    c->watchdog = loop_timer_add(l, ms ? ms : 1, watchdog_cb, c);
+}
+
+static void set_keepalive(int fd, unsigned idle_s) {
+    if (!idle_s) return;
+    int one = 1, idle = (int)idle_s, intvl = idle_s < 30 ? (int)idle_s : 10, cnt = 3;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
-    (void)l; (void)events;
+    (void)l; (void)events; (void)fd;
     c2s_listener *lst = ud;
     chatd *d = lst->d;
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int cfd = listen_accept(fd, &ss, &sl, "c2s");
+        int cfd = listen_accept_paced(&lst->pacer, &ss, &sl);
         if (cfd < 0) return;
         if (d->stopping) { close(cfd); continue; }
         int one = 1;
         setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        set_keepalive(cfd, d->cfg.c2s_keepalive);
         native_conn *c = calloc(1, sizeof(*c));
         if (!c) abort();
         c->lst = lst;
@@ -615,6 +726,10 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         if (lst->conns) lst->conns->prev = c;
         lst->conns = c;
         c->s = c2s_new(d, &native_ops, c, 0, c->peer);
+        c->accepted_ms = c->last_rx_ms = loop_now_ms(d->loop);
+        if (d->cfg.c2s_auth_timeout || d->cfg.c2s_ping_idle)
+            watchdog_arm(c, d->cfg.c2s_auth_timeout ? (uint64_t)d->cfg.c2s_auth_timeout * 1000
+                                                    : (uint64_t)d->cfg.c2s_ping_idle * 1000);
         log_debug("c2s %s: connected", c->peer);
     }
 }
@@ -626,6 +741,8 @@ int c2s_native_start(chatd *d) {
     if (!lst) return -1;
     lst->d = d;
     lst->fd = listen_tcp(spec, "c2s_listen");
+    lst->pacer = (listen_pacer){ .l = d->loop, .fd = lst->fd, .cb = accept_io, .ud = lst,
+                                 .what = "c2s", .counter = &d->stats.accept_paused };
     if (lst->fd < 0 || loop_watch(d->loop, lst->fd, LOOP_READ, accept_io, lst) < 0) {
         if (lst->fd >= 0) close(lst->fd);
         free(lst);
@@ -645,6 +762,7 @@ static uint64_t mono_ms(void) {
 void c2s_native_stop(chatd *d, const char *condition) {
     c2s_listener *lst = d->c2s;
     if (!lst) return;
+    listen_pacer_cancel(&lst->pacer);
     loop_unwatch(d->loop, lst->fd);
     close(lst->fd);
     lst->fd = -1;

@@ -30,6 +30,11 @@ typedef struct chatd_stats {
     uint64_t signin_refused, signin_unavailable, sessions_refused;
     /* cfg.max_sessions_per_addr (admin.h chatd_addr_slot_take) */
     uint64_t addr_refused;
+    /* issue 14: flood control (c2s.c), native liveness and accept pauses
+     * (c2s_native.c), BOSH ack buffer (bosh.c) */
+    uint64_t stanzas_refused, flood_closed;
+    uint64_t auth_timeouts, ping_timeouts, accept_paused;
+    uint64_t bosh_ack_overflows;
 } chatd_stats;
 
 typedef struct chatd {

@@ -62,6 +62,12 @@ static int valid_node_id(const char *v) {
     return 1;
 }
 
+/* byte_burst unset: 256 KiB, but at most a quarter of max_output, so
+ * that one sender's room-message burst never fills a recipient's buffer
+ * (docs/configuration.md, byte_burst). */
+#define BYTE_BURST_AUTO   0xffffffffu
+#define BYTE_BURST_DEFAULT 262144u
+
 static void set_defaults(chatd_config *c) {
     memset(c, 0, sizeof(*c));
     c->domain = strdup("localhost");
@@ -88,6 +94,17 @@ static void set_defaults(chatd_config *c) {
     c->daemonize = 0;
     c->auto_provision = 1;
     c->relay_peer_user = strdup("www-data");
+    c->c2s_auth_timeout = 30;
+    c->c2s_keepalive = 60;
+    c->c2s_ping_idle = 120;
+    c->c2s_ping_timeout = 30;
+    c->c2s_read_budget = 65536;
+    c->stanza_rate = 20;
+    c->stanza_burst = 100;
+    c->stanza_flood_close = 100;
+    c->byte_rate = 65536;
+    c->byte_burst = BYTE_BURST_AUTO;     /* resolved against max_output below */
+    c->bosh_ack_buffer = 1048576;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -117,6 +134,16 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },
         { "max_sessions_per_addr", &c->max_sessions_per_addr, 10000000 },
+        { "c2s_auth_timeout", &c->c2s_auth_timeout, 86400 },
+        { "c2s_keepalive", &c->c2s_keepalive, 86400 },
+        { "c2s_ping_idle", &c->c2s_ping_idle, 86400 },
+        { "c2s_ping_timeout", &c->c2s_ping_timeout, 86400 },
+        { "c2s_read_budget", &c->c2s_read_budget, 1u << 30 },
+        { "stanza_rate", &c->stanza_rate, 1000000 },
+        { "stanza_burst", &c->stanza_burst, 1000000 },
+        { "stanza_flood_close", &c->stanza_flood_close, 1000000 },
+        { "byte_rate", &c->byte_rate, 1u << 30 },
+        { "byte_burst", &c->byte_burst, 1u << 30 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -154,6 +181,14 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         if (key[4] == 's') c->max_stanza = (size_t)n; else c->max_output = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "bosh_ack_buffer")) {
+        if (parse_ulong(val, 1ull << 30, &n) < 0 || n < 1024) {
+            snprintf(err, errlen, "%s: expected a byte count 1024..2^30, got '%s'", key, val);
+            return -1;
+        }
+        c->bosh_ack_buffer = (size_t)n;
         return 0;
     }
     if (!strcmp(key, "relay_max_output")) {
@@ -336,6 +371,15 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
     if (admin_socket_default(c) < 0) { snprintf(err, errlen, "out of memory"); return -1; }
     if (resolve_peer_users(c, err, errlen) < 0) return -1;
     if (load_relay_secret(c, err, errlen) < 0) return -1;
+    if (c->byte_burst == BYTE_BURST_AUTO) {
+        c->byte_burst = BYTE_BURST_DEFAULT;
+        if (c->byte_burst > c->max_output / 4) c->byte_burst = (unsigned)(c->max_output / 4);
+    } else if (c->byte_rate && c->byte_burst > c->max_output / 2) {
+        snprintf(err, errlen, "byte_burst %u is more than half of max_output %zu: one "
+                 "sender's burst of room messages could disconnect slow occupants; "
+                 "lower byte_burst or raise max_output", c->byte_burst, c->max_output);
+        return -1;
+    }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");
         return -1;

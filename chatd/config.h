@@ -59,6 +59,25 @@ typedef struct chatd_config {
     char    *relay_secret_file; /* relay_secret_file (none; required for a tcp: relay) */
     char    *relay_secret;      /* its content (relay_secret_load), or NULL */
     size_t   relay_secret_len;
+    /* Issue 14: one misbehaving client must not hurt the loop or others.
+     * Defaults are sized for a 1,000-person team; docs/configuration.md. */
+    unsigned c2s_auth_timeout;  /* c2s_auth_timeout 30 (s to sign in and bind on the
+                                   native port, else stream error connection-timeout; 0 off) */
+    unsigned c2s_keepalive;     /* c2s_keepalive 60 (TCP keepalive idle s; 0 off) */
+    unsigned c2s_ping_idle;     /* c2s_ping_idle 120 (XEP-0199 ping after s silent; 0 off) */
+    unsigned c2s_ping_timeout;  /* c2s_ping_timeout 30 (s for any answer, then closed) */
+    unsigned c2s_read_budget;   /* c2s_read_budget 65536 (bytes one native socket may
+                                   feed per loop turn; 0 = no cap) */
+    unsigned stanza_rate;       /* stanza_rate 20 (stanzas/s per session; 0 = no cap) */
+    unsigned stanza_burst;      /* stanza_burst 100 (sign-in: roster, disco, room joins) */
+    unsigned stanza_flood_close;/* stanza_flood_close 100 (refused in a row, then stream
+                                   error policy-violation; 0 = never) */
+    unsigned byte_rate;         /* byte_rate 65536 (stanza bytes/s per session; 0 = no cap) */
+    unsigned byte_burst;        /* byte_burst 262144, at most max_output/4 when unset;
+                                   more than max_output/2 is refused (a room message
+                                   burst must not overflow a recipient) */
+    size_t   bosh_ack_buffer;   /* bosh_ack_buffer 1048576 (bytes of unacknowledged
+                                   BOSH responses kept per session) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

@@ -89,8 +89,49 @@ int listen_accept(int fd, struct sockaddr_storage *ss, socklen_t *sl, const char
         int cfd = accept4(fd, (struct sockaddr *)ss, sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd >= 0) return cfd;
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            log_warn("%s: accept: %s", what, strerror(errno));
+        int err = errno;
+        if (err != EAGAIN && err != EWOULDBLOCK && err != EMFILE && err != ENFILE &&
+            err != ENOBUFS && err != ENOMEM)
+            log_warn("%s: accept: %s", what, strerror(err));
+        errno = err;
         return -1;
     }
+}
+
+static void pacer_resume(loop *l, void *ud) {
+    listen_pacer *p = ud;
+    p->timer = NULL;
+    loop_watch(l, p->fd, LOOP_READ, p->cb, p->ud);
+}
+
+int listen_accept_paced(listen_pacer *p, struct sockaddr_storage *ss, socklen_t *sl) {
+    int cfd = listen_accept(p->fd, ss, sl, p->what);
+    if (cfd >= 0) {
+        if (p->logged) {
+            log_info("BOSH00356: %s: accepting connections again", p->what);
+            p->logged = 0;
+        }
+        return cfd;
+    }
+    int err = errno;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        if (!p->logged) {
+            log_warn("BOSH00355: %s: accept: %s; not accepting for %d ms at a "
+                     "time until descriptors are free (raise LimitNOFILE / ulimit -n, "
+                     "or lower max_sessions)", p->what, strerror(err), LISTEN_PAUSE_MS);
+            p->logged = 1;
+        }
+        if (p->counter) (*p->counter)++;
+        if (!p->timer) {
+            loop_watch(p->l, p->fd, 0, p->cb, p->ud);     /* registered, silent */
+            p->timer = loop_timer_add(p->l, LISTEN_PAUSE_MS, pacer_resume, p);
+        }
+    }
+    errno = err;
+    return -1;
+}
+
+void listen_pacer_cancel(listen_pacer *p) {
+    if (p->timer) loop_timer_cancel(p->l, p->timer);
+    p->timer = NULL;
 }

@@ -85,7 +85,8 @@ static void begin_shutdown(chatd *d) {
 static const char *config_path;    /* for SIGHUP */
 
 /* SIGHUP: read the file again and apply what can change under live
- * sessions: log_level and the admission limits. Everything else
+ * sessions: log_level, the admission limits and the flood/liveness
+ * limits. Everything else
  * (listeners, Redis, domain, TLS files) needs a restart; a file that no
  * longer parses changes nothing. */
 static void reload_config(chatd *d) {
@@ -104,9 +105,23 @@ static void reload_config(chatd *d) {
     d->cfg.signin_rate = nc.signin_rate;
     d->cfg.signin_burst = nc.signin_burst;
     d->cfg.signin_per_addr = nc.signin_per_addr;
+    /* Flood and liveness limits (issue 14): an operator loosens or
+     * tightens them in the middle of an incident. Existing sessions keep
+     * their buckets' contents; the watchdogs read these at each turn. */
+    d->cfg.stanza_rate = nc.stanza_rate;
+    d->cfg.stanza_burst = nc.stanza_burst;
+    d->cfg.stanza_flood_close = nc.stanza_flood_close;
+    d->cfg.byte_rate = nc.byte_rate;
+    d->cfg.byte_burst = nc.byte_burst <= d->cfg.max_output / 2 ? nc.byte_burst
+                                                               : (unsigned)(d->cfg.max_output / 4);
+    d->cfg.c2s_auth_timeout = nc.c2s_auth_timeout;
+    d->cfg.c2s_ping_idle = nc.c2s_ping_idle;
+    d->cfg.c2s_ping_timeout = nc.c2s_ping_timeout;
+    d->cfg.c2s_read_budget = nc.c2s_read_budget;
     config_free(&nc);
     log_info("configuration reloaded (log_level, max_sessions, max_sessions_per_addr, "
-             "signin_*; other keys apply at the next start)");
+             "signin_*, stanza_*, byte_*, c2s_auth_timeout, c2s_ping_*, c2s_read_budget; "
+             "other keys apply at the next start)");
 }
 
 static void on_signal(loop *l, int fd, unsigned events, void *ud) {

@@ -23,6 +23,7 @@
  */
 #include "relay_server.h"
 #include "listen.h"
+#include "rate.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +46,12 @@
 #include "log.h"
 
 #define RELAY_READ_CHUNK   65536
+/* Bytes one relay connection may consume per loop turn (issue 14): a
+ * child with a burst of requests buffered is served in slices, and the
+ * native clients and other children in between (epoll is level-triggered,
+ * so the rest is read next turn). A relay carries many users, hence more
+ * than a native socket's c2s_read_budget. */
+#define RELAY_READ_BUDGET  (1024 * 1024)
 #define RELAY_FLUSH_MS     1000     /* at stop: how long to try to flush */
 #define RELAY_HELLO_MS     10000    /* a connection must say HELLO within this */
 
@@ -80,6 +87,7 @@ typedef struct relay_server {
     int         listen_fd;
     char       *unix_path;     /* to unlink at stop */
     relay_conn *conns;
+    listen_pacer pacer;        /* out of descriptors: pause accepting */
 } relay_server;
 
 /* ---- request list ---- */
@@ -388,10 +396,13 @@ static void conn_io(loop *l, int fd, unsigned events, void *ud) {
     (void)l; (void)fd;
     relay_conn *c = ud;
     if (events & LOOP_READ) {
+        size_t used = 0;
         for (;;) {
+            if (read_budget_next(RELAY_READ_BUDGET, used, RELAY_READ_CHUNK) == 0) break;
             sb_reserve(&c->in, RELAY_READ_CHUNK);
             ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1, 0);
             if (n > 0) {
+                used += (size_t)n;
                 c->in.len += (size_t)n;
                 c->in.data[c->in.len] = '\0';
                 if (conn_process_input(c) < 0) {
@@ -462,13 +473,13 @@ static void identify_peer(relay_conn *c, const struct sockaddr_storage *ss) {
 }
 
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
-    (void)l; (void)events;
+    (void)l; (void)events; (void)fd;
     relay_server *srv = ud;
     chatd *d = srv->d;
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int cfd = listen_accept(fd, &ss, &sl, "relay");
+        int cfd = listen_accept_paced(&srv->pacer, &ss, &sl);
         if (cfd < 0) return;
         if (ss.ss_family != AF_UNIX) {
             int one = 1;
@@ -516,6 +527,9 @@ int relay_server_start(chatd *d) {
         log_error("relay_listen: expected unix:/path or tcp:host:port, got '%s'", spec);
         srv->listen_fd = -1;
     }
+    srv->pacer = (listen_pacer){ .l = d->loop, .fd = srv->listen_fd, .cb = accept_io,
+                                 .ud = srv, .what = "relay",
+                                 .counter = &d->stats.accept_paused };
     if (srv->listen_fd < 0 ||
         loop_watch(d->loop, srv->listen_fd, LOOP_READ, accept_io, srv) < 0) {
         if (srv->listen_fd >= 0) close(srv->listen_fd);
@@ -549,6 +563,7 @@ static void flush_all_blocking(relay_server *srv) {
 void relay_server_stop(chatd *d) {
     relay_server *srv = d->relay;
     if (!srv) return;
+    listen_pacer_cancel(&srv->pacer);
     if (srv->listen_fd >= 0) {
         loop_unwatch(d->loop, srv->listen_fd);
         close(srv->listen_fd);

@@ -676,6 +676,26 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
                       "mod_bosh: no chatd node reachable%s%s",
                       rc ? " for node " : "", rc ? relay_client_node(rc) : "");
+        /* A new session is retryable: 503 with Retry-After, at once, like
+         * any other refused creation (issue 14: a stopped node must not
+         * park the worker). */
+        if (!sid)
+            return send_unavailable(r, ch, "no chat server is answering right now", 0);
+        if (rc) {
+            /* Out of service after a missed PONG: chatd is stopped or
+             * unreachable, not necessarily gone, and may still hold this
+             * session. A 503 makes the client resend its rid later
+             * (XEP-0124 broken connections) instead of ending a session
+             * that may well survive; if chatd did die, the resend gets
+             * item-not-found from the restarted one. */
+            relay_client_stats rs;
+            relay_client_get_stats(rc, &rs);
+            if (rs.unhealthy)
+                return send_response(r, HTTP_SERVICE_UNAVAILABLE,
+                                     "text/plain; charset=utf-8",
+                                     "chat server not answering; resend\n", 34,
+                                     jittered_retry_after());
+        }
         return send_terminate(r, "remote-connection-failed");
     case RELAY_CALL_BROKEN:
     default:
@@ -689,7 +709,7 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
             return send_response(r, HTTP_SERVICE_UNAVAILABLE,
                                  "text/plain; charset=utf-8",
                                  "relay interrupted; resend\n", 26, 1);
-        return send_terminate(r, "remote-connection-failed");
+        return send_unavailable(r, ch, "the chat server stopped answering", 0);
     }
 }
 

@@ -150,20 +150,25 @@ int bosh_status_handler(request_rec *r)
             ap_rprintf(r, "%s{\"node\":%s,\"url\":%s,\"connected\":%s,"
                        "\"connects\":%u,\"connect_failures\":%u,\"requests\":%u,"
                        "\"responses\":%u,\"held\":%u,\"broken\":%u,\"timeouts\":%u,"
-                       "\"canceled\":%u,\"drains\":%u}", i ? "," : "",
+                       "\"canceled\":%u,\"drains\":%u,\"pings\":%u,"
+                       "\"ping_timeouts\":%u,\"healthy\":%s}", i ? "," : "",
                        json_str(r->pool, relay_client_node(rc)),
                        json_str(r->pool, relay_client_url(rc)),
                        st.connected ? "true" : "false", st.connects,
                        st.connect_failures, st.requests, st.responses, st.held,
-                       st.broken, st.timeouts, st.canceled, st.drains);
+                       st.broken, st.timeouts, st.canceled, st.drains,
+                       st.pings, st.ping_timeouts, st.unhealthy ? "false" : "true");
         else
             ap_rprintf(r, "relay %s (%s): %s, connects %u, connect failures %u, "
                        "requests %u, responses %u, held now %u, broken %u, "
-                       "timeouts %u, canceled %u, drains %u\n",
+                       "timeouts %u, canceled %u, drains %u, pings %u, "
+                       "ping timeouts %u%s\n",
                        relay_client_node(rc), relay_client_url(rc),
                        st.connected ? "connected" : "not connected", st.connects,
                        st.connect_failures, st.requests, st.responses, st.held,
-                       st.broken, st.timeouts, st.canceled, st.drains);
+                       st.broken, st.timeouts, st.canceled, st.drains,
+                       st.pings, st.ping_timeouts,
+                       st.unhealthy ? ", OUT OF SERVICE (no PONG)" : "");
     }
 
     if (json) {

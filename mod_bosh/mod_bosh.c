@@ -7,7 +7,9 @@
  *
  *  - post_config (second pass only: the first is a preflight and the DSO
  *    is reloaded in between) checks Redis maxclients against our worst
- *    case and closes that connection before any child is forked;
+ *    case and closes that connection before any child is forked; a first
+ *    start refuses when it is too low, a restart only warns (refusing
+ *    there would stop a serving httpd);
  *  - child_init builds the relay clients, the Redis pool and a small
  *    housekeeping thread (idle Redis connections, prefork stop detection);
  *  - child_stopping (event/worker) sends RELAY_DRAIN so held requests
@@ -33,11 +35,24 @@
 #define MOD_BOSH_DECLARES_MODULE
 #include "mod_bosh.h"
 #include "redis_cap.h"
+#include "../common/relay_proto.h"
 #include "../common/relay_secret.h"
 
 #define DEFAULT_DOMAIN              "localhost"
 #define DEFAULT_MAX_BODY            65536
 #define DEFAULT_MAX_WAIT            60
+/* Relay liveness (issue 14): PING a relay connection that has been silent
+ * this long, and give the node up when nothing at all comes back within
+ * the timeout. 10 s + 5 s: a stopped or black-holed chatd is noticed in
+ * about 15 s instead of parking every new session for BoshMaxWait + 15 s,
+ * and an idle child costs chatd one 12-byte frame every 10 s. */
+#define DEFAULT_RELAY_PING_S        10
+#define DEFAULT_RELAY_PING_TIMEOUT_S 5
+/* The largest BoshMaxBodySize a relay REQUEST can carry: chatd refuses any
+ * frame over RELAY_MAX_PAYLOAD (4 MiB) and closes the whole connection,
+ * failing every request held on it; the other fields of a REQUEST (sid,
+ * address, vouched user and display name) get 64 KiB. */
+#define BOSH_MAX_BODY_CEILING       ((int)(RELAY_MAX_PAYLOAD - 65536))
 #define DEFAULT_REDIS_PER_CHILD     2
 #define DEFAULT_REDIS_MAX_TOTAL     64
 #define DEFAULT_REDIS_ACQUIRE_MS    500
@@ -85,6 +100,8 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     c->signin_rate = BOSH_UNSET;
     c->signin_burst = BOSH_UNSET;
     c->signin_per_addr = BOSH_UNSET;
+    c->relay_ping_s = BOSH_UNSET;
+    c->relay_ping_timeout_s = BOSH_UNSET;
     return c;
 }
 
@@ -119,6 +136,8 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(signin_rate);
     MERGE_INT(signin_burst);
     MERGE_INT(signin_per_addr);
+    MERGE_INT(relay_ping_s);
+    MERGE_INT(relay_ping_timeout_s);
     return m;
 }
 
@@ -143,6 +162,8 @@ static void bosh_conf_finalize(bosh_server_conf *c)
     DEFAULT_INT(signin_rate, 0);
     DEFAULT_INT(signin_burst, 0);
     DEFAULT_INT(signin_per_addr, 0);
+    DEFAULT_INT(relay_ping_s, DEFAULT_RELAY_PING_S);
+    DEFAULT_INT(relay_ping_timeout_s, DEFAULT_RELAY_PING_TIMEOUT_S);
 }
 
 static const char *set_chatd(cmd_parms *cmd, void *dummy, const char *id,
@@ -319,7 +340,9 @@ typedef struct int_param {
 
 #define INT_PARAM(f, lo, hi) \
     static const int_param param_##f = { APR_OFFSETOF(bosh_server_conf, f), lo, hi }
-INT_PARAM(max_body, 256, 16 * 1024 * 1024);
+INT_PARAM(max_body, 256, BOSH_MAX_BODY_CEILING);
+INT_PARAM(relay_ping_s, 0, 3600);
+INT_PARAM(relay_ping_timeout_s, 1, 3600);
 INT_PARAM(max_wait, 1, 3600);
 INT_PARAM(redis_max_per_child, 1, 64);
 INT_PARAM(redis_max_total, 1, 1000000);
@@ -337,6 +360,13 @@ static const char *set_int(cmd_parms *cmd, void *dummy, const char *arg)
     long v = strtol(arg, &end, 10);
     (void)dummy;
 
+    if (ip == &param_max_body && !*end && v > ip->max)
+        return apr_psprintf(cmd->pool, "BoshMaxBodySize: %ld is above %d, the "
+                            "largest body a relay frame can carry (chatd refuses "
+                            "frames over %u bytes, common/RELAY.md, and would drop "
+                            "the whole relay connection with every request held "
+                            "on it); use at most %d", v, ip->max,
+                            RELAY_MAX_PAYLOAD, ip->max);
     if (!*arg || *end || v < ip->min || v > ip->max)
         return apr_psprintf(cmd->pool, "%s: expected a whole number between "
                             "%d and %d, got '%s'", cmd->cmd->name, ip->min,
@@ -354,7 +384,12 @@ static const command_rec bosh_cmds[] = {
     AP_INIT_TAKE1("BoshDomain", set_domain, NULL, RSRC_CONF,
                   "The XMPP domain served (default localhost)"),
     AP_INIT_TAKE1("BoshMaxBodySize", set_int, (void *)&param_max_body, RSRC_CONF,
-                  "Largest request body accepted, bytes (default 65536)"),
+                  "Largest request body accepted, bytes (default 65536, at most 4128768)"),
+    AP_INIT_TAKE1("BoshRelayPing", set_int, (void *)&param_relay_ping_s, RSRC_CONF,
+                  "PING a relay connection silent this many seconds (default 10, 0 = off)"),
+    AP_INIT_TAKE1("BoshRelayPingTimeout", set_int, (void *)&param_relay_ping_timeout_s,
+                  RSRC_CONF, "Seconds without any answer to a PING before the chatd "
+                  "node is taken out of service (default 5)"),
     AP_INIT_TAKE1("BoshMaxWait", set_int, (void *)&param_max_wait, RSRC_CONF,
                   "Longest BOSH wait a request may be held, seconds (default 60)"),
     AP_INIT_TAKE1("BoshRedis", set_redis, NULL, RSRC_CONF,
@@ -429,6 +464,8 @@ static int bosh_check_config(apr_pool_t *pconf, apr_pool_t *plog,
 
 /* ---- start-up check ---- */
 
+#define BOSH_STARTED_KEY "mod_bosh:started"
+
 /*
  * Refuse to start when Redis would run out of connections before we hit
  * our own caps: that is how the 2012 HipChat outage started (maxclients
@@ -451,8 +488,13 @@ static apr_int64_t info_field(const char *info, const char *field)
     return -1;
 }
 
+/* restarting: a graceful (or plain) restart of a running httpd, not its
+ * first start. A refusal there is fatal for the whole server (the parent
+ * exits and takes every serving child with it), so it becomes a warning:
+ * the children already serving stay, and the operator sees the warning in
+ * the error log instead of an outage. */
 static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
-                                bosh_server_conf *c)
+                                bosh_server_conf *c, int restarting)
 {
     redis_url u;
     redisContext *rc;
@@ -505,6 +547,17 @@ static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
                      "least %d", addr, worst);
         return OK;
     }
+    if (maxclients < worst && restarting && !c->redis_check_warn) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_bosh: BOSH00350: Redis %s maxclients is %" APR_INT64_T_FMT
+                     " but httpd may open %d connections (min(BoshRedisMaxTotal %d, "
+                     "ServerLimit %d x BoshRedisMaxPerChild %d) + BoshRedisReserve %d "
+                     "for chatd); restarting anyway because httpd is already serving "
+                     "(a first start would refuse): raise maxclients or lower the caps",
+                     addr, maxclients, worst, c->redis_max_total, server_limit,
+                     c->redis_max_per_child, c->redis_reserve);
+        return OK;
+    }
     if (maxclients < worst) {
         ap_log_error(APLOG_MARK, c->redis_check_warn ? APLOG_WARNING : APLOG_CRIT, 0, s,
                      "mod_bosh: Redis %s maxclients is %" APR_INT64_T_FMT " but httpd may open %d "
@@ -526,19 +579,32 @@ static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
 {
     bosh_server_conf *main_conf = bosh_conf(s);
     server_rec *vs;
+    int restarting;
     (void)pconf; (void)plog;
 
     for (vs = s; vs; vs = vs->next)
         bosh_conf_finalize(bosh_conf(vs));
     if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG)
         return OK;
+    /* First start or restart? The process pool lives across restarts (and
+     * across the DSO reload between the two passes of the first start), so
+     * a flag left there by an earlier real pass means httpd is already
+     * serving. The preflight pass returned above and never sets it. */
+    {
+        void *seen = NULL;
+        apr_pool_userdata_get(&seen, BOSH_STARTED_KEY, s->process->pool);
+        restarting = seen != NULL;
+        if (!seen)
+            apr_pool_userdata_set((const void *)1, BOSH_STARTED_KEY,
+                                  apr_pool_cleanup_null, s->process->pool);
+    }
     if (main_conf->redis_url) {
         int server_limit = 0;
         ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &server_limit);
         /* Slots for old-generation children too; dead ones are reclaimed. */
         redis_cap_init(s, (server_limit > 0 ? server_limit : 1) * 2 + 16,
                        main_conf->redis_max_total);
-        return check_redis_capacity(ptemp, s, main_conf);
+        return check_redis_capacity(ptemp, s, main_conf, restarting);
     }
     return OK;
 }
@@ -681,7 +747,9 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
     for (i = 0; i < ch->nrelays; i++) {
         bosh_node_conf *n = &APR_ARRAY_IDX(c->nodes, i, bosh_node_conf);
         ch->relays[i] = relay_client_create(s, n->id, n->url, &n->ep, peer,
-                                            c->relay_secret, c->relay_secret_len);
+                                            c->relay_secret, c->relay_secret_len,
+                                            c->relay_ping_s * 1000,
+                                            c->relay_ping_timeout_s * 1000);
     }
     if (c->redis_url) {
         redis_pool_config rc;

@@ -57,6 +57,8 @@ typedef struct bosh_server_conf {
     double signin_rate;                 /* BoshSigninRate (per s, 0 = no cap); <0 unset */
     int  signin_burst;
     int  signin_per_addr;               /* BoshSigninPerAddress (per minute) */
+    int  relay_ping_s;                  /* BoshRelayPing (0 = off) */
+    int  relay_ping_timeout_s;          /* BoshRelayPingTimeout */
 } bosh_server_conf;
 
 /* Everything one child owns. One instance, created in child_init. */

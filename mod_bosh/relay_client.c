@@ -7,6 +7,18 @@
  * always wmu before mu. Only the reader thread closes an established
  * socket: a writer that hits an error shuts it down, the reader then
  * sees EOF, fails that generation's waiters and closes it.
+ *
+ * Liveness (issue 14): a chatd that is stopped (SIGSTOP, a debugger, a
+ * hung disk) or black-holed keeps its socket open, so without a probe
+ * every new session sent to it parks a worker for BoshMaxWait + 15 s.
+ * The reader therefore sends PING (RELAY.md) once the connection has been
+ * silent for ping_ms, and when nothing at all arrives within
+ * ping_timeout_ms after that it gives the connection up: the node is
+ * marked unhealthy, every request held on it is released at once
+ * (RELAY_CALL_BROKEN: the handler answers 503, the client resends its
+ * rid), and new sessions skip it (relay_client_usable) until the reader's
+ * own reconnect, HELLO and WELCOME succeed again. Any frame counts as a
+ * sign of life, so a busy connection never needs a PING.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -83,6 +95,8 @@ struct relay_client {
     relay_waiter   *waiters[RELAY_WAITER_BUCKETS];   /* by req_id */
     int64_t         retry_at_ms;    /* back-off after a failed connect */
     int             backoff_ms;
+    int             ping_ms, ping_timeout_ms;   /* 0 ping_ms: no PINGs */
+    int             unhealthy;      /* missed a PONG; cleared by a connect */
 
     relay_client_stats st;
 };
@@ -323,6 +337,11 @@ static int connect_locked(relay_client *rc)
     pthread_mutex_lock(&rc->mu);
     rc->fd = fd;
     rc->gen++;
+    if (rc->unhealthy)
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, rc->s,
+                     "mod_bosh: BOSH00352: chatd node %s (%s) answers again; "
+                     "back in service", rc->node_id, rc->url);
+    rc->unhealthy = 0;
     rc->backoff_ms = 0;
     rc->retry_at_ms = 0;
     rc->st.connects++;
@@ -432,16 +451,50 @@ static void read_connection(relay_client *rc, int fd, unsigned gen)
     strbuf in = STRBUF_INIT;
     char chunk[16384];
     const char *reason = "closed by chatd";
-    int err = 0;
+    int err = 0, dead = 0;
+    int64_t last_rx = relay_now_ms(), ping_at = 0;   /* 0: no PING out */
+    uint32_t ping_id = 0;
 
     while (!rc->stop) {
         struct pollfd pfd = { fd, POLLIN, 0 };
         ssize_t n;
-        int rv = poll(&pfd, 1, 1000);
+        int64_t now;
+        int rv = poll(&pfd, 1, rc->ping_ms > 0 && rc->ping_ms < 1000 ? rc->ping_ms / 2 + 1
+                                                                     : 1000);
         if (rv < 0 && errno != EINTR) {
             reason = "poll()";
             err = errno;
             break;
+        }
+        now = relay_now_ms();
+        if (rv <= 0 && rc->ping_ms > 0) {
+            if (ping_at && now - ping_at >= rc->ping_timeout_ms) {
+                dead = 1;
+                reason = "no answer to PING (node stopped or unreachable)";
+                break;
+            }
+            if (!ping_at && now - last_rx >= rc->ping_ms) {
+                /* Never block the reader on a writer: a writer stuck on a
+                 * full socket (chatd not reading) holds wmu for up to
+                 * RELAY_SEND_TIMEOUT_S. Then the PING is "sent" in spirit:
+                 * the deadline runs from now either way. */
+                ping_at = now;
+                if (pthread_mutex_trylock(&rc->wmu) == 0) {
+                    char frame[RELAY_HEADER_LEN] = { RELAY_VERSION, RELAY_PING, 0, 0,
+                        0, 0, 0, 0, 0, 0, 0, 0 };
+                    ping_id++;
+                    frame[4] = (char)(ping_id >> 24);
+                    frame[5] = (char)(ping_id >> 16);
+                    frame[6] = (char)(ping_id >> 8);
+                    frame[7] = (char)ping_id;
+                    if (write_all(fd, frame, sizeof(frame)) != 0)
+                        shutdown(fd, SHUT_RDWR);
+                    pthread_mutex_unlock(&rc->wmu);
+                    pthread_mutex_lock(&rc->mu);
+                    rc->st.pings++;
+                    pthread_mutex_unlock(&rc->mu);
+                }
+            }
         }
         if (rv <= 0)
             continue;
@@ -455,6 +508,8 @@ static void read_connection(relay_client *rc, int fd, unsigned gen)
             err = errno;
             break;
         }
+        last_rx = relay_now_ms();       /* any byte is a sign of life */
+        ping_at = 0;
         sb_append(&in, chunk, (size_t)n);
         for (;;) {
             relay_header h;
@@ -476,6 +531,24 @@ static void read_connection(relay_client *rc, int fd, unsigned gen)
     }
 out:
     sb_free(&in);
+    if (dead) {
+        /* Out of service before the waiters are failed, so that a worker
+         * woken by connection_lost cannot pick this node again; the
+         * back-off keeps even the reader's reconnect from hammering it. */
+        pthread_mutex_lock(&rc->mu);
+        rc->unhealthy = 1;
+        rc->st.ping_timeouts++;
+        rc->backoff_ms = RELAY_BACKOFF_MIN_MS;
+        rc->retry_at_ms = relay_now_ms() + rc->backoff_ms;
+        pthread_mutex_unlock(&rc->mu);
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, rc->s,
+                     "mod_bosh: BOSH00351: chatd node %s (%s) sent nothing for %d ms "
+                     "after a PING (BoshRelayPingTimeout); taking it out of service, "
+                     "releasing its held requests and refusing new sessions for it "
+                     "until it answers again", rc->node_id, rc->url,
+                     rc->ping_timeout_ms);
+        shutdown(fd, SHUT_RDWR);
+    }
     connection_lost(rc, gen, rc->stop ? "child stopping" : reason, err);
 }
 
@@ -529,10 +602,14 @@ static void *reader_main(void *arg)
 relay_client *relay_client_create(server_rec *s, const char *node_id,
                                   const char *url, const bosh_endpoint *ep,
                                   const char *peer_name, const char *secret,
-                                  size_t secret_len)
+                                  size_t secret_len, int ping_ms,
+                                  int ping_timeout_ms)
 {
     relay_client *rc = calloc(1, sizeof(*rc));
     int rv;
+
+    rc->ping_ms = ping_ms > 0 ? ping_ms : 0;
+    rc->ping_timeout_ms = ping_timeout_ms > 0 ? ping_timeout_ms : 1000;
 
     rc->s = s;
     rc->node_id = strdup(node_id);
@@ -633,6 +710,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     int fd, err, aborted = 0, timed_out = 0;
     relay_call_status result;
     uint8_t secure = call->secure ? 1 : 0;
+    int unhealthy;
 
     memset(&w, 0, sizeof(w));
     cond_init_monotonic(&w.cv);
@@ -641,9 +719,13 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     pthread_mutex_lock(&rc->wmu);
     pthread_mutex_lock(&rc->mu);
     fd = rc->fd;
+    unhealthy = rc->unhealthy;
     pthread_mutex_unlock(&rc->mu);
     if (fd < 0) {
-        if (rc->stop || relay_now_ms() < rc->retry_at_ms ||
+        /* An unhealthy node is probed by the reader thread alone: a
+         * request never waits for a connect to a node that stopped
+         * answering (RELAY_CONNECT_TIMEOUT_MS each). */
+        if (rc->stop || unhealthy || relay_now_ms() < rc->retry_at_ms ||
             connect_locked(rc) != 0) {
             pthread_mutex_unlock(&rc->wmu);
             pthread_cond_destroy(&w.cv);
@@ -781,7 +863,8 @@ int relay_client_usable(relay_client *rc)
 {
     int ok;
     pthread_mutex_lock(&rc->mu);
-    ok = !rc->stop && (rc->fd >= 0 || relay_now_ms() >= rc->retry_at_ms);
+    ok = !rc->stop && !rc->unhealthy &&
+         (rc->fd >= 0 || relay_now_ms() >= rc->retry_at_ms);
     pthread_mutex_unlock(&rc->mu);
     return ok;
 }
@@ -794,5 +877,6 @@ void relay_client_get_stats(relay_client *rc, relay_client_stats *st)
     pthread_mutex_lock(&rc->mu);
     *st = rc->st;
     st->connected = rc->fd >= 0;
+    st->unhealthy = rc->unhealthy;
     pthread_mutex_unlock(&rc->mu);
 }

@@ -68,15 +68,22 @@ typedef struct relay_client_stats {
     unsigned     timeouts;       /* calls that hit their deadline */
     unsigned     canceled;       /* calls abandoned by the client */
     unsigned     drains;         /* DRAIN frames sent */
+    unsigned     pings;          /* PING frames sent */
+    unsigned     ping_timeouts;  /* connections given up for want of a PONG */
+    int          unhealthy;      /* out of service until a reconnect succeeds */
 } relay_client_stats;
 
 /* Create (malloc) and start its reader thread. Returns NULL on failure
  * (logged). peer_name goes into HELLO, and secret (secret_len bytes,
- * BoshRelaySecretFile; NULL: none) as RT_SECRET. */
+ * BoshRelaySecretFile; NULL: none) as RT_SECRET. ping_ms: PING a
+ * connection that received nothing for this long (0: never);
+ * ping_timeout_ms: nothing received within this long after the PING takes
+ * the node out of service (see "Liveness" in relay_client.c). */
 relay_client *relay_client_create(server_rec *s, const char *node_id,
                                   const char *url, const bosh_endpoint *ep,
                                   const char *peer_name, const char *secret,
-                                  size_t secret_len);
+                                  size_t secret_len, int ping_ms,
+                                  int ping_timeout_ms);
 
 /* Stop the reader thread, close the socket. join=0 when we may be inside
  * a signal handler (prefork): then only flag and shut the socket down. */
@@ -92,7 +99,8 @@ void relay_call_clear(relay_call *call);
 /* Send RELAY_DRAIN once per connection. may_block=0: use try-locks only. */
 void relay_client_drain(relay_client *rc, int may_block);
 
-/* 0 while a failed connect's back-off is running (skip for new sessions). */
+/* 0 while a failed connect's back-off is running, or while the node is out
+ * of service after a missed PONG (skip for new sessions). */
 int  relay_client_usable(relay_client *rc);
 const char *relay_client_node(const relay_client *rc);
 const char *relay_client_url(const relay_client *rc);

@@ -225,8 +225,11 @@ def test_chatctl_sessions_users_rooms(native, stack):
 @pytest.fixture(scope="module")
 def tight(stack):
     root = tempfile.mkdtemp(prefix="chattight-")
+    # No flood buckets (issue 14): test_slow_reader_is_cut_off needs one
+    # sender fast enough to fill a reader's max_output (many senders can).
     st = chatstack.Stack(root, chatd_extra={"plain_without_tls": "no", "max_stanza": "8192",
-                                            "max_output": "65536"})
+                                            "max_output": "65536", "stanza_rate": "0",
+                                            "byte_rate": "0"})
     st.write_configs()
     try:
         st.start_redis()

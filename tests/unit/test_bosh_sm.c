@@ -617,6 +617,54 @@ static void test_ack_keeps_unacked_responses(void) {
     bosh_sm_free(sm);
 }
 
+/* Issue 14: a client that never acknowledges cannot make the server keep
+ * BOSH_SM_MAX_BUFFERED responses of any size: max_buffer_bytes caps the
+ * buffer, the oldest unacked responses go first, the last `requests`
+ * stay, and asking for a dropped one again ends the session item-not-found. */
+static void test_ack_buffer_byte_cap(void) {
+    bosh_actions a; bosh_actions_init(&a);
+    bosh_sm_params p = std_params();
+    p.acks = 1;
+    p.max_buffer_bytes = 10000;
+    bosh_sm *sm = bosh_sm_new(&p, 1000, 0);
+    bosh_sm_creation_answer(sm, 0, REQ(0), "s", "d", &a);
+    bosh_actions_clear(&a);
+    char big[3001];
+    memset(big, 'x', 3000);
+    memcpy(big, "<message>", 9);
+    memcpy(big + 2990, "</message>", 10);
+    big[3000] = '\0';
+    for (int i = 1; i <= 20; i++) {
+        bosh_sm_req r = rq(1000 + i);
+        r.has_ack = 1; r.ack = 1000;        /* never acknowledges anything */
+        bosh_sm_request_ex(sm, 100 * i, &r, REQ(i), &a);
+        bosh_sm_output(sm, big, strlen(big));
+        bosh_sm_flush(sm, 100 * i + 1, &a);
+        bosh_sm_release(sm, 100 * i + 2, REQ(i), &a);
+        bosh_actions_clear(&a);
+        CHECK(bosh_sm_buffered_bytes(sm) <= 10000 ||
+              bosh_sm_buffered_bytes(sm) <= 2 * 3200);   /* the last `requests` stay */
+    }
+    CHECK(bosh_sm_buffered_bytes(sm) <= 10000);
+    CHECK(bosh_sm_buffer_drops(sm) > 0);
+    /* the newest response is still there: a resend of it is answered */
+    bosh_sm_req r = rq(1020);
+    r.has_ack = 1; r.ack = 1000;
+    bosh_sm_request_ex(sm, 5000, &r, REQ(30), &a);
+    const bosh_action *x = find(&a, BOSH_ACT_ANSWER, REQ(30));
+    CHECK(x && x->condition == NULL && !has_end(&a) && strstr(x->body, "<message>"));
+    bosh_actions_clear(&a);
+    /* an early one was dropped: asking for it again ends the session */
+    r = rq(1002);
+    r.has_ack = 1; r.ack = 1000;
+    bosh_sm_request_ex(sm, 5100, &r, REQ(31), &a);
+    x = find(&a, BOSH_ACT_ANSWER, REQ(31));
+    CHECK(x && x->condition && strcmp(x->condition, "item-not-found") == 0);
+    CHECK(has_end(&a));
+    bosh_actions_clear(&a);
+    bosh_sm_free(sm);
+}
+
 static void test_ack_report(void) {
     bosh_actions a; bosh_actions_init(&a);
     bosh_sm *sm = new_session(&a);
@@ -1195,6 +1243,7 @@ int main(void) {
     test_polling_hold0();
     test_acks_negotiated();
     test_ack_keeps_unacked_responses();
+    test_ack_buffer_byte_cap();
     test_ack_report();
     test_keys();
     test_streams_advertised();

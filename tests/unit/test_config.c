@@ -24,7 +24,33 @@ int main(void) {
           c.muc_room_idle == 300);
     CHECK(c.log_level == LOG_INFO && c.daemonize == 0 && c.pidfile == NULL);
     CHECK(c.tls_cert == NULL && c.allow_plain_without_tls == 0);
+    /* issue 14 limits */
+    CHECK(c.c2s_auth_timeout == 30 && c.c2s_keepalive == 60);
+    CHECK(c.c2s_ping_idle == 120 && c.c2s_ping_timeout == 30 && c.c2s_read_budget == 65536);
+    CHECK(c.stanza_rate == 20 && c.stanza_burst == 100 && c.stanza_flood_close == 100);
+    CHECK(c.byte_rate == 65536 && c.byte_burst == 262144 && c.bosh_ack_buffer == 1048576);
     config_free(&c);
+
+    {
+        const char *q = unit_write_tmp("c2s_auth_timeout 5\nc2s_ping_idle 0\nstanza_rate 3\n"
+                                       "byte_rate 100\nbosh_ack_buffer 4096\nmax_output 65536\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == 0);
+        CHECK(c.c2s_auth_timeout == 5 && c.c2s_ping_idle == 0 && c.stanza_rate == 3);
+        CHECK(c.byte_rate == 100 && c.bosh_ack_buffer == 4096);
+        CHECK(c.byte_burst == 16384);     /* unset: a quarter of max_output */
+        config_free(&c);
+        q = unit_write_tmp("max_output 65536\nbyte_burst 40000\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == -1);
+        CHECK(strstr(err, "byte_burst") != NULL);
+        config_free(&c);
+        q = unit_write_tmp("max_output 65536\nbyte_burst 40000\nbyte_rate 0\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == 0);
+        config_free(&c);
+        q = unit_write_tmp("bosh_ack_buffer 10\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == -1);
+        config_free(&c);
+        unlink(q);
+    }
 
     /* A tcp: relay needs relay_secret_file (issue 13). */
     char secret[4096];
