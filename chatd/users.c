@@ -180,7 +180,11 @@ static void lookup_done(redisReply *reply, const char *err, void *ud) {
         else if (f1->type == REDIS_REPLY_STRING &&
                  scram_verifier_parse(SCRAM_SHA1, f1->str, &v) == 0)
             have = 1;
-        int ok = have && scram_check_password(&v, x->password);
+        int ok = 0;
+        if (have) {
+            x->d->stats.pbkdf2_runs++;
+            ok = scram_check_password(&v, x->password);
+        }
         OPENSSL_cleanse(&v, sizeof v);
         if (!ok) {
             log_info("users: PLAIN failed for '%s'%s", x->user, have ? "" : " (no account)");
