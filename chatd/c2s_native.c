@@ -615,6 +615,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         if (lst->conns) lst->conns->prev = c;
         lst->conns = c;
         c->s = c2s_new(d, &native_ops, c, 0, c->peer);
+        c2s_set_client_addr(c->s, c->addr);
         log_debug("c2s %s: connected", c->peer);
     }
 }

@@ -82,6 +82,12 @@ static void set_defaults(chatd_config *c) {
     c->log_level = LOG_INFO;
     c->daemonize = 0;
     c->auto_provision = 1;
+    c->auth_fail_account = 5;
+    c->auth_fail_addr = 20;
+    c->auth_fail_decay = 60;
+    c->auth_fail_delay_ms = 3000;
+    c->auth_threads = 2;
+    c->auth_queue = 64;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -94,6 +100,7 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "c2s_listen", &c->c2s_listen }, { "tls_cert", &c->tls_cert },
         { "tls_key", &c->tls_key }, { "pidfile", &c->pidfile },
         { "logfile", &c->logfile }, { "admin_socket", &c->admin_socket },
+        { "auth_secret", &c->auth_secret },
     };
     struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
         { "bosh_max_wait", &c->bosh_max_wait, 3600 },
@@ -106,6 +113,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },
         { "max_sessions_per_addr", &c->max_sessions_per_addr, 10000000 },
+        { "auth_fail_account", &c->auth_fail_account, 1000000 },
+        { "auth_fail_addr", &c->auth_fail_addr, 1000000 },
+        { "auth_fail_delay_ms", &c->auth_fail_delay_ms, 600000 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -128,6 +138,17 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         return set_str(&c->node_id, val);
+    }
+    if (!strcmp(key, "auth_fail_decay") || !strcmp(key, "auth_threads") ||
+        !strcmp(key, "auth_queue")) {
+        unsigned max = key[5] == 'f' ? 86400 : key[5] == 't' ? 64 : 100000;
+        if (parse_ulong(val, max, &n) < 0 || n < 1) {
+            snprintf(err, errlen, "%s: expected 1..%u, got '%s'", key, max, val);
+            return -1;
+        }
+        *(key[5] == 'f' ? &c->auth_fail_decay : key[5] == 't' ? &c->auth_threads
+                                                              : &c->auth_queue) = (unsigned)n;
+        return 0;
     }
     if (!strcmp(key, "redis_max_conns")) {
         if (parse_ulong(val, 1024, &n) < 0 || n < 1) {
@@ -282,5 +303,6 @@ void config_free(chatd_config *c) {
     free(c->pidfile);
     free(c->logfile);
     free(c->admin_socket);
+    free(c->auth_secret);
     memset(c, 0, sizeof(*c));
 }
