@@ -106,8 +106,10 @@ static entry *find(auth_guard *g, char kind, const char *name, uint64_t now, int
     return e;
 }
 
+/* Blocked while more than max - 1 failures are remembered: the max-th
+ * failure blocks even though the first has already leaked a little. */
 static int over(const entry *e, unsigned max) {
-    return e && max && e->score >= (double)max;
+    return e && max && e->score > (double)max - 1.0;
 }
 
 int auth_guard_blocked(auth_guard *g, const char *account, const char *addr, uint64_t now) {

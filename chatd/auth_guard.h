@@ -13,12 +13,12 @@
  * fast it can open sessions anywhere.
  *
  * The counter is a leaky bucket: each failure adds 1, one failure is
- * forgotten every decay_ms. While an account's score is >= max_account,
- * or an address's >= max_addr, an attempt is "blocked": chatd answers it
- * after a delay with not-authorized without checking the password. A
- * blocked attempt is itself a failure (the score keeps growing, capped at
- * twice the limit so that the block ends at most 2 x limit x decay after
- * the attacker stops). A success clears the ACCOUNT's score only: an
+ * forgotten every decay_ms. Once max_account failures of an account (or
+ * max_addr of an address) are remembered (score > max - 1), an attempt is
+ * "blocked": chatd answers it after a delay with not-authorized without
+ * checking the password. A blocked attempt is itself a failure (the score
+ * keeps growing, capped at twice the limit, so the block ends at most
+ * (limit + 1) x decay after the attacker stops). A success clears the ACCOUNT's score only: an
  * attacker with one valid account must not be able to reset the score of
  * its address by signing in with it between guesses at other accounts.
  *

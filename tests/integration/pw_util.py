@@ -90,3 +90,33 @@ def features(bosh):
     if "<mechanisms" not in text:
         text += bosh.until(r"</mechanisms>")
     return text
+
+
+def scram_first(bosh, user, mech="SCRAM-SHA-256"):
+    """Send a SCRAM client-first for user; returns the decoded
+    server-first ('r=...,s=...,i=...')."""
+    first = base64.b64encode(f"n,,n={user},r=abcdefghijklmnop".encode()).decode()
+    got = bosh.send(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>{first}</auth>")
+    if "<challenge" not in got and "<failure" not in got:
+        got += bosh.until(r"<challenge|<failure")
+    m = re.search(r"<challenge[^>]*>([^<]*)</challenge>", got)
+    assert m, got
+    return base64.b64decode(m.group(1)).decode()
+
+
+def signin_bound(bosh, user, password, resource="r"):
+    """PLAIN, restart, bind: returns the full JID."""
+    pw_ok = bosh.plain(user, password)
+    assert "<success" in pw_ok, pw_ok
+    bosh.rid += 1
+    text = bosh.post((f"<body rid='{bosh.rid}' sid='{bosh.sid}' to='localhost' "
+                      f"xml:lang='en' xmpp:restart='true' xmlns='{NS_HTTPBIND}' "
+                      f"xmlns:xmpp='urn:xmpp:xbosh'/>").encode())[1]
+    if "<bind" not in text:
+        text += bosh.until(r"<bind")
+    got = bosh.send(f"<iq type='set' id='b1' xmlns='jabber:client'>"
+                    f"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                    f"<resource>{resource}</resource></bind></iq>")
+    if "</jid>" not in got:
+        got += bosh.until(r"</jid>")
+    return re.search(r"<jid>([^<]+)</jid>", got).group(1)

@@ -19,7 +19,13 @@ static void test_account_limit(void) {
     CHECK(auth_guard_fail(g, "alice", "192.0.2.3", t) == 1);
     CHECK(auth_guard_blocked(g, "alice", "198.51.100.7", t));   /* any address */
     CHECK(!auth_guard_blocked(g, "bob", "192.0.2.1", t));        /* others not */
+    /* the limit counts failures that leaked a little: 3 within 2 s block */
+    auth_guard *h = auth_guard_new(3, 0, 60000);
+    for (int i = 0; i < 3; i++) auth_guard_fail(h, "carl", NULL, t + 1000u * (unsigned)i);
+    CHECK(auth_guard_blocked(h, "carl", NULL, t + 2000));
+    auth_guard_free(h);
     /* one failure leaks away every decay: after 60 s the score is 2 */
+    CHECK(auth_guard_blocked(g, "alice", "198.51.100.7", t + 59999));
     CHECK(!auth_guard_blocked(g, "alice", "198.51.100.7", t + 60000));
     auth_guard_free(g);
 }
@@ -42,9 +48,9 @@ static void test_addr_limit_and_success(void) {
     /* blocked attempts keep counting, capped at twice the limit */
     for (int i = 0; i < 50; i++) auth_guard_fail(g, "x", "203.0.113.9", t);
     CHECK(auth_guard_score_addr(g, "203.0.113.9", t) == 8);
-    /* ... so the block ends (score < 4) just over 4 decays later */
-    CHECK(auth_guard_blocked(g, NULL, "203.0.113.9", t + 4 * 60000));
-    CHECK(!auth_guard_blocked(g, NULL, "203.0.113.9", t + 4 * 60000 + 1));
+    /* ... so the block ends (score down to 3 = limit - 1) 5 decays later */
+    CHECK(auth_guard_blocked(g, NULL, "203.0.113.9", t + 5 * 60000 - 1));
+    CHECK(!auth_guard_blocked(g, NULL, "203.0.113.9", t + 5 * 60000));
     auth_guard_free(g);
 }
 
