@@ -66,17 +66,26 @@ static void unlink_entry(auth_guard *g, entry *e) {
     g->n--;
 }
 
-/* Full: drop what decayed to nothing; if that freed nothing, the lowest. */
+/* Full: drop what decayed to nothing; if that frees less than an eighth,
+ * also every entry at or below the mean score. Hot entries (an account or
+ * address being hammered) stay, and a flood of made-up names pays one
+ * scan per many inserts, never one per insert. */
 static void make_room(auth_guard *g, uint64_t now) {
-    entry *lowest = NULL;
+    double sum = 0;
     for (unsigned i = 0; i < NBUCKETS; i++)
         for (entry *e = g->b[i], *nx; e; e = nx) {
             nx = e->next;
             decay(g, e, now);
             if (e->score <= 0) unlink_entry(g, e);
-            else if (!lowest || e->score < lowest->score) lowest = e;
+            else sum += e->score;
         }
-    if (g->n >= AUTH_GUARD_MAX_ENTRIES && lowest) unlink_entry(g, lowest);
+    if (g->n < AUTH_GUARD_MAX_ENTRIES - AUTH_GUARD_MAX_ENTRIES / 8 || !g->n) return;
+    double mean = sum / (double)g->n;
+    for (unsigned i = 0; i < NBUCKETS; i++)
+        for (entry *e = g->b[i], *nx; e; e = nx) {
+            nx = e->next;
+            if (e->score <= mean) unlink_entry(g, e);
+        }
 }
 
 static entry *find(auth_guard *g, char kind, const char *name, uint64_t now, int create) {

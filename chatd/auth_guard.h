@@ -24,7 +24,7 @@
  *
  * Pure: times come in as arguments (ms, monotonic); no I/O, no logging.
  * Memory is bounded (AUTH_GUARD_MAX_ENTRIES); when full, entries that
- * decayed to zero go first, then the one with the lowest score.
+ * decayed to zero go first, then all those at or below the mean score.
  */
 #ifndef CHATD_AUTH_GUARD_H
 #define CHATD_AUTH_GUARD_H

@@ -78,6 +78,7 @@ static void test_bounded(void) {
         auth_guard_fail(g, name, NULL, 10);
     }
     CHECK(auth_guard_size(g) <= AUTH_GUARD_MAX_ENTRIES);
+    CHECK(auth_guard_size(g) < AUTH_GUARD_MAX_ENTRIES / 2);   /* evicted in bulk */
     /* the hot entries (score 4, the flood's 1 each) survive eviction */
     CHECK(auth_guard_score_account(g, "victim", 10) > 3.9);
     CHECK(auth_guard_score_addr(g, "192.0.2.50", 10) > 3.9);
