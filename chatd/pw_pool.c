@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
 
@@ -49,8 +51,16 @@ static void job_free(pw_job *j) {
     free(j);
 }
 
+/* Workers run at a lower priority than the loop (Linux: nice is per
+ * thread). Measured with bench/auth-flood on 2 busy cores: at full priority
+ * two hashing threads took the CPU from the loop and chat got slower than
+ * with the hashing on the loop itself; niced, the loop runs first. */
+#define PW_POOL_NICE 10
+
 static void *worker(void *arg) {
     pw_pool *p = arg;
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), PW_POOL_NICE) != 0)
+        log_debug("pw_pool: setpriority: %s", strerror(errno));
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (!p->todo && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
