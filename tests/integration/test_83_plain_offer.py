@@ -118,3 +118,38 @@ def test_plain_refused_on_a_plain_request_of_an_https_session(pstack):
         assert "<invalid-mechanism/>" in got and "<success" not in got, got
     finally:
         b.close()
+
+
+def test_native_port_plain_only_after_starttls(pstack):
+    """Kept as it was: the native port lists PLAIN only inside TLS."""
+    import re
+    import socket
+    import ssl
+    header = (b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+              b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+
+    def read_until(sock, marker):
+        got = b""
+        while marker not in got:
+            chunk = sock.recv(65536)
+            assert chunk, got
+            got += chunk
+        return got.decode()
+
+    s = socket.create_connection(("127.0.0.1", pstack.xmpp_port), timeout=20)
+    try:
+        s.sendall(header)
+        feats = read_until(s, b"</stream:features>")
+        assert "<starttls" in feats and "<required/>" in feats, feats
+        assert re.findall(r"<mechanism>([^<]+)</mechanism>", feats) == \
+            ["SCRAM-SHA-256", "SCRAM-SHA-1"], feats
+        s.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        read_until(s, b"<proceed")
+        t = pw_util.tls_context().wrap_socket(s, server_hostname="localhost")
+        t.sendall(header)
+        feats = read_until(t, b"</stream:features>")
+        assert re.findall(r"<mechanism>([^<]+)</mechanism>", feats) == \
+            ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"], feats
+        t.close()
+    finally:
+        s.close()
