@@ -869,7 +869,8 @@ void bosh_handle_request(chatd *d, relay_req *r) {
      * session's creation were confidential (an <auth mechanism='PLAIN'/>
      * over plain HTTP is then refused as invalid-mechanism). */
     for (bosh_stream *st = s->streams; st; st = st->next)
-        c2s_set_secure(st->c2s, s->confidential && r->confidential);
+        if (st->c2s)            /* NULL once a closed stream was reaped */
+            c2s_set_secure(st->c2s, s->confidential && r->confidential);
     q->s = s;
     r->on_release = on_release;
     r->release_ud = q;
