@@ -149,6 +149,9 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "stanzas_out %llu\n", (unsigned long long)st->stanzas_out);
     sb_printf(out, "auth_ok %llu\n", (unsigned long long)st->auth_ok);
     sb_printf(out, "auth_fail %llu\n", (unsigned long long)st->auth_fail);
+    sb_printf(out, "auth_throttled %llu\n", (unsigned long long)st->auth_throttled);
+    sb_printf(out, "auth_overloaded %llu\n", (unsigned long long)st->auth_overloaded);
+    sb_printf(out, "pbkdf2_runs %llu\n", (unsigned long long)st->pbkdf2_runs);
     sb_printf(out, "relay_conns %llu\n", (unsigned long long)st->relay_conns);
     sb_printf(out, "relay_requests %llu\n", (unsigned long long)st->relay_requests);
     sb_printf(out, "relay_overflows %llu\n", (unsigned long long)st->relay_overflows);

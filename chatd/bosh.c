@@ -68,6 +68,8 @@ struct bosh_session {
     char       *xmpp_version;   /* for restarts */
     int         legacy;         /* no 'ver' at creation: HTTP error codes */
     int         secure;         /* created over HTTPS: plaintext refused */
+    int         confidential;   /* created over HTTPS or a trusted proxy's HTTPS:
+                                   PLAIN may be offered (RELAY.md RT_CONFIDENTIAL) */
     loop_timer *timer;          /* bosh_sm_deadline */
     uint64_t    timer_at;
     loop_timer *flush_timer;    /* coalesces a burst of output */
@@ -506,7 +508,10 @@ static bosh_stream *open_stream(bosh_session *s, int id, const char *client_addr
     bosh_stream **pp = &s->streams;
     while (*pp) pp = &(*pp)->next;
     *pp = st;
-    st->c2s = c2s_new(s->d, &bosh_transport, st, 1, client_addr ? client_addr : "");
+    /* "secure" for c2s means "PLAIN may be offered": only when the browser's
+     * connection is encrypted (RT_CONFIDENTIAL); refreshed per request. */
+    st->c2s = c2s_new(s->d, &bosh_transport, st, s->confidential,
+                      client_addr ? client_addr : "");
     if (s->vouched) {
         c2s_set_vouched_user(st->c2s, s->vouched);
         c2s_set_vouched_name(st->c2s, s->vouched_name);
@@ -774,6 +779,7 @@ static void create_session(bosh_mgr *m, bosh_req *q) {
      * DEFAULT_CONTENT_TYPE. Echoing it let a stranger choose text/html for
      * answers served from the site's own origin (issue 13,
      * docs/conformance.md). */
+    s->confidential = q->r->confidential;
     s->xmpp_version = strdup(b->xmpp_version ? b->xmpp_version : "1.0");
     if (!s->xmpp_version) abort();
     uint64_t now = now_ms(s);
@@ -860,6 +866,12 @@ void bosh_handle_request(chatd *d, relay_req *r) {
         req_free(q);
         return;
     }
+    /* A password may travel in this request only if both it and the
+     * session's creation were confidential (an <auth mechanism='PLAIN'/>
+     * over plain HTTP is then refused as invalid-mechanism). */
+    for (bosh_stream *st = s->streams; st; st = st->next)
+        if (st->c2s)            /* NULL once a closed stream was reaped */
+            c2s_set_secure(st->c2s, s->confidential && r->confidential);
     q->s = s;
     r->on_release = on_release;
     r->release_ud = q;

@@ -10,6 +10,12 @@
  * and replayed in order once the answer is in, so a pipelining client
  * cannot overtake its own authentication. Freeing the session forgets the
  * pending lookup (users_sasl_free -> redis_async_forget).
+ *
+ * Failed password sign-ins are also counted per account and per client
+ * address across streams and sessions (auth_guard.h, issue 13). An attempt
+ * over the limit is answered not-authorized after cfg.auth_fail_delay_ms,
+ * from a loop timer (the loop never waits); the session's input stays
+ * queued until then, as while a lookup runs.
  */
 #include "c2s.h"
 
@@ -18,6 +24,7 @@
 #include <strings.h>
 #include <openssl/rand.h>
 
+#include "auth_guard.h"
 #include "jid.h"
 #include "log.h"
 #include "rate.h"
@@ -50,6 +57,8 @@ struct c2s {
     void                *t;
     int                  secure;
     char                *peer;
+    char                *addr;          /* client address (throttle): peer unless set */
+    loop_timer          *fail_timer;    /* throttled: the delayed <failure/> */
     char                *vouched;       /* SASL EXTERNAL identity, or NULL */
     char                *vouched_name;  /* its display name (auth module), or NULL */
     char                 stream_id[33];
@@ -138,6 +147,7 @@ c2s *c2s_new(chatd *d, const c2s_transport *ops, void *t, int secure,
     s->t = t;
     s->secure = secure;
     s->peer = xstrdup(peer ? peer : "?");
+    s->addr = xstrdup(peer ? peer : "");
     return s;
 }
 
@@ -145,6 +155,7 @@ void c2s_free(c2s *s) {
     if (!s) return;
     users_sasl_free(s->sasl);        /* forgets a pending Redis lookup */
     s->sasl = NULL;
+    if (s->fail_timer) loop_timer_cancel(s->d->loop, s->fail_timer);
     if (s->d->router) router_session_gone(s->d, s);
     while (s->queue) {
         queued *q = s->queue;
@@ -153,6 +164,7 @@ void c2s_free(c2s *s) {
         free(q);
     }
     free(s->peer);
+    free(s->addr);
     free(s->vouched);
     free(s->vouched_name);
     free(s->user);
@@ -161,6 +173,11 @@ void c2s_free(c2s *s) {
 }
 
 void c2s_set_secure(c2s *s, int secure) { s->secure = secure; }
+
+void c2s_set_client_addr(c2s *s, const char *addr) {
+    free(s->addr);
+    s->addr = xstrdup(addr ? addr : "");
+}
 
 void c2s_set_vouched_user(c2s *s, const char *user) {
     free(s->vouched);
@@ -296,6 +313,46 @@ static void sasl_success(c2s *s, const char *user, const char *data, size_t len)
 
 static void drain(c2s *s);
 
+/* One line per 10 s at most, however many attempts are throttled. */
+static void log_throttled(c2s *s, const char *account) {
+    static uint64_t last;
+    static unsigned long suppressed;
+    uint64_t now = loop_now_ms(s->d->loop);
+    if (last && now - last < 10000) { suppressed++; return; }
+    log_warn("BOSH00203: sign-in throttled: '%s' from %s is over the failure limit "
+             "(auth_fail_account %u, auth_fail_addr %u); answered not-authorized after "
+             "%u ms (%lu more throttled since the last line)",
+             account && *account ? account : "?", s->addr, s->d->cfg.auth_fail_account,
+             s->d->cfg.auth_fail_addr, s->d->cfg.auth_fail_delay_ms, suppressed);
+    last = now ? now : 1;
+    suppressed = 0;
+}
+
+static void delayed_failure(loop *l, void *ud) {
+    (void)l;
+    c2s *s = ud;
+    s->fail_timer = NULL;
+    s->sasl_busy = 0;
+    sasl_failure(s, "not-authorized", 1);
+    drain(s);
+}
+
+/* A not-authorized answer: count it; over the limit, answer later. 1 if
+ * the answer was deferred. */
+static int count_failure(c2s *s) {
+    if (!s->d->auth_guard || !s->d->loop) return 0;
+    const char *account = users_sasl_attempted_user(s->sasl);
+    int was_blocked = users_sasl_throttled(s->sasl);
+    auth_guard_fail(s->d->auth_guard, account, s->addr, loop_now_ms(s->d->loop));
+    if (!was_blocked) return 0;
+    s->d->stats.auth_throttled++;
+    log_throttled(s, account);
+    s->sasl_busy = 1;               /* input waits for the answer */
+    s->fail_timer = loop_timer_add(s->d->loop, s->d->cfg.auth_fail_delay_ms,
+                                   delayed_failure, s);
+    return 1;
+}
+
 static void sasl_done(void *ud, users_sasl_result r, const char *data, size_t len,
                       const char *condition) {
     c2s *s = ud;
@@ -305,9 +362,14 @@ static void sasl_done(void *ud, users_sasl_result r, const char *data, size_t le
         sasl_send(s, "challenge", data, len);
         break;
     case USERS_SASL_SUCCESS:
+        /* the account's failures go; the address's stay (auth_guard.h) */
+        if (s->d->auth_guard) auth_guard_success(s->d->auth_guard, users_sasl_user(s->sasl));
         sasl_success(s, users_sasl_user(s->sasl), data, len);
         break;
     case USERS_SASL_FAILURE:
+        if (condition && strcmp(condition, "not-authorized") == 0 &&
+            s->sasl && users_sasl_attempted_user(s->sasl)[0] && count_failure(s))
+            break;
         /* temporary-auth-failure is Redis, not the client: do not count it */
         sasl_failure(s, condition ? condition : "not-authorized",
                      !condition || strcmp(condition, "temporary-auth-failure") != 0);
@@ -390,7 +452,7 @@ static void handle_sasl(c2s *s, xs_node *st) {
          * the authzid and finds (or provisions) the account. */
         s->sasl = strcmp(mech, "EXTERNAL") == 0
                   ? users_sasl_new_external(s->d, s->vouched, s->vouched_name)
-                  : users_sasl_new(s->d, mech);
+                  : users_sasl_new(s->d, mech, s->addr);
         if (!s->sasl) {
             free(data);
             sasl_failure(s, "invalid-mechanism", 1);

@@ -50,8 +50,12 @@ typedef struct c2s_transport {
 c2s  *c2s_new(chatd *d, const c2s_transport *ops, void *t, int secure,
               const char *peer);
 void  c2s_free(c2s *s);
-/* Transport learned it is now encrypted (after STARTTLS). */
+/* Transport learned it is now encrypted (after STARTTLS), or (BOSH) whether
+ * the current request may carry a password in clear (RT_CONFIDENTIAL). */
 void  c2s_set_secure(c2s *s, int secure);
+/* Client address for the failure throttle (auth_guard.h); by default the
+ * peer string given to c2s_new. Native sets the host without the port. */
+void  c2s_set_client_addr(c2s *s, const char *addr);
 /* Identity vouched for by the transport (BOSH: httpd's authenticated user,
  * issue 8); enables SASL EXTERNAL for exactly that user. NULL clears. */
 void  c2s_set_vouched_user(c2s *s, const char *user);

@@ -730,6 +730,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         if (d->cfg.c2s_auth_timeout || d->cfg.c2s_ping_idle)
             watchdog_arm(c, d->cfg.c2s_auth_timeout ? (uint64_t)d->cfg.c2s_auth_timeout * 1000
                                                     : (uint64_t)d->cfg.c2s_ping_idle * 1000);
+        c2s_set_client_addr(c->s, c->addr);
         log_debug("c2s %s: connected", c->peer);
     }
 }

@@ -18,6 +18,8 @@ struct c2s_listener;    /* c2s_native.h: port 5222 */
 struct tls_ctx;         /* tls.h */
 struct admin_server;    /* admin.h: chatctl's control socket */
 struct addr_count;      /* addr_count.h: live sessions per client address */
+struct auth_guard;      /* auth_guard.h: failed sign-ins per account / address */
+struct pw_pool;         /* pw_pool.h: password hashing threads */
 
 typedef struct chatd_stats {
     uint64_t c2s_sessions, bosh_sessions;        /* current */
@@ -35,6 +37,9 @@ typedef struct chatd_stats {
     uint64_t stanzas_refused, flood_closed;
     uint64_t auth_timeouts, ping_timeouts, accept_paused;
     uint64_t bosh_ack_overflows;
+    /* password sign-ins (issue 13): PBKDF2 runs on the hash threads, attempts
+     * refused by the failure throttle, checks refused with a full queue */
+    uint64_t pbkdf2_runs, auth_throttled, auth_overloaded;
 } chatd_stats;
 
 typedef struct chatd {
@@ -51,6 +56,8 @@ typedef struct chatd {
     int                   stopping;     /* SIGTERM received */
     struct admin_server  *admin;
     struct addr_count    *addr_sessions;  /* NULL until the first counted session */
+    struct auth_guard    *auth_guard;     /* users_init */
+    struct pw_pool       *pw_pool;        /* users_init */
 } chatd;
 
 #endif

@@ -105,6 +105,12 @@ static void set_defaults(chatd_config *c) {
     c->byte_rate = 65536;
     c->byte_burst = BYTE_BURST_AUTO;     /* resolved against max_output below */
     c->bosh_ack_buffer = 1048576;
+    c->auth_fail_account = 5;
+    c->auth_fail_addr = 20;
+    c->auth_fail_decay = 60;
+    c->auth_fail_delay_ms = 3000;
+    c->auth_threads = 2;
+    c->auth_queue = 64;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -119,6 +125,7 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "logfile", &c->logfile }, { "admin_socket", &c->admin_socket },
         { "relay_peer_user", &c->relay_peer_user },
         { "relay_secret_file", &c->relay_secret_file },
+        { "auth_secret", &c->auth_secret },
     };
     struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
         { "bosh_max_wait", &c->bosh_max_wait, 3600 },
@@ -144,6 +151,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "stanza_flood_close", &c->stanza_flood_close, 1000000 },
         { "byte_rate", &c->byte_rate, 1u << 30 },
         { "byte_burst", &c->byte_burst, 1u << 30 },
+        { "auth_fail_account", &c->auth_fail_account, 1000000 },
+        { "auth_fail_addr", &c->auth_fail_addr, 1000000 },
+        { "auth_fail_delay_ms", &c->auth_fail_delay_ms, 600000 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -166,6 +176,17 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         return set_str(&c->node_id, val);
+    }
+    if (!strcmp(key, "auth_fail_decay") || !strcmp(key, "auth_threads") ||
+        !strcmp(key, "auth_queue")) {
+        unsigned max = key[5] == 'f' ? 86400 : key[5] == 't' ? 64 : 100000;
+        if (parse_ulong(val, max, &n) < 0 || n < 1) {
+            snprintf(err, errlen, "%s: expected 1..%u, got '%s'", key, max, val);
+            return -1;
+        }
+        *(key[5] == 'f' ? &c->auth_fail_decay : key[5] == 't' ? &c->auth_threads
+                                                              : &c->auth_queue) = (unsigned)n;
+        return 0;
     }
     if (!strcmp(key, "redis_max_conns")) {
         if (parse_ulong(val, 1024, &n) < 0 || n < 1) {
@@ -402,5 +423,6 @@ void config_free(chatd_config *c) {
     free(c->relay_peer_user);
     free(c->relay_secret_file);
     relay_secret_free(c->relay_secret, c->relay_secret_len);
+    free(c->auth_secret);
     memset(c, 0, sizeof(*c));
 }

@@ -78,6 +78,18 @@ typedef struct chatd_config {
                                    burst must not overflow a recipient) */
     size_t   bosh_ack_buffer;   /* bosh_ack_buffer 1048576 (bytes of unacknowledged
                                    BOSH responses kept per session) */
+    /* Password sign-ins (issue 13): chatd/auth_guard.h, chatd/pw_pool.h. */
+    unsigned auth_fail_account; /* auth_fail_account 5 (failed sign-ins per account,
+                                   then throttled; 0 = no per-account limit) */
+    unsigned auth_fail_addr;    /* auth_fail_addr 20 (failed sign-ins per client address;
+                                   0 = no per-address limit) */
+    unsigned auth_fail_decay;   /* auth_fail_decay 60 (seconds to forget one failure) */
+    unsigned auth_fail_delay_ms;/* auth_fail_delay_ms 3000 (throttled: answer after this) */
+    unsigned auth_threads;      /* auth_threads 2 (password hashing threads, 1..64) */
+    unsigned auth_queue;        /* auth_queue 64 (hash jobs waiting or running; more:
+                                   temporary-auth-failure) */
+    char    *auth_secret;       /* auth_secret (none: random per start) key for the
+                                   made-up salts of unknown accounts */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

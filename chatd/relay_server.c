@@ -276,6 +276,9 @@ static void handle_request(relay_conn *c, const relay_header *h, const char *pay
         r->pub.prebind = f.data[0] == 1;
     if (relay_find(payload, h->length, RT_SECURE, &f) && f.len == 1)
         r->pub.secure = f.data[0] == 1;
+    r->pub.confidential = r->pub.secure;
+    if (relay_find(payload, h->length, RT_CONFIDENTIAL, &f) && f.len == 1 && f.data[0] == 1)
+        r->pub.confidential = 1;
     if (!r->body || !r->client_addr) abort();
     r->pub.conn = c;
     r->pub.id = h->req_id;

@@ -29,6 +29,8 @@ struct relay_req {
     const char *display_name;                /* NULL, or the auth module's name for auth_user */
     int         prebind;                     /* RT_PREBIND: sign in + bind server-side */
     int         secure;                      /* request came over HTTPS */
+    int         confidential;                /* RT_CONFIDENTIAL or secure: may carry
+                                                a password in clear (SASL PLAIN) */
     int         conn_alive;                  /* 0 after the relay conn died */
     /* Set by a handler that holds the request. */
     void      (*on_release)(relay_req *r, void *ud);

@@ -6,7 +6,13 @@
  * scram-sha-256. Redis unreachable or erroring is temporary-auth-failure
  * (the client may retry); an unknown user is indistinguishable on the wire
  * from a wrong password: SCRAM gets a made-up, stable salt for the name
- * and then fails the proof.
+ * and then fails the proof; PLAIN runs the same PBKDF2 against a made-up
+ * verifier, so both take the same time (issue 13).
+ *
+ * PLAIN's PBKDF2 runs on the hash threads (pw_pool.h), never on the loop.
+ * Attempts for an account or from an address over the failure limit
+ * (auth_guard.h) are refused before any lookup or hashing; c2s.c counts
+ * the failures and delays the answer.
  */
 #include "users.h"
 
@@ -18,7 +24,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include "auth_guard.h"
 #include "log.h"
+#include "pw_pool.h"
 #include "redis_async.h"
 #include "../common/scram.h"
 
@@ -30,6 +38,9 @@ struct users_sasl {
     mech_kind         kind;
     sasl_state        state;
     redis_async_req  *req;          /* pending lookup, NULL if none */
+    pw_job           *job;          /* pending PLAIN hash, NULL if none */
+    int               blocked;      /* refused by the failure throttle */
+    char              addr[64];     /* client address (throttle), or "" */
     users_sasl_cb     cb;
     void             *ud;
     char              user[USERS_MAX_LOCALPART + 1];
@@ -43,30 +54,66 @@ const char *const users_sasl_mechanisms[] = {
     "SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN", NULL
 };
 
-/* Key for made-up salts of unknown users: random per process. */
+/* Key for made-up salts of unknown users: from cfg.auth_secret, so that an
+ * unknown name gets the same salt on every node and after every restart
+ * (a salt that changed at restart while real ones stay would give the
+ * name away); random per start when no secret is configured. */
 static unsigned char fake_salt_key[32];
-static int fake_salt_ready;
 
 int users_init(chatd *d) {
-    (void)d;
-    if (!fake_salt_ready) {
+    const char *secret = d->cfg.auth_secret;
+    if (secret && *secret) {
+        if (strlen(secret) < 16) {
+            log_error("BOSH00200: auth_secret must be at least 16 characters");
+            return -1;
+        }
+        unsigned int len = 0;
+        static const char label[] = "chatd fake scram salt v1";
+        HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)label,
+             sizeof label - 1, fake_salt_key, &len);
+    } else {
         if (RAND_bytes(fake_salt_key, sizeof fake_salt_key) != 1) {
             log_error("users: RAND_bytes failed");
             return -1;
         }
-        fake_salt_ready = 1;
+        log_warn("BOSH00201: no auth_secret: the made-up SCRAM salts of unknown accounts "
+                 "change at each start (and differ between nodes), which tells an observer "
+                 "that an account does not exist; set auth_secret in chatd.conf");
+    }
+    d->auth_guard = auth_guard_new(d->cfg.auth_fail_account, d->cfg.auth_fail_addr,
+                                   (uint64_t)d->cfg.auth_fail_decay * 1000u);
+    if (d->loop) {
+        d->pw_pool = pw_pool_new(d->loop, d->cfg.auth_threads, d->cfg.auth_queue,
+                                 &d->stats.pbkdf2_runs);
+        if (!d->pw_pool) {
+            auth_guard_free(d->auth_guard);
+            d->auth_guard = NULL;
+            return -1;
+        }
     }
     return 0;
 }
 
-void users_free(chatd *d) { (void)d; }
+void users_free(chatd *d) {
+    pw_pool_free(d->pw_pool);
+    d->pw_pool = NULL;
+    auth_guard_free(d->auth_guard);
+    d->auth_guard = NULL;
+}
 
-users_sasl *users_sasl_new(chatd *d, const char *mechanism) {
+static int throttled(users_sasl *x) {
+    if (!x->d->auth_guard) return 0;
+    return auth_guard_blocked(x->d->auth_guard, x->user, x->addr,
+                              x->d->loop ? loop_now_ms(x->d->loop) : 0);
+}
+
+users_sasl *users_sasl_new(chatd *d, const char *mechanism, const char *addr) {
     users_sasl *x;
     if (!mechanism) return NULL;
     x = calloc(1, sizeof *x);
     if (!x) abort();
     x->d = d;
+    snprintf(x->addr, sizeof x->addr, "%s", addr ? addr : "");
     if (strcmp(mechanism, "PLAIN") == 0) {
         x->kind = MECH_PLAIN;
     } else if (strcmp(mechanism, "SCRAM-SHA-1") == 0) {
@@ -109,6 +156,7 @@ users_sasl *users_sasl_new_external(chatd *d, const char *user,
 void users_sasl_free(users_sasl *x) {
     if (!x) return;
     if (x->req) redis_async_forget(x->req);
+    if (x->job) pw_pool_forget(x->d->pw_pool, x->job);
     drop_password(x);
     free(x->display_name);
     scram_server_clear(&x->scram);
@@ -119,6 +167,12 @@ void users_sasl_free(users_sasl *x) {
 const char *users_sasl_user(const users_sasl *x) {
     return x && x->succeeded ? x->user : NULL;
 }
+
+const char *users_sasl_attempted_user(const users_sasl *x) {
+    return x ? x->user : "";
+}
+
+int users_sasl_throttled(const users_sasl *x) { return x && x->blocked; }
 
 /* The last thing a step does: x may be freed by the callback. */
 static void finish(users_sasl *x, users_sasl_result r, const char *data,
@@ -144,18 +198,46 @@ static int authzid_ok(users_sasl *x, const char *authzid) {
 
 /* Same name, same salt, every time: an attacker cannot tell an unknown
  * user from a known one by watching salts change. */
-static void fake_verifier(users_sasl *x, scram_verifier *v) {
+static void fake_verifier(users_sasl *x, scram_hash h, scram_verifier *v) {
     unsigned char mac[32];
     unsigned int len = 0;
+    char msg[USERS_MAX_LOCALPART + 8];
     memset(v, 0, sizeof *v);
-    HMAC(EVP_sha256(), fake_salt_key, sizeof fake_salt_key, (const unsigned char *)x->user, strlen(x->user),
-         mac, &len);
-    v->hash = x->scram.hash;
+    /* one salt per (name, hash), like chatctl's two random salts */
+    int ml = snprintf(msg, sizeof msg, "%s\n%s", scram_field_name(h), x->user);
+    HMAC(EVP_sha256(), fake_salt_key, sizeof fake_salt_key, (const unsigned char *)msg,
+         (size_t)ml, mac, &len);
+    v->hash = h;
     v->iterations = SCRAM_DEFAULT_ITERATIONS;
     memcpy(v->salt, mac, 16);
     v->salt_len = 16;
     RAND_bytes(v->stored_key, sizeof v->stored_key);
     RAND_bytes(v->server_key, sizeof v->server_key);
+}
+
+/* The hash thread's answer, on the loop. */
+static void plain_checked(void *ud, int match) {
+    users_sasl *x = ud;
+    x->job = NULL;
+    if (!match) {
+        log_info("users: PLAIN failed for '%s'", x->user);
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "not-authorized");
+    } else {
+        finish(x, USERS_SASL_SUCCESS, NULL, 0, NULL);
+    }
+}
+
+/* At most one line per 10 s however hard the queue is hit. */
+static void log_ratelimited_overload(users_sasl *x) {
+    static uint64_t last;
+    static unsigned long suppressed;
+    uint64_t now = x->d->loop ? loop_now_ms(x->d->loop) : 0;
+    if (last && now - last < 10000) { suppressed++; return; }
+    log_warn("BOSH00202: password check queue full (auth_queue %u): PLAIN for '%s' "
+             "answered temporary-auth-failure (%lu more since the last line)",
+             x->d->cfg.auth_queue, x->user, suppressed);
+    last = now ? now : 1;
+    suppressed = 0;
 }
 
 static void lookup_done(redisReply *reply, const char *err, void *ud) {
@@ -180,13 +262,16 @@ static void lookup_done(redisReply *reply, const char *err, void *ud) {
         else if (f1->type == REDIS_REPLY_STRING &&
                  scram_verifier_parse(SCRAM_SHA1, f1->str, &v) == 0)
             have = 1;
-        int ok = have && scram_check_password(&v, x->password);
+        /* No account: the same PBKDF2 against a made-up verifier (which
+         * no password matches), so known and unknown take the same time. */
+        if (!have) fake_verifier(x, SCRAM_SHA256, &v);
+        x->job = x->d->pw_pool ? pw_pool_check(x->d->pw_pool, &v, x->password, plain_checked, x)
+                               : NULL;
         OPENSSL_cleanse(&v, sizeof v);
-        if (!ok) {
-            log_info("users: PLAIN failed for '%s'%s", x->user, have ? "" : " (no account)");
-            finish(x, USERS_SASL_FAILURE, NULL, 0, "not-authorized");
-        } else {
-            finish(x, USERS_SASL_SUCCESS, NULL, 0, NULL);
+        if (!x->job) {
+            x->d->stats.auth_overloaded++;
+            log_ratelimited_overload(x);
+            finish(x, USERS_SASL_FAILURE, NULL, 0, "temporary-auth-failure");
         }
         return;
     }
@@ -197,7 +282,7 @@ static void lookup_done(redisReply *reply, const char *err, void *ud) {
         else log_error("users: stored %s verifier of '%s' is unreadable",
                        scram_field_name(x->scram.hash), x->user);
     }
-    if (!have) fake_verifier(x, &v);
+    if (!have) fake_verifier(x, x->scram.hash, &v);
 
     unsigned char rnd[18];
     char nonce[32];
@@ -261,6 +346,12 @@ static void plain_step(users_sasl *x, const char *in, size_t len) {
         finish(x, USERS_SASL_FAILURE, NULL, 0, "invalid-authzid");
         return;
     }
+    if (throttled(x)) {
+        /* over the failure limit: no lookup, no hashing (c2s.c delays) */
+        x->blocked = 1;
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "not-authorized");
+        return;
+    }
     x->password = malloc(pw_len + 1);
     if (!x->password) abort();
     memcpy(x->password, nul2 + 1, pw_len);
@@ -287,6 +378,11 @@ static void scram_first_step(users_sasl *x, const char *in, size_t len) {
 
 static void scram_final_step(users_sasl *x, const char *in, size_t len) {
     char v[128];
+    if (throttled(x)) {
+        x->blocked = 1;
+        finish(x, USERS_SASL_FAILURE, NULL, 0, "not-authorized");
+        return;
+    }
     int rc = scram_server_final(&x->scram, in, len, v, sizeof v);
     if (rc == -1) {
         finish(x, USERS_SASL_FAILURE, NULL, 0, "malformed-request");

@@ -58,8 +58,9 @@ typedef void (*users_sasl_cb)(void *ud, users_sasl_result result,
 
 typedef struct users_sasl users_sasl;
 
-/* NULL if the mechanism is not one we serve. */
-users_sasl *users_sasl_new(chatd *d, const char *mechanism);
+/* NULL if the mechanism is not one we serve. addr: the client's address
+ * (NULL ok), for the failure throttle (auth_guard.h). */
+users_sasl *users_sasl_new(chatd *d, const char *mechanism, const char *addr);
 /* Feed the client's (decoded) initial response or response. */
 void        users_sasl_step(users_sasl *x, const char *in, size_t len,
                             users_sasl_cb cb, void *ud);
@@ -76,6 +77,11 @@ users_sasl *users_sasl_new_external(chatd *d, const char *user,
 void        users_sasl_free(users_sasl *x);
 /* Folded localpart once the exchange succeeded, else NULL. */
 const char *users_sasl_user(const users_sasl *x);
+/* The folded localpart the client tried ("" before it was parsed). */
+const char *users_sasl_attempted_user(const users_sasl *x);
+/* 1 if the exchange failed because the account or address is over the
+ * failure limit (no password was checked). */
+int         users_sasl_throttled(const users_sasl *x);
 /* Mechanisms we can serve, strongest first (NULL-terminated). */
 extern const char *const users_sasl_mechanisms[];
 

@@ -66,6 +66,8 @@ typedef enum relay_tag {
     RT_DISPLAY_NAME = 15,  /* display name the auth module gave, with RT_AUTH_USER */
     RT_PREBIND      = 16,  /* 1 byte: 1 = create a signed-in, bound session for
                               RT_AUTH_USER and answer JSON {jid, sid, rid} */
+    RT_CONFIDENTIAL = 17,  /* 1 byte: 1 if the client's connection was encrypted up
+                              to httpd or a BoshTrustedProxy (PLAIN may be offered) */
     /* RESPONSE */
     RT_HTTP_STATUS  = 20,  /* u16: 200 normally; 4xx only for legacy clients */
     RT_CONTENT_TYPE = 21,  /* response Content-Type (the session's `content`) */

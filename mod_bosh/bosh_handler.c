@@ -517,6 +517,32 @@ static int send_see_other(request_rec *r, const char *uri, int too_big)
     return send_response(r, HTTP_OK, BOSH_CONTENT_TYPE, body, strlen(body), 0);
 }
 
+/* bosh_request_confidential (mod_bosh.h). The proxy check uses the TCP
+ * peer (c->client_addr), which mod_remoteip's header mode leaves alone, so
+ * it works with or without mod_remoteip. Of a list of X-Forwarded-Proto
+ * values the last counts: it is the one our trusted proxy added. */
+int bosh_request_confidential(request_rec *r, const bosh_server_conf *conf)
+{
+    const char *xfp, *last;
+    size_t n;
+    int i, trusted = 0;
+    if (ap_ssl_conn_is_ssl(r->connection))
+        return 1;
+    if (!conf->trusted_proxies || !conf->trusted_proxies->nelts ||
+        !r->connection->client_addr)
+        return 0;
+    for (i = 0; i < conf->trusted_proxies->nelts && !trusted; i++)
+        trusted = apr_ipsubnet_test(((apr_ipsubnet_t **)conf->trusted_proxies->elts)[i],
+                                    r->connection->client_addr);
+    if (!trusted || !(xfp = apr_table_get(r->headers_in, "X-Forwarded-Proto")))
+        return 0;
+    last = strrchr(xfp, ',');
+    last = last ? last + 1 : xfp;
+    while (*last == ' ' || *last == '\t') last++;
+    n = strcspn(last, " \t");
+    return n == 5 && strncasecmp(last, "https", 5) == 0 && last[n + strspn(last + n, " \t")] == '\0';
+}
+
 static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
 {
     bosh_dir_conf *dc = ap_get_module_config(r->per_dir_config, &bosh_module);
@@ -623,6 +649,7 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     call.body_len = len;
     call.client_addr = r->useragent_ip;
     call.secure = ap_ssl_conn_is_ssl(r->connection);
+    call.confidential = bosh_request_confidential(r, conf);
     call.sid = sid;
     bosh_vouch(r, &call);       /* RT_AUTH_USER, BoshAuthFromApache On only */
     deadline = relay_now_ms() + (int64_t)(conf->max_wait + RELAY_SAFETY_S) * 1000;

@@ -264,6 +264,7 @@ int bosh_prebind_handler(request_rec *r)
     call.body_len = strlen(call.body);
     call.client_addr = r->useragent_ip;
     call.secure = ap_ssl_conn_is_ssl(r->connection);
+    call.confidential = bosh_request_confidential(r, conf);
     call.prebind = 1;
 
     refuse = bosh_create_session_for(r, &call, &st, &retry_after);

@@ -85,6 +85,7 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     (void)s;
     c->nodes = apr_array_make(p, 2, sizeof(bosh_node_conf));
     c->allow_origins = apr_array_make(p, 2, sizeof(const char *));
+    c->trusted_proxies = apr_array_make(p, 2, sizeof(apr_ipsubnet_t *));
     c->hostmeta_urls = apr_array_make(p, 1, sizeof(const char *));
     c->max_body = BOSH_UNSET;
     c->max_wait = BOSH_UNSET;
@@ -119,6 +120,8 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     m->relay_secret_len = base->relay_secret_len;
     m->allow_origins = add->allow_origins->nelts ? add->allow_origins
                                                  : base->allow_origins;
+    m->trusted_proxies = add->trusted_proxies->nelts ? add->trusted_proxies
+                                                     : base->trusted_proxies;
     m->hostmeta_urls = add->hostmeta_urls->nelts ? add->hostmeta_urls
                                                  : base->hostmeta_urls;
     m->domain = add->domain ? add->domain : base->domain;
@@ -275,6 +278,26 @@ static const char *add_origin(cmd_parms *cmd, void *dummy, const char *o)
     return NULL;
 }
 
+/* BoshTrustedProxy addr[/bits|/mask]...: the TCP peers (the address that
+ * connected to httpd, not a forwarded one) whose X-Forwarded-Proto is
+ * believed when deciding whether a password may be offered in clear. */
+static const char *add_trusted_proxy(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    char *ip = apr_pstrdup(cmd->pool, arg), *mask = strchr(ip, '/');
+    apr_ipsubnet_t *sub;
+    apr_status_t rv;
+    char buf[120];
+    (void)dummy;
+    if (mask) *mask++ = '\0';
+    rv = apr_ipsubnet_create(&sub, ip, mask, cmd->pool);
+    if (rv != APR_SUCCESS)
+        return apr_psprintf(cmd->pool, "BoshTrustedProxy: '%s' is not an IP address or "
+                            "network (addr or addr/bits): %s", arg,
+                            apr_strerror(rv, buf, sizeof buf));
+    *(apr_ipsubnet_t **)apr_array_push(bosh_conf(cmd->server)->trusted_proxies) = sub;
+    return NULL;
+}
+
 /* XEP-0156 links must be absolute http(s) URLs; nothing in them may need
  * quoting in XML or JSON (bosh_hostmeta.c writes them as they are). */
 static const char *add_hostmeta_url(cmd_parms *cmd, void *dummy, const char *u)
@@ -419,6 +442,9 @@ static const command_rec bosh_cmds[] = {
                   RSRC_CONF, "New sessions per client address per minute (0 = no cap)"),
     AP_INIT_ITERATE("BoshAllowOrigin", add_origin, NULL, RSRC_CONF,
                     "Origins allowed for CORS (repeatable; * for any)"),
+    AP_INIT_ITERATE("BoshTrustedProxy", add_trusted_proxy, NULL, RSRC_CONF,
+                    "addresses/networks of TLS-terminating proxies whose "
+                    "X-Forwarded-Proto: https lets chatd offer SASL PLAIN"),
     AP_INIT_ITERATE("BoshHostMetaURL", add_hostmeta_url, NULL, RSRC_CONF,
                     "BOSH URL(s) advertised by the bosh-hostmeta handler (XEP-0156)"),
     /* Single sign-on (bosh_sso.c): per location, never in .htaccess. */

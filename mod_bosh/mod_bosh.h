@@ -59,6 +59,7 @@ typedef struct bosh_server_conf {
     int  signin_per_addr;               /* BoshSigninPerAddress (per minute) */
     int  relay_ping_s;                  /* BoshRelayPing (0 = off) */
     int  relay_ping_timeout_s;          /* BoshRelayPingTimeout */
+    apr_array_header_t *trusted_proxies; /* apr_ipsubnet_t *, BoshTrustedProxy */
 } bosh_server_conf;
 
 /* Everything one child owns. One instance, created in child_init. */
@@ -135,5 +136,11 @@ const char *bosh_set_see_other_uri(cmd_parms *cmd, void *dconf, const char *url)
 /* bosh_handler.c: admission + node choice + relay for a new session. */
 const char *bosh_create_session_for(request_rec *r, relay_call *call,
                                     relay_call_status *st, unsigned *retry_after);
+
+/* 1 if the client's connection is encrypted: TLS on this connection, or
+ * the connection comes from a BoshTrustedProxy address and the proxy says
+ * X-Forwarded-Proto: https (bosh_handler.c). Sent as RT_CONFIDENTIAL: chatd
+ * offers SASL PLAIN only then (issue 13). */
+int bosh_request_confidential(request_rec *r, const bosh_server_conf *conf);
 
 #endif

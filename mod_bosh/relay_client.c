@@ -711,6 +711,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     relay_call_status result;
     uint8_t secure = call->secure ? 1 : 0;
     int unhealthy;
+    uint8_t confidential = call->confidential ? 1 : 0;
 
     memset(&w, 0, sizeof(w));
     cond_init_monotonic(&w.cv);
@@ -750,6 +751,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     relay_put(&out, RT_BODY, call->body, (uint32_t)call->body_len);
     relay_put_str(&out, RT_CLIENT_ADDR, call->client_addr);
     relay_put(&out, RT_SECURE, &secure, 1);
+    relay_put(&out, RT_CONFIDENTIAL, &confidential, 1);
     relay_put_str(&out, RT_SID, call->sid);
     if (call->auth_user) {
         relay_put_str(&out, RT_AUTH_USER, call->auth_user);

@@ -34,6 +34,7 @@ typedef struct relay_call {
     size_t      body_len;
     const char *client_addr;
     int         secure;
+    int         confidential;   /* RT_CONFIDENTIAL: TLS here or at a trusted proxy */
     const char *sid;            /* NULL when creating a session */
     const char *auth_user;      /* RT_AUTH_USER: vouched bare JID, or NULL */
     const char *display_name;   /* RT_DISPLAY_NAME (only with auth_user), or NULL */

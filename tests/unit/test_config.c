@@ -126,6 +126,37 @@ int main(void) {
     config_free(&c);
     unlink(p);
 
+    /* password sign-ins (issue 13): defaults, values, bounds */
+    CHECK(config_load(&c, NULL, err, sizeof(err)) == 0);
+    CHECK(c.auth_fail_account == 5 && c.auth_fail_addr == 20 && c.auth_fail_decay == 60);
+    CHECK(c.auth_fail_delay_ms == 3000 && c.auth_threads == 2 && c.auth_queue == 64);
+    CHECK(c.auth_secret == NULL);
+    config_free(&c);
+    p = unit_write_tmp("auth_fail_account 0
+auth_fail_addr 7
+auth_fail_decay 5
+"
+                       "auth_fail_delay_ms 0
+auth_threads 4
+auth_queue 9
+"
+                       "auth_secret abcdefghijklmnopq
+");
+    CHECK(config_load(&c, p, err, sizeof(err)) == 0);
+    CHECK(c.auth_fail_account == 0 && c.auth_fail_addr == 7 && c.auth_fail_decay == 5);
+    CHECK(c.auth_fail_delay_ms == 0 && c.auth_threads == 4 && c.auth_queue == 9);
+    CHECK_STR(c.auth_secret, "abcdefghijklmnopq");
+    config_free(&c);
+    unlink(p);
+    static const char *const bad[] = { "auth_threads 0\n", "auth_threads 65\n",
+        "auth_queue 0\n", "auth_fail_decay 0\n", "auth_fail_delay_ms 600001\n", NULL };
+    for (int i = 0; bad[i]; i++) {
+        p = unit_write_tmp(bad[i]);
+        CHECK(config_load(&c, p, err, sizeof(err)) == -1);
+        config_free(&c);
+        unlink(p);
+    }
+
     CHECK(config_load(&c, "/nonexistent/chatd.conf", err, sizeof(err)) == -1);
     config_free(&c);
     return unit_done("config");

@@ -1,0 +1,68 @@
+"""The made-up SCRAM salt of an unknown account comes from auth_secret
+(issue 13): the same after a chatd restart, so comparing salts across a
+restart cannot tell a missing account from a real one (a real account's
+salt never changes). Without auth_secret it is random per start (and a
+warning says so)."""
+
+import re
+import shutil
+import tempfile
+
+import pytest
+
+import chatstack
+import outage
+import pw_util
+from conftest import MPM
+
+
+@pytest.fixture(scope="module")
+def sstack():
+    root = tempfile.mkdtemp(prefix="chattest85-")
+    st = chatstack.Stack(root, mpm=MPM, foreground=True,
+                         chatd_extra={"auth_secret": "a-test-secret-of-enough-length"})
+    try:
+        st.start()
+    except chatstack.StackError as e:
+        st.stop()
+        pytest.fail(f"stack did not come up (files under {root}):\n{e}", pytrace=False)
+    yield st
+    st.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def salt(st, user, mech):
+    b = pw_util.Bosh(st.http_port)
+    try:
+        pw_util.features(b)
+        first = pw_util.scram_first(b, user, mech)
+        return dict(kv.split("=", 1) for kv in first.split(","))["s"]
+    finally:
+        b.close()
+
+
+def restart_chatd(st):
+    assert st._stop_one("chatd", st.chatd_pidfile, timeout=60) == 0
+    st.start_chatd()
+
+    def relay_back():
+        try:
+            pw_util.Bosh(st.http_port).create()
+            return True
+        except AssertionError:      # remote-connection-failed until mod_bosh reconnects
+            return False
+    outage.wait_until(relay_back, 60, "mod_bosh to reconnect to the new chatd")
+
+
+def test_unknown_salt_survives_restart_with_auth_secret(sstack):
+    pw = sstack.add_user("known")
+    assert pw
+    before = {m: salt(sstack, "ghost", m) for m in ("SCRAM-SHA-256", "SCRAM-SHA-1")}
+    known = salt(sstack, "known", "SCRAM-SHA-256")
+    assert before["SCRAM-SHA-256"] != before["SCRAM-SHA-1"]     # one per hash, as chatctl's
+    restart_chatd(sstack)
+    after = {m: salt(sstack, "ghost", m) for m in ("SCRAM-SHA-256", "SCRAM-SHA-1")}
+    assert after == before
+    assert salt(sstack, "known", "SCRAM-SHA-256") == known
+
+
