@@ -82,6 +82,11 @@ static void set_defaults(chatd_config *c) {
     c->log_level = LOG_INFO;
     c->daemonize = 0;
     c->auto_provision = 1;
+    c->offline_max_messages = 100;
+    c->offline_max_bytes = 1048576;
+    c->offline_sender_share = 25;
+    c->max_roster_items = 2000;
+    c->max_directed_presences = 1000;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -106,6 +111,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },
         { "max_sessions_per_addr", &c->max_sessions_per_addr, 10000000 },
+        { "offline_max_messages", &c->offline_max_messages, 100000 },
+        { "max_roster_items", &c->max_roster_items, 1000000 },
+        { "max_directed_presences", &c->max_directed_presences, 1000000 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -143,6 +151,22 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         if (key[4] == 's') c->max_stanza = (size_t)n; else c->max_output = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "offline_max_bytes")) {
+        if (parse_ulong(val, 1ull << 30, &n) < 0) {
+            snprintf(err, errlen, "%s: expected a byte count 0..2^30, got '%s'", key, val);
+            return -1;
+        }
+        c->offline_max_bytes = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "offline_sender_share")) {
+        if (parse_ulong(val, 100, &n) < 0 || n < 1) {
+            snprintf(err, errlen, "%s: expected a percentage 1..100, got '%s'", key, val);
+            return -1;
+        }
+        c->offline_sender_share = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "relay_max_output")) {

@@ -22,7 +22,28 @@ int main(void) {
     CHECK(c.bosh_max_pause == 120 && c.bosh_polling == 2 && c.muc_history == 20);
     CHECK(c.log_level == LOG_INFO && c.daemonize == 0 && c.pidfile == NULL);
     CHECK(c.tls_cert == NULL && c.allow_plain_without_tls == 0);
+    /* issue 14 quotas: a roster of a 1,000-person team fits */
+    CHECK(c.offline_max_messages == 100 && c.offline_max_bytes == 1048576);
+    CHECK(c.offline_sender_share == 25 && c.max_roster_items == 2000);
+    CHECK(c.max_directed_presences == 1000);
     config_free(&c);
+    {
+        char err[256];
+        const char *q = unit_write_tmp("offline_max_messages 5\noffline_max_bytes 0\n"
+                                       "offline_sender_share 100\nmax_roster_items 3\n"
+                                       "max_directed_presences 2\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == 0);
+        CHECK(c.offline_max_messages == 5 && c.offline_max_bytes == 0);
+        CHECK(c.offline_sender_share == 100 && c.max_roster_items == 3);
+        CHECK(c.max_directed_presences == 2);
+        config_free(&c);
+        q = unit_write_tmp("offline_sender_share 0\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0 && strstr(err, "1..100"));
+        config_free(&c);
+        q = unit_write_tmp("offline_sender_share 101\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0);
+        config_free(&c);
+    }
 
     const char *p = unit_write_tmp(
         "# chatd test\n"
