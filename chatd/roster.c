@@ -7,11 +7,17 @@
  * once HGETALL answers. Writes are single HSET/HDEL per item,
  * fire-and-forget. Changes are pushed to every resource that asked for
  * the roster.
+ *
+ * Fail closed (issue 14): when HGETALL fails, the queued work does not run
+ * against an empty roster (that served an empty roster and let the next
+ * change overwrite the stored items); each is refused with a 'wait' error
+ * and the next use loads again. At most max_roster_items items per user.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 #include "router.h"
+#include "quota.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -32,6 +38,25 @@ roster_item *roster_find_or_add(ruser *u, const char *bare)
     it->next = u->roster;
     u->roster = it;
     return it;
+}
+
+unsigned roster_count(const ruser *u)
+{
+    unsigned n = 0;
+    for (const roster_item *it = u->roster; it; it = it->next) n++;
+    return n;
+}
+
+roster_item *roster_find_or_add_capped(chatd *d, ruser *u, const char *bare)
+{
+    roster_item *it = roster_find(u, bare);
+    if (it) return it;
+    if (!quota_roster_admits(roster_count(u), 1, d->cfg.max_roster_items)) {
+        log_info("roster: BOSH00250: %s is at max_roster_items (%u), not adding %s",
+                 u->local, d->cfg.max_roster_items, bare);
+        return NULL;
+    }
+    return roster_find_or_add(u, bare);
 }
 
 static void free_items(ruser *u)
@@ -85,6 +110,24 @@ static void run_pending(chatd *d, ruser *u)
     }
 }
 
+/* The load failed: refuse everything that waited for it. The list is
+ * taken first, so work queued meanwhile starts a new load of its own. */
+static void fail_pending(chatd *d, ruser *u)
+{
+    pending_action *pa = u->pending;
+    u->pending = u->pending_tail = NULL;
+    while (pa) {
+        pending_action *next = pa->next;
+        rsession *origin = pa->origin_full ? router_session(d, pa->origin_full) : NULL;
+        if (!pa->origin_full || origin) {
+            if (pa->fail) pa->fail(d, u, origin, pa->stanza);
+            else router_bounce(d, pa->stanza, "wait", "internal-server-error");
+        }
+        free_pending(pa);
+        pa = next;
+    }
+}
+
 static void roster_loaded(redisReply *reply, const char *err, void *ud)
 {
     ruser *u = ud;
@@ -92,9 +135,12 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
     u->roster_req = NULL;
     free_items(u);
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
-        log_warn("roster: cannot load %s: %s", u->local,
+        log_warn("roster: BOSH00251: cannot load %s, refusing its roster work: %s", u->local,
                  err ? err : (reply && reply->str) ? reply->str : "bad reply");
         u->roster_state = ROSTER_NONE;          /* retried next time */
+        fail_pending(d, u);
+        router_user_release(d, u);
+        return;
     } else {
         for (size_t i = 0; i + 1 < reply->elements; i += 2) {
             redisReply *k = reply->element[i], *v = reply->element[i + 1];
@@ -117,6 +163,12 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
 void roster_with(chatd *d, const char *local, roster_action fn, rsession *origin,
                  xs_node *st)
 {
+    roster_with_fail(d, local, fn, NULL, origin, st);
+}
+
+void roster_with_fail(chatd *d, const char *local, roster_action fn, roster_action fail,
+                      rsession *origin, xs_node *st)
+{
     ruser *u = router_user_get(d, local);
     if (u->roster_state == ROSTER_LOADED && !u->pending) {
         fn(d, u, origin, st);
@@ -127,6 +179,7 @@ void roster_with(chatd *d, const char *local, roster_action fn, rsession *origin
     pending_action *pa = calloc(1, sizeof(*pa));
     if (!pa) abort();
     pa->fn = fn;
+    pa->fail = fail;
     pa->stanza = st;
     if (origin && !(pa->origin_full = strdup(origin->full))) abort();
     if (u->pending_tail) u->pending_tail->next = pa;
@@ -239,7 +292,11 @@ static void roster_set(chatd *d, ruser *u, rsession *rs, xs_node *st)
         roster_remove(d, u, bare);
         unsubscribe_both_ways(d, rs, &before);
     } else {
-        roster_item *it = roster_find_or_add(u, bare);
+        roster_item *it = roster_find_or_add_capped(d, u, bare);
+        if (!it) {   /* roster full (max_roster_items): refuse the new item, keep all others */
+            router_bounce(d, st, "cancel", "not-allowed");
+            return;
+        }
         roster_item_set_name(it, xs_attr_get(item, "name"));
         roster_item_clear_groups(it);
         for (xs_node *g = xs_child(item, NS_ROSTER, "group"); g;
