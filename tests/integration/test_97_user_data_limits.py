@@ -1,0 +1,294 @@
+"""Issue 14: one client cannot fill another user's data, and chatd fails
+closed when Redis fails (offline storage, rosters, presence).
+
+A private stack with tight caps (offline_max_messages 4, a 50% sender
+share, offline_max_bytes 8192, max_roster_items 3, max_directed_presences
+2) and Redis' DEBUG command enabled, so a test can make Redis sleep past
+chatd's 2 s command deadline while a roster loads, an offline list is
+flushed or a message is stored. Real slixmpp clients on the native port;
+every assertion is about what a client receives (or what Redis holds).
+"""
+
+import secrets
+import socket
+
+import pytest
+
+import outage
+from native_client import NativeClient, error_condition
+from signin_util import private_stack
+
+NS_ROSTER = "jabber:iq:roster"
+CAPS = {
+    "offline_max_messages": "4",
+    "offline_sender_share": "50",
+    "offline_max_bytes": "8192",
+    "max_roster_items": "3",
+    "max_directed_presences": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def st():
+    with private_stack("chat-i14-", chatd_extra=CAPS,
+                       redis_extra="enable-debug-command yes") as s:
+        yield s
+
+
+@pytest.fixture
+def client(st):
+    made = []
+
+    def make(user, password, resource="t", presence=True):
+        c = NativeClient("127.0.0.1", st.xmpp_port, f"{user}@{st.domain}/{resource}",
+                         password)
+        made.append(c)
+        c.connect()
+        if presence:
+            c.send("presence")
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+def new_user(st, prefix):
+    name = f"{prefix}{secrets.token_hex(3)}"
+    return name, st.add_user(name)
+
+
+def raw(c, xml):
+    c.send("raw", xml=xml)
+
+
+def stanza_error(ev):
+    """(error type, condition) of a received stanza."""
+    import xml.etree.ElementTree as ET
+    el = ET.fromstring(ev["xml"])
+    err = next((e for e in el.iter() if e.tag.split("}")[-1] == "error"), None)
+    return (err.get("type") if err is not None else None), error_condition(ev)
+
+
+class RedisAsleep:
+    """DEBUG SLEEP on a raw connection; entered once Redis is seen asleep
+    (a PING on a second connection goes unanswered), left once the sleep
+    answered. chatd's command deadline is 2 s: the sleep outlasts it."""
+
+    def __init__(self, st, seconds=5):
+        self.st, self.seconds = st, seconds
+
+    def __enter__(self):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(self.seconds + 20)
+        self.s.connect(self.st.redis_sock)
+        self.s.sendall(b"DEBUG SLEEP %d\r\n" % self.seconds)
+
+        def asleep():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as p:
+                p.settimeout(0.3)
+                p.connect(self.st.redis_sock)
+                p.sendall(b"PING\r\n")
+                try:
+                    p.recv(64)
+                    return False
+                except socket.timeout:
+                    return True
+        outage.wait_until(asleep, 5, "redis asleep")
+        return self
+
+    def __exit__(self, *exc):
+        reply = self.s.recv(64)
+        self.s.close()
+        assert reply.startswith(b"+OK"), reply
+
+
+def chat(c, to, body, msgid):
+    c.send("chat", to=to, body=body, msgid=msgid)
+
+
+# -- rosters: fail closed ------------------------------------------------------
+
+def test_roster_load_failure_fails_closed(st, client):
+    alice, apw = new_user(st, "ra")
+    bob, _ = new_user(st, "rb")
+    bob_jid = f"{bob}@{st.domain}"
+    st.redis_cli("HSET", f"chat:roster:{alice}", bob_jid, "sub=both;ask=;name=Bob;groups=")
+    a = client(alice, apw, presence=False)          # roster not loaded yet
+    m = len(a.events)
+    with RedisAsleep(st):
+        raw(a, f"<iq type='get' id='rg1'><query xmlns='{NS_ROSTER}'/></iq>")
+        raw(a, f"<presence type='subscribe' to='{bob_jid}' id='sub1'/>")
+        got = a.wait_stanza(30, start=m, name="iq", id="rg1")
+        sub = a.wait_stanza(30, start=m, name="presence", id="sub1")
+    # The client is told to wait, never served an empty roster ...
+    assert got["type"] == "error", got
+    assert stanza_error(got) == ("wait", "internal-server-error"), got
+    assert sub["type"] == "error" and stanza_error(sub)[0] == "wait", sub
+    # ... and nothing was written from the roster that was never read.
+    assert st.redis_cli("HGET", f"chat:roster:{alice}", bob_jid) == \
+        "sub=both;ask=;name=Bob;groups="
+    # The next use loads again and serves the stored roster.
+    m = len(a.events)
+    raw(a, f"<iq type='get' id='rg2'><query xmlns='{NS_ROSTER}'/></iq>")
+    ok = a.wait_stanza(20, start=m, name="iq", id="rg2")
+    assert ok["type"] == "result" and bob_jid in ok["xml"] and "both" in ok["xml"], ok
+
+
+def test_roster_cap(st, client):
+    alice, apw = new_user(st, "rc")
+    a = client(alice, apw, presence=False)
+    for i in range(4):
+        raw(a, f"<iq type='set' id='set{i}'><query xmlns='{NS_ROSTER}'>"
+               f"<item jid='c{i}@{st.domain}'/></query></iq>")
+    res = [a.wait_stanza(20, name="iq", id=f"set{i}") for i in range(4)]
+    assert [r["type"] for r in res] == ["result", "result", "result", "error"], res
+    assert stanza_error(res[3]) == ("cancel", "not-allowed"), res[3]
+    # Changing an item already there is fine at the cap; nothing was dropped.
+    raw(a, f"<iq type='set' id='ren'><query xmlns='{NS_ROSTER}'>"
+           f"<item jid='c0@{st.domain}' name='Zero'/></query></iq>")
+    assert a.wait_stanza(20, name="iq", id="ren")["type"] == "result"
+    assert sorted(st.redis_cli("HKEYS", f"chat:roster:{alice}").split()) == \
+        [f"c{i}@{st.domain}" for i in range(3)]
+    # A subscription that would add a 4th item is refused too.
+    raw(a, f"<presence type='subscribe' to='c9@{st.domain}' id='s9'/>")
+    e = a.wait_stanza(20, name="presence", id="s9")
+    assert e["type"] == "error" and stanza_error(e)[1] == "not-allowed", e
+
+
+# -- offline storage -----------------------------------------------------------
+
+def test_offline_quota_refuses_new_keeps_others(st, client):
+    alice, _apw = new_user(st, "oa")
+    bob, bpw = new_user(st, "ob")
+    carol, cpw = new_user(st, "oc")
+    to = f"{alice}@{st.domain}"
+    b = client(bob, bpw)
+    c = client(carol, cpw)
+    for i in range(3):                         # share: 2 of 4 per sender
+        chat(b, to, f"b{i}", f"b{i}")
+    e = b.wait_stanza(20, name="message", id="b2")
+    assert e["type"] == "error" and stanza_error(e) == ("wait", "resource-constraint"), e
+    for i in range(2):
+        chat(c, to, f"c{i}", f"c{i}")
+    outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "4",
+                      20, "4 stored")
+    chat(c, to, "c2", "c2")                    # list full
+    e = c.wait_stanza(20, name="message", id="c2")
+    assert stanza_error(e) == ("wait", "resource-constraint"), e
+    assert not b.stanzas(name="message", id="b0") and not b.stanzas(name="message", id="b1")
+
+    # Byte share: 4096 of 8192 per sender.
+    dave, dpw = new_user(st, "od")
+    d = client(dave, dpw)
+    erin, _ = new_user(st, "oe")
+    chat(d, f"{erin}@{st.domain}", "y" * 5000, "big")
+    e = d.wait_stanza(20, name="message", id="big")
+    assert stanza_error(e) == ("wait", "resource-constraint"), e
+    chat(d, f"{erin}@{st.domain}", "y" * 3000, "fits")
+    outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{erin}") == "1",
+                      20, "the smaller one stored")
+
+    # Alice gets everything that was accepted, oldest first, none of the rest.
+    a = client(alice, _apw)
+    for body in ("b0", "b1", "c0", "c1"):
+        a.wait_stanza(20, name="message", body=body)
+    bodies = [s["body"] for s in a.stanzas(name="message")]
+    assert bodies == ["b0", "b1", "c0", "c1"], bodies
+    outage.wait_until(lambda: st.redis_cli("EXISTS", f"chat:offline:{alice}",
+                                           f"chat:offline-use:{alice}",
+                                           f"chat:offline-lease:{alice}") == "0",
+                      20, "list, usage and lease gone")
+
+
+def test_offline_store_failure_is_bounced(st, client):
+    alice, _ = new_user(st, "fa")
+    bob, bpw = new_user(st, "fb")
+    b = client(bob, bpw)
+    b.wait_event(lambda e: e.get("event") == "stanza" and e["name"] == "presence", 20)
+    with RedisAsleep(st):
+        chat(b, f"{alice}@{st.domain}", "lost?", "m1")
+        e = b.wait_stanza(30, name="message", id="m1")
+    assert e["type"] == "error" and stanza_error(e) == ("wait", "internal-server-error"), e
+
+
+def test_offline_flush_survives_lost_reply(st, client):
+    alice, apw = new_user(st, "la")
+    bob, bpw = new_user(st, "lb")
+    b = client(bob, bpw)
+    for i in range(2):
+        chat(b, f"{alice}@{st.domain}", f"keep{i}", f"k{i}")
+    outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "2",
+                      20, "2 stored")
+    a = client(alice, apw, presence=False)
+    raw(a, f"<iq type='get' id='g'><query xmlns='{NS_ROSTER}'/></iq>")
+    a.wait_stanza(20, name="iq", id="g")         # roster loaded: presence needs no Redis
+    with RedisAsleep(st):
+        a.send("presence")          # the flush runs in Redis, its answer is lost
+        outage.wait_until(lambda: f"cannot read messages for {alice}@"
+                          in open(st.chatd_log).read(), 30, "flush failed in chatd")
+    # Nothing was removed: the next presence of the same session gets them.
+    assert st.redis_cli("LLEN", f"chat:offline:{alice}") == "2"
+    a.send("presence")
+    for i in range(2):
+        a.wait_stanza(20, name="message", body=f"keep{i}")
+    outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "0",
+                      20, "removed once delivered")
+
+
+# -- presence ------------------------------------------------------------------
+
+def test_directed_presence_cap(st, client):
+    alice, apw = new_user(st, "da")
+    a = client(alice, apw)
+    for i in range(3):
+        raw(a, f"<presence to='p{i}@{st.domain}/r' id='dp{i}'/>")
+    e = a.wait_stanza(20, name="presence", id="dp2")
+    assert e["type"] == "error" and stanza_error(e)[1] == "policy-violation", e
+    assert not a.stanzas(name="presence", id="dp0") and not a.stanzas(name="presence", id="dp1")
+    # Undoing one makes room.
+    raw(a, f"<presence to='p0@{st.domain}/r' type='unavailable'/>")
+    raw(a, f"<presence to='p2@{st.domain}/r' id='dp2b'/>")
+    raw(a, f"<iq type='get' id='sync' to='{st.domain}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    a.wait_stanza(20, name="iq", id="sync")
+    assert not a.stanzas(name="presence", id="dp2b")
+
+
+def test_unsolicited_subscribed_is_ignored(st, client):
+    alice, apw = new_user(st, "ua")
+    bob, bpw = new_user(st, "ub")
+    ajid, bjid = f"{alice}@{st.domain}", f"{bob}@{st.domain}"
+    a = client(alice, apw)
+    b = client(bob, bpw)
+    raw(a, f"<iq type='get' id='g'><query xmlns='{NS_ROSTER}'/></iq>")
+    a.wait_stanza(20, name="iq", id="g")
+    raw(a, f"<iq type='set' id='add'><query xmlns='{NS_ROSTER}'><item jid='{bjid}'/>"
+           f"</query></iq>")
+    a.wait_stanza(20, name="iq", id="add")
+    m = len(a.events)
+    raw(b, f"<presence type='subscribed' to='{ajid}'/>")   # alice never asked
+    chat(b, ajid, "sync", "sync")
+    a.wait_stanza(20, start=m, name="message", body="sync")
+    pushes = [s for s in a.stanzas(start=m, name="iq") if "subscription=\"to\"" in s["xml"]
+              or "subscription='to'" in s["xml"]]
+    assert not pushes, pushes
+    assert not a.stanzas(start=m, name="presence", type="subscribed")
+    assert st.redis_cli("HGET", f"chat:roster:{alice}", bjid).startswith("sub=none;")
+
+
+def test_subscription_request_kept_until_answered(st, client):
+    alice, apw = new_user(st, "sa")
+    bob, bpw = new_user(st, "sb")
+    ajid, bjid = f"{alice}@{st.domain}", f"{bob}@{st.domain}"
+    a = client(alice, apw)
+    b = client(bob, bpw)
+    a.wait_event(lambda e: e.get("event") == "stanza" and e["name"] == "presence", 20)
+    b.send("subscribe", to=ajid)
+    a.wait_stanza(20, name="presence", type="subscribe")      # seen while online
+    a.close()
+    # Not answered: shown again at the next login (RFC 6121 3.1.3).
+    a2 = client(alice, apw, resource="again")
+    ev = a2.wait_stanza(20, name="presence", type="subscribe")
+    assert ev["from"] == bjid, ev
+    a2.send("subscribed", to=bjid)
+    outage.wait_until(lambda: st.redis_cli("HEXISTS", f"chat:subin:{alice}", bjid) == "0",
+                      20, "request cleared once answered")
