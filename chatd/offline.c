@@ -46,6 +46,7 @@ static const char store_script[] =
     "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end "
     "local len = #ARGV[1] "
     "local n = redis.call('LLEN', KEYS[1]) "
+    "if n == 0 then redis.call('DEL', KEYS[3]) end "   /* no stale usage */
     "local u = redis.call('HMGET', KEYS[3], 'bytes', 'n:'..ARGV[2], 'b:'..ARGV[2]) "
     "local bytes, sn, sb = tonumber(u[1] or 0), tonumber(u[2] or 0), tonumber(u[3] or 0) "
     "if n + 1 > tonumber(ARGV[3]) or bytes + len > tonumber(ARGV[4]) or "

@@ -292,3 +292,15 @@ def test_subscription_request_kept_until_answered(st, client):
     a2.send("subscribed", to=bjid)
     outage.wait_until(lambda: st.redis_cli("HEXISTS", f"chat:subin:{alice}", bjid) == "0",
                       20, "request cleared once answered")
+
+
+def test_deluser_removes_quota_usage_and_pending_requests(st, client):
+    alice, _ = new_user(st, "xa")
+    bob, bpw = new_user(st, "xb")
+    b = client(bob, bpw)
+    chat(b, f"{alice}@{st.domain}", "hello", "h1")
+    b.send("subscribe", to=f"{alice}@{st.domain}")
+    keys = [f"chat:offline:{alice}", f"chat:offline-use:{alice}", f"chat:subin:{alice}"]
+    outage.wait_until(lambda: st.redis_cli("EXISTS", *keys) == "3", 20, "stored")
+    st.chatctl("deluser", alice)
+    assert st.redis_cli("EXISTS", *keys, f"chat:offline-lease:{alice}") == "0"
