@@ -6,7 +6,9 @@ share, offline_max_bytes 8192, max_roster_items 3, max_directed_presences
 2) and Redis' DEBUG command enabled, so a test can make Redis sleep past
 chatd's 2 s command deadline while a roster loads, an offline list is
 flushed or a message is stored. Real slixmpp clients on the native port;
-every assertion is about what a client receives (or what Redis holds).
+The Redis-failure tests run with Strophe.js over BOSH (clients.BoshClient)
+too: web users meet the same errors. Every assertion is about what a
+client receives (or what Redis holds).
 """
 
 import secrets
@@ -14,7 +16,10 @@ import socket
 
 import pytest
 
+import os
+
 import outage
+from clients import BoshClient
 from native_client import NativeClient, error_condition
 from signin_util import private_stack
 
@@ -39,9 +44,14 @@ def st():
 def client(st):
     made = []
 
-    def make(user, password, resource="t", presence=True):
-        c = NativeClient("127.0.0.1", st.xmpp_port, f"{user}@{st.domain}/{resource}",
-                         password)
+    def make(user, password, resource="t", presence=True, kind="native"):
+        jid = f"{user}@{st.domain}/{resource}"
+        if kind == "bosh":
+            log_dir = os.path.join(st.root, "clients")
+            os.makedirs(log_dir, exist_ok=True)
+            c = BoshClient(st.bosh_url, jid, password, mech="SCRAM-SHA-256", log_dir=log_dir)
+        else:
+            c = NativeClient("127.0.0.1", st.xmpp_port, jid, password)
         made.append(c)
         c.connect()
         if presence:
@@ -108,12 +118,16 @@ def chat(c, to, body, msgid):
 
 # -- rosters: fail closed ------------------------------------------------------
 
-def test_roster_load_failure_fails_closed(st, client):
+KINDS = pytest.mark.parametrize("kind", ["native", "bosh"])
+
+
+@KINDS
+def test_roster_load_failure_fails_closed(st, client, kind):
     alice, apw = new_user(st, "ra")
     bob, _ = new_user(st, "rb")
     bob_jid = f"{bob}@{st.domain}"
     st.redis_cli("HSET", f"chat:roster:{alice}", bob_jid, "sub=both;ask=;name=Bob;groups=")
-    a = client(alice, apw, presence=False)          # roster not loaded yet
+    a = client(alice, apw, presence=False, kind=kind)   # roster not loaded yet
     m = len(a.events)
     with RedisAsleep(st):
         raw(a, f"<iq type='get' id='rg1'><query xmlns='{NS_ROSTER}'/></iq>")
@@ -200,10 +214,11 @@ def test_offline_quota_refuses_new_keeps_others(st, client):
                       20, "list, usage and lease gone")
 
 
-def test_offline_store_failure_is_bounced(st, client):
+@KINDS
+def test_offline_store_failure_is_bounced(st, client, kind):
     alice, _ = new_user(st, "fa")
     bob, bpw = new_user(st, "fb")
-    b = client(bob, bpw)
+    b = client(bob, bpw, kind=kind)
     b.wait_event(lambda e: e.get("event") == "stanza" and e["name"] == "presence", 20)
     with RedisAsleep(st):
         chat(b, f"{alice}@{st.domain}", "lost?", "m1")
@@ -211,7 +226,8 @@ def test_offline_store_failure_is_bounced(st, client):
     assert e["type"] == "error" and stanza_error(e) == ("wait", "internal-server-error"), e
 
 
-def test_offline_flush_survives_lost_reply(st, client):
+@KINDS
+def test_offline_flush_survives_lost_reply(st, client, kind):
     alice, apw = new_user(st, "la")
     bob, bpw = new_user(st, "lb")
     b = client(bob, bpw)
@@ -219,7 +235,7 @@ def test_offline_flush_survives_lost_reply(st, client):
         chat(b, f"{alice}@{st.domain}", f"keep{i}", f"k{i}")
     outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "2",
                       20, "2 stored")
-    a = client(alice, apw, presence=False)
+    a = client(alice, apw, presence=False, kind=kind)
     raw(a, f"<iq type='get' id='g'><query xmlns='{NS_ROSTER}'/></iq>")
     a.wait_stanza(20, name="iq", id="g")         # roster loaded: presence needs no Redis
     with RedisAsleep(st):
