@@ -119,7 +119,8 @@ static void stored(redisReply *reply, const char *err, void *ud)
     } else if (reply->integer == 0) {
         router_bounce(ctx->d, ctx->st, "cancel", "service-unavailable");
     } else if (reply->integer < 0) {
-        log_info("offline: BOSH00253: %s is over its offline quota, refusing one from %s",
+        log_info("offline: BOSH00253: %s is over its quota for stored stanzas "
+                 "(offline_max_*, offline_sender_share or max_roster_items), refusing one from %s",
                  xs_attr_get(ctx->st, "to"), xs_attr_get(ctx->st, "from"));
         router_bounce(ctx->d, ctx->st, "wait", "resource-constraint");
     }
