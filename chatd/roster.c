@@ -11,7 +11,11 @@
  * Fail closed (issue 14): when HGETALL fails, the queued work does not run
  * against an empty roster (that served an empty roster and let the next
  * change overwrite the stored items); each is refused with a 'wait' error
- * and the next use loads again. At most max_roster_items items per user.
+ * and the next use loads again. A write that fails drops the cached
+ * roster (the next use reloads what Redis really holds), and a roster set
+ * is answered only once its write is: result, or a 'wait' error. Reads
+ * and writes of one roster are keyed to one connection, so they run in
+ * Redis in the order issued. At most max_roster_items items per user.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +93,57 @@ void roster_user_free(chatd *d, ruser *u)
     u->pending_tail = NULL;
 }
 
+/* ---- writes ---- */
+
+typedef struct write_ctx {
+    chatd   *d;
+    char    *local;
+    xs_node *iq;            /* a roster set to answer, or NULL */
+    char    *origin_full;   /* who sent it */
+} write_ctx;
+
+/* The cache may no longer match Redis: the next use reloads it (not now:
+ * an action may be holding items, and actions queued behind it expect the
+ * roster they were queued for). */
+static void roster_invalidate(chatd *d, const char *local)
+{
+    ruser *u = router_user(d, local);
+    if (u) u->roster_stale = 1;
+}
+
+static void written(redisReply *reply, const char *err, void *ud)
+{
+    write_ctx *w = ud;
+    const char *why = err ? err : !reply ? "no reply"
+                    : reply->type == REDIS_REPLY_ERROR ? reply->str : NULL;
+    rsession *origin = w->origin_full ? router_session(w->d, w->origin_full) : NULL;
+    if (why) {
+        log_warn("roster: BOSH00257: write for %s failed, reloading it on next use: %s",
+                 w->local, why);
+        roster_invalidate(w->d, w->local);
+        if (w->iq && origin) router_bounce(w->d, w->iq, "wait", "internal-server-error");
+    } else if (w->iq && origin) {
+        xs_node *res = iq_result(w->iq);
+        xs_set_attr(res, "from", NULL);
+        session_send(origin, res);
+        xs_free(res);
+    }
+    xs_free(w->iq);
+    free(w->origin_full);
+    free(w->local);
+    free(w);
+}
+
+static write_ctx *write_ctx_new(chatd *d, ruser *u, const xs_node *iq, rsession *origin)
+{
+    write_ctx *w = calloc(1, sizeof(*w));
+    if (!w || !(w->local = strdup(u->local))) abort();
+    w->d = d;
+    if (iq) w->iq = xs_copy(iq);
+    if (origin && !(w->origin_full = strdup(origin->full))) abort();
+    return w;
+}
+
 void redis_log_error_cb(redisReply *reply, const char *err, void *ud)
 {
     (void)ud;
@@ -105,7 +160,9 @@ static void run_pending(chatd *d, ruser *u)
         u->pending = pa->next;
         if (!u->pending) u->pending_tail = NULL;
         rsession *origin = pa->origin_full ? router_session(d, pa->origin_full) : NULL;
+        u->running++;
         if (!pa->origin_full || origin) pa->fn(d, u, origin, pa->stanza);
+        u->running--;
         free_pending(pa);
     }
 }
@@ -155,6 +212,7 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
             u->roster = it;
         }
         u->roster_state = ROSTER_LOADED;
+        u->roster_stale = 0;
     }
     run_pending(d, u);
     router_user_release(d, u);
@@ -170,8 +228,15 @@ void roster_with_fail(chatd *d, const char *local, roster_action fn, roster_acti
                       rsession *origin, xs_node *st)
 {
     ruser *u = router_user_get(d, local);
+    if (u->roster_state == ROSTER_LOADED && u->roster_stale && !u->pending && !u->running) {
+        free_items(u);                          /* a write failed: reload */
+        u->roster_state = ROSTER_NONE;
+        u->roster_stale = 0;
+    }
     if (u->roster_state == ROSTER_LOADED && !u->pending) {
+        u->running++;
         fn(d, u, origin, st);
+        u->running--;
         xs_free(st);
         router_user_release(d, u);
         return;
@@ -189,8 +254,10 @@ void roster_with_fail(chatd *d, const char *local, roster_action fn, roster_acti
 
     u->roster_state = ROSTER_LOADING;
     /* NULL: the callback already ran (and may have freed u). */
-    redis_async_req *req = redis_async_command(d->redis, roster_loaded, u,
-                                               "HGETALL chat:roster:%s", local);
+    char key[300];
+    snprintf(key, sizeof(key), "chat:roster:%s", local);
+    redis_async_req *req = redis_async_command_keyed(d->redis, key, roster_loaded, u,
+                                                     "HGETALL %s", key);
     if (req) u->roster_req = req;
 }
 
@@ -223,14 +290,23 @@ static void push(ruser *u, const roster_item *it, int removed)
     }
 }
 
-void roster_commit(chatd *d, ruser *u, roster_item *it)
+/* Persist it; answer iq (from origin) once Redis confirmed, if given. */
+static void commit_answering(chatd *d, ruser *u, roster_item *it, const xs_node *iq,
+                             rsession *origin)
 {
     strbuf rec = STRBUF_INIT;
+    char key[300];
     roster_item_format(it, &rec);
-    redis_async_command(d->redis, redis_log_error_cb, NULL, "HSET chat:roster:%s %s %s",
-                        u->local, it->jid, rec.data);
+    snprintf(key, sizeof(key), "chat:roster:%s", u->local);
+    redis_async_command_keyed(d->redis, key, written, write_ctx_new(d, u, iq, origin),
+                              "HSET %s %s %s", key, it->jid, rec.data);
     sb_free(&rec);
     push(u, it, 0);
+}
+
+void roster_commit(chatd *d, ruser *u, roster_item *it)
+{
+    commit_answering(d, u, it, NULL, NULL);
 }
 
 void roster_remove(chatd *d, ruser *u, const char *bare)
@@ -239,8 +315,10 @@ void roster_remove(chatd *d, ruser *u, const char *bare)
         if (strcmp((*pp)->jid, bare) != 0) continue;
         roster_item *it = *pp;
         *pp = it->next;
-        redis_async_command(d->redis, redis_log_error_cb, NULL, "HDEL chat:roster:%s %s",
-                            u->local, it->jid);
+        char key[300];
+        snprintf(key, sizeof(key), "chat:roster:%s", u->local);
+        redis_async_command_keyed(d->redis, key, written, write_ctx_new(d, u, NULL, NULL),
+                                  "HDEL %s %s", key, it->jid);
         push(u, it, 1);
         roster_item_free(it);
         return;
@@ -305,7 +383,8 @@ static void roster_set(chatd *d, ruser *u, rsession *rs, xs_node *st)
             roster_item_add_group(it, t);
             free(t);
         }
-        roster_commit(d, u, it);
+        commit_answering(d, u, it, st, rs);   /* answers once stored */
+        return;
     }
     xs_node *res = iq_result(st);
     xs_set_attr(res, "from", NULL);

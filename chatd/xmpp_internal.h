@@ -69,6 +69,8 @@ struct ruser {
     rsession       *sessions;
     roster_item    *roster;
     int             roster_state;       /* ROSTER_* */
+    int             roster_stale;       /* a write failed: reload at next use */
+    int             running;            /* inside a roster action */
     struct redis_async_req *roster_req;
     pending_action *pending, *pending_tail;
 };

@@ -320,3 +320,23 @@ def test_deluser_removes_quota_usage_and_pending_requests(st, client):
     outage.wait_until(lambda: st.redis_cli("EXISTS", *keys) == "3", 20, "stored")
     st.chatctl("deluser", alice)
     assert st.redis_cli("EXISTS", *keys, f"chat:offline-lease:{alice}") == "0"
+
+
+@KINDS
+def test_roster_write_failure_is_reported(st, client, kind):
+    alice, apw = new_user(st, "wa")
+    a = client(alice, apw, presence=False, kind=kind)
+    raw(a, f"<iq type='get' id='g'><query xmlns='{NS_ROSTER}'/></iq>")
+    a.wait_stanza(20, name="iq", id="g")          # loaded: the set needs no read
+    with RedisAsleep(st):
+        raw(a, f"<iq type='set' id='w1'><query xmlns='{NS_ROSTER}'>"
+               f"<item jid='w1@{st.domain}'/></query></iq>")
+        got = a.wait_stanza(30, name="iq", id="w1")
+    # Not confirmed by Redis: the client is told to wait, not "done".
+    assert got["type"] == "error" and stanza_error(got) == ("wait", "internal-server-error"), got
+    # The next read shows what Redis really holds, whatever that is.
+    m = len(a.events)
+    raw(a, f"<iq type='get' id='g2'><query xmlns='{NS_ROSTER}'/></iq>")
+    g2 = a.wait_stanza(20, start=m, name="iq", id="g2")
+    stored = f"w1@{st.domain}" in st.redis_cli("HKEYS", f"chat:roster:{alice}").split()
+    assert g2["type"] == "result" and (f"w1@{st.domain}" in g2["xml"]) == stored, g2
