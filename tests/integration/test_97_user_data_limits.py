@@ -341,3 +341,38 @@ def test_roster_write_failure_is_reported(st, client, kind):
     g2 = a.wait_stanza(20, start=m, name="iq", id="g2")
     stored = f"w1@{st.domain}" in st.redis_cli("HKEYS", f"chat:roster:{alice}").split()
     assert g2["type"] == "result" and (f"w1@{st.domain}" in g2["xml"]) == stored, g2
+
+
+def test_offline_flush_in_batches_within_max_output():
+    """A full offline list bigger than the session's output cap arrives
+    whole: it is handed over in batches (each acked before the next), not
+    in one write that max_output cuts off together with the session."""
+    caps = dict(CAPS, max_output="4096")
+    with private_stack("chat-i14b-", chatd_extra=caps) as s:
+        alice, apw = new_user(s, "ba")
+        senders = [new_user(s, f"s{i}") for i in range(2)]
+        clients = []
+        try:
+            for name, pw in senders:
+                c = NativeClient("127.0.0.1", s.xmpp_port, f"{name}@{s.domain}/t", pw)
+                clients.append(c)
+                c.connect()
+                for i in range(2):                   # 2 x ~1.9 KB each: 7.8 KB in all
+                    chat(c, f"{alice}@{s.domain}", f"{name}-{i}-" + "z" * 1650, f"{name}{i}")
+            outage.wait_until(lambda: s.redis_cli("LLEN", f"chat:offline:{alice}") == "4",
+                              20, "4 stored")
+            a = NativeClient("127.0.0.1", s.xmpp_port, f"{alice}@{s.domain}/t", apw)
+            clients.append(a)
+            a.connect()
+            a.send("presence")
+            for name, _ in senders:
+                for i in range(2):
+                    a.wait_stanza(30, name="message",
+                                  body=lambda b, p=f"{name}-{i}-": bool(b) and b.startswith(p))
+            assert not [e for e in a.events if e.get("event") == "status"
+                        and e["status"] == "DISCONNECTED"]
+            outage.wait_until(lambda: s.redis_cli("LLEN", f"chat:offline:{alice}") == "0",
+                              20, "removed once delivered")
+        finally:
+            for c in clients:
+                c.close()
