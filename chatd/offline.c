@@ -284,10 +284,12 @@ static void subin_read(redisReply *reply, const char *err, void *ud)
     rsession *rs = ud;
     rs->subin_req = NULL;
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
-        log_warn("offline: BOSH00256: cannot read pending subscription requests for %s: %s",
+        log_warn("offline: BOSH00256: cannot read pending subscription requests for %s "
+                 "(retried at its next presence): %s",
                  rs->full, err ? err : (reply && reply->str) ? reply->str : "bad reply");
         return;
     }
+    rs->subin_done = 1;
     for (size_t i = 0; i < reply->elements; i++) {
         redisReply *e = reply->element[i];
         if (e->type == REDIS_REPLY_STRING) session_send_raw(rs, e->str, e->len);
@@ -296,7 +298,7 @@ static void subin_read(redisReply *reply, const char *err, void *ud)
 
 void offline_subin_flush(chatd *d, rsession *rs)
 {
-    if (rs->subin_req) return;
+    if (rs->subin_req || rs->subin_done) return;
     redis_async_req *req = redis_async_command(d->redis, subin_read, rs,
                                                "HVALS chat:subin:%s", rs->user->local);
     if (req) rs->subin_req = req;

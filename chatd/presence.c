@@ -182,13 +182,11 @@ static void broadcast_action(chatd *d, ruser *u, rsession *rs, xs_node *st)
 
     send_to_subscribers(d, rs->user, pres);
     send_to_own(rs->user, NULL, pres);
-    if (initial) {
-        fetch_contacts_presence(d, rs->user, rs);
-        offline_subin_flush(d, rs);
-    }
-    /* Until one flush succeeded: a failed one is retried at the next
+    if (initial) fetch_contacts_presence(d, rs->user, rs);
+    /* Until one read succeeded: a failed one is retried at the next
      * available presence instead of waiting for the next login. */
-    if (rs->priority >= 0 && !rs->offline_done) offline_flush(d, rs);
+    offline_subin_flush(d, rs);
+    if (rs->priority >= 0) offline_flush(d, rs);
 }
 
 /* The roster could not be loaded. Going unavailable needs no roster (the

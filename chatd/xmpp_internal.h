@@ -46,6 +46,7 @@ struct rsession {
     unsigned    ndirected;
     struct redis_async_req *offline_req;
     struct redis_async_req *subin_req;  /* pending subscription requests */
+    int         subin_done;       /* those were read and handed over */
     int         offline_done;     /* stored messages fetched and handed over */
     int         offline_more;     /* a batch was acked, more remain */
     char       *offline_token;    /* this session's lease on the offline list */

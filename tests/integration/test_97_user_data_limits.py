@@ -234,8 +234,9 @@ def test_offline_flush_survives_lost_reply(st, client, kind):
     b = client(bob, bpw)
     for i in range(2):
         chat(b, f"{alice}@{st.domain}", f"keep{i}", f"k{i}")
-    outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "2",
-                      20, "2 stored")
+    b.send("subscribe", to=f"{alice}@{st.domain}")
+    outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "2" and
+                      st.redis_cli("HLEN", f"chat:subin:{alice}") == "1", 20, "2 stored")
     a = client(alice, apw, presence=False, kind=kind)
     raw(a, f"<iq type='get' id='g'><query xmlns='{NS_ROSTER}'/></iq>")
     a.wait_stanza(20, name="iq", id="g")         # roster loaded: presence needs no Redis
@@ -248,6 +249,7 @@ def test_offline_flush_survives_lost_reply(st, client, kind):
     a.send("presence")
     for i in range(2):
         a.wait_stanza(20, name="message", body=f"keep{i}")
+    a.wait_stanza(20, name="presence", type="subscribe")   # the request too
     outage.wait_until(lambda: st.redis_cli("LLEN", f"chat:offline:{alice}") == "0",
                       20, "removed once delivered")
 
