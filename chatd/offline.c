@@ -29,6 +29,7 @@
  * in the same place as with any message sent to it (BOSH keeps the
  * session's unacknowledged answers for a resent rid, XEP-0124 §9).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -146,6 +147,11 @@ static const char *sender_key(const xs_node *st, char *buf, size_t len)
 
 void offline_store(chatd *d, const char *local, const xs_node *st)
 {
+    if (!d->cfg.offline_max_messages || !d->cfg.offline_max_bytes) {
+        /* storage off: what RFC 6121 §8.5.2 asks of a server without it */
+        router_bounce(d, st, "cancel", "service-unavailable");
+        return;
+    }
     xs_node *copy = xs_copy(st);
     char stamp[32], sender[JID_MAX + 1];
     xs_node *delay = xs_add_elem(copy, NS_DELAY, "delay");
@@ -157,11 +163,15 @@ void offline_store(chatd *d, const char *local, const xs_node *st)
     xs_free(copy);
 
     offline_limits l = quota_offline_limits(&d->cfg);
-    redis_async_command(d->redis, stored, store_ctx_new(d, st),
-                        "EVAL %s 3 chat:offline:%s chat:user:%s chat:offline-use:%s "
-                        "%b %s %llu %llu %llu %llu",
-                        store_script, local, local, local, entry.data, entry.len,
-                        sender, l.max_n, l.max_bytes, l.share_n, l.share_bytes);
+    char key[300];
+    snprintf(key, sizeof(key), "chat:offline:%s", local);
+    /* Keyed: the stores for one recipient run in the order they came (on
+     * any connection the messages of one sender could overtake). */
+    redis_async_command_keyed(d->redis, key, stored, store_ctx_new(d, st),
+                              "EVAL %s 3 %s chat:user:%s chat:offline-use:%s "
+                              "%b %s %llu %llu %llu %llu",
+                              store_script, key, local, local, entry.data, entry.len,
+                              sender, l.max_n, l.max_bytes, l.share_n, l.share_bytes);
     sb_free(&entry);
 }
 
@@ -223,23 +233,26 @@ static void flushed(redisReply *reply, const char *err, void *ud)
     }
     rs->offline_more = taken < reply->elements;
     const char *local = rs->user->local;
+    char key[300];
+    snprintf(key, sizeof(key), "chat:offline:%s", local);
     /* Issued even if rs goes away meanwhile (forget only drops our
      * callback): what was handed over is removed either way. */
-    redis_async_req *req = redis_async_command(
-        d->redis, acked, rs,
-        "EVAL %s 3 chat:offline:%s chat:offline-lease:%s chat:offline-use:%s %s %llu",
-        ack_script, local, local, local, rs->offline_token, (unsigned long long)taken);
+    redis_async_req *req = redis_async_command_keyed(
+        d->redis, key, acked, rs,
+        "EVAL %s 3 %s chat:offline-lease:%s chat:offline-use:%s %s %llu",
+        ack_script, key, local, local, rs->offline_token, (unsigned long long)taken);
     if (req) rs->offline_req = req;
 }
 
 void offline_flush(chatd *d, rsession *rs)
 {
     if (rs->offline_req || rs->offline_done) return;
-    redis_async_req *req = redis_async_command(d->redis, flushed, rs,
-                                               "EVAL %s 2 chat:offline:%s chat:offline-lease:%s "
-                                               "%s %d", flush_script, rs->user->local,
-                                               rs->user->local, rs->offline_token,
-                                               OFFLINE_LEASE_MS);
+    char key[300];
+    snprintf(key, sizeof(key), "chat:offline:%s", rs->user->local);
+    redis_async_req *req = redis_async_command_keyed(d->redis, key, flushed, rs,
+                                                     "EVAL %s 2 %s chat:offline-lease:%s %s %d",
+                                                     flush_script, key, rs->user->local,
+                                                     rs->offline_token, OFFLINE_LEASE_MS);
     if (req) rs->offline_req = req;
 }
 

@@ -378,3 +378,18 @@ def test_offline_flush_in_batches_within_max_output():
         finally:
             for c in clients:
                 c.close()
+
+
+def test_offline_storage_off_bounces_service_unavailable():
+    with private_stack("chat-i14c-", chatd_extra=dict(CAPS, offline_max_messages="0")) as s:
+        alice, _ = new_user(s, "za")
+        bob, bpw = new_user(s, "zb")
+        b = NativeClient("127.0.0.1", s.xmpp_port, f"{bob}@{s.domain}/t", bpw)
+        try:
+            b.connect()
+            chat(b, f"{alice}@{s.domain}", "anyone?", "z1")
+            e = b.wait_stanza(20, name="message", id="z1")
+            assert stanza_error(e) == ("cancel", "service-unavailable"), e
+            assert s.redis_cli("EXISTS", f"chat:offline:{alice}") == "0"
+        finally:
+            b.close()
