@@ -200,19 +200,26 @@ static int cmd_passwd(ctl *c, char **argv)  { return set_user(c, argv, "update")
 static const char DEL_USER_LUA[] =
     "if redis.call('DEL', KEYS[1]) == 0 then return 0 end\n"
     "redis.call('SREM', KEYS[2], ARGV[1])\n"
-    "redis.call('DEL', KEYS[3], KEYS[4])\n"
+    "redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])\n"
     "return 1\n";
 
 static int cmd_deluser(ctl *c, char **argv) {
     char name[USERS_MAX_LOCALPART + 1], key[200], roster[200], offline[200];
+    char use[200], lease[200], subin[200];
     if (check_name(argv[0], name, sizeof name) != 0) return EXIT_REFUSED;
     redisContext *r = ctl_redis(c);
     if (!r) return EXIT_UNAVAILABLE;
     snprintf(key, sizeof key, USERS_KEY_PREFIX "%s", name);
     snprintf(roster, sizeof roster, "chat:roster:%s", name);
     snprintf(offline, sizeof offline, "chat:offline:%s", name);
-    redisReply *rep = redisCommand(r, "EVAL %s 4 %s %s %s %s %s", DEL_USER_LUA,
-                                   key, USERS_SET_KEY, roster, offline, name);
+    /* Offline quota usage and lease, pending subscription requests (issue
+     * 14): a user created again with the name must not inherit them. */
+    snprintf(use, sizeof use, "chat:offline-use:%s", name);
+    snprintf(lease, sizeof lease, "chat:offline-lease:%s", name);
+    snprintf(subin, sizeof subin, "chat:subin:%s", name);
+    redisReply *rep = redisCommand(r, "EVAL %s 7 %s %s %s %s %s %s %s %s", DEL_USER_LUA,
+                                   key, USERS_SET_KEY, roster, offline, use, lease, subin,
+                                   name);
     if (reply_failed(c, rep, "deleting the user")) return EXIT_UNAVAILABLE;
     long long res = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -2;
     freeReplyObject(rep);

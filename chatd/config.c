@@ -111,6 +111,11 @@ static void set_defaults(chatd_config *c) {
     c->auth_fail_delay_ms = 3000;
     c->auth_threads = 2;
     c->auth_queue = 64;
+    c->offline_max_messages = 100;
+    c->offline_max_bytes = 1048576;
+    c->offline_sender_share = 25;
+    c->max_roster_items = 2000;
+    c->max_directed_presences = 1000;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -154,6 +159,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "auth_fail_account", &c->auth_fail_account, 1000000 },
         { "auth_fail_addr", &c->auth_fail_addr, 1000000 },
         { "auth_fail_delay_ms", &c->auth_fail_delay_ms, 600000 },
+        { "offline_max_messages", &c->offline_max_messages, 100000 },
+        { "max_roster_items", &c->max_roster_items, 1000000 },
+        { "max_directed_presences", &c->max_directed_presences, 1000000 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -210,6 +218,22 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         c->bosh_ack_buffer = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "offline_max_bytes")) {
+        if (parse_ulong(val, 1ull << 30, &n) < 0) {
+            snprintf(err, errlen, "%s: expected a byte count 0..2^30, got '%s'", key, val);
+            return -1;
+        }
+        c->offline_max_bytes = (size_t)n;
+        return 0;
+    }
+    if (!strcmp(key, "offline_sender_share")) {
+        if (parse_ulong(val, 100, &n) < 0 || n < 1) {
+            snprintf(err, errlen, "%s: expected a percentage 1..100, got '%s'", key, val);
+            return -1;
+        }
+        c->offline_sender_share = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "relay_max_output")) {

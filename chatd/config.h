@@ -90,6 +90,16 @@ typedef struct chatd_config {
                                    temporary-auth-failure) */
     char    *auth_secret;       /* auth_secret (none: random per start) key for the
                                    made-up salts of unknown accounts */
+    /* Per-user data quotas (issue 14): one client cannot fill Redis or
+     * chatd's memory on someone else's account. Sized for a 1,000-person
+     * team; docs/configuration.md says why. */
+    unsigned offline_max_messages; /* offline_max_messages 100 (stored per recipient) */
+    size_t   offline_max_bytes; /* offline_max_bytes 1048576 (stored per recipient) */
+    unsigned offline_sender_share; /* offline_sender_share 25 (% of both caps one
+                                   sender may use at one recipient) */
+    unsigned max_roster_items;  /* max_roster_items 2000 (per user; also caps
+                                   stored pending subscription requests) */
+    unsigned max_directed_presences; /* max_directed_presences 1000 (per session) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

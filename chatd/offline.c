@@ -1,95 +1,258 @@
 /*
- * offline: messages (and subscription requests) for accounts with no
- * available resource, kept in Redis list chat:offline:<localpart>
- * (newest first, capped) and delivered after the next initial presence.
+ * offline: what waits in Redis for an account's next login: messages for
+ * accounts with no available resource (list chat:offline:<localpart>,
+ * newest first) and inbound subscription requests not yet answered (hash
+ * chat:subin:<localpart>, contact bare JID -> the request).
  *
- * Both directions are one Lua script so they are atomic across the
- * pool's connections: storing checks that the account exists (no lists
- * for made-up names) and trims; flushing reads and deletes together, so
- * two resources logging in at once cannot both get the messages.
+ * Every step is one Lua script, atomic across the pool's connections.
+ *
+ * Storing (issue 14): within per-recipient caps on entries and bytes and a
+ * per-sender share of both (quota.h), kept in hash chat:offline-use:<lp>.
+ * Over a cap the NEW message is refused (<resource-constraint/>, type
+ * wait) and nothing stored is dropped, so one sender cannot push out
+ * everyone else's messages. A store that fails (Redis down or slow) is
+ * bounced too (<internal-server-error/>, type wait): the sender is told.
+ * Each entry is "<sender bare JID> <stanza>" so the usage can be given
+ * back exactly when it is delivered.
+ *
+ * Delivering is deliver-then-delete. A flush reads the list (LRANGE) and
+ * takes a lease (chat:offline-lease:<lp> = the session's token, 60 s),
+ * the stanzas are handed to the session through the router, then an ack
+ * removes exactly that many from the old end (new ones are pushed at the
+ * other) and drops the lease. Guarantee: a message leaves Redis only after
+ * it was queued on a bound session of its recipient. If the read's answer,
+ * the ack or chatd itself is lost in between, nothing was removed: the
+ * same session retries at its next presence, any session after the lease
+ * ran out (at-least-once; a duplicate is possible only then). The lease
+ * keeps two resources signing in at once from both getting the messages.
+ * Queued is not read: a client that drops its connection right after is
+ * in the same place as with any message sent to it (BOSH keeps the
+ * session's unacknowledged answers for a resent rid, XEP-0124 §9).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "router.h"
+#include "quota.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
-#define OFFLINE_MAX 100
+#define OFFLINE_LEASE_MS 60000
 
+/* KEYS: list, account hash, usage hash.  ARGV: entry, sender, max_n,
+ * max_bytes, share_n, share_bytes.  0: no such account, -1: over a cap
+ * (quota_offline_admits is the same rule in C), 1: stored. */
 static const char store_script[] =
     "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end "
+    "local len = #ARGV[1] "
+    "local n = redis.call('LLEN', KEYS[1]) "
+    "if n == 0 then redis.call('DEL', KEYS[3]) end "   /* no stale usage */
+    "local u = redis.call('HMGET', KEYS[3], 'bytes', 'n:'..ARGV[2], 'b:'..ARGV[2]) "
+    "local bytes, sn, sb = tonumber(u[1] or 0), tonumber(u[2] or 0), tonumber(u[3] or 0) "
+    "if n + 1 > tonumber(ARGV[3]) or bytes + len > tonumber(ARGV[4]) or "
+    "   sn + 1 > tonumber(ARGV[5]) or sb + len > tonumber(ARGV[6]) then return -1 end "
     "redis.call('LPUSH', KEYS[1], ARGV[1]) "
-    "redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1) "
+    "redis.call('HINCRBY', KEYS[3], 'bytes', len) "
+    "redis.call('HINCRBY', KEYS[3], 'n:'..ARGV[2], 1) "
+    "redis.call('HINCRBY', KEYS[3], 'b:'..ARGV[2], len) "
     "return 1";
 
-/* Nearly every sign-in finds nothing: then no DEL (one command less). */
+/* KEYS: list, lease.  ARGV: token, lease ms.  nil: another session holds
+ * the lease; else every entry, newest first. Nearly every sign-in finds
+ * nothing: then no lease (one write less). */
 static const char flush_script[] =
+    "local cur = redis.call('GET', KEYS[2]) "
+    "if cur and cur ~= ARGV[1] then return false end "
     "local m = redis.call('LRANGE', KEYS[1], 0, -1) "
-    "if #m > 0 then redis.call('DEL', KEYS[1]) end "
+    "if #m > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end "
     "return m";
+
+/* KEYS: list, lease, usage.  ARGV: token, count.  Removes the count oldest
+ * entries (the ones delivered) and gives their usage back. Entries from
+ * before issue 14 start with '<' and were never counted. */
+static const char ack_script[] =
+    "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end "
+    "local done = 0 "
+    "for i = 1, tonumber(ARGV[2]) do "
+    "  local e = redis.call('RPOP', KEYS[1]) "
+    "  if not e then break end "
+    "  done = done + 1 "
+    "  if string.sub(e, 1, 1) ~= '<' then "
+    "    local s = string.match(e, '^(%S+) ') "
+    "    if s then "
+    "      redis.call('HINCRBY', KEYS[3], 'bytes', -#e) "
+    "      if redis.call('HINCRBY', KEYS[3], 'n:'..s, -1) <= 0 then "
+    "        redis.call('HDEL', KEYS[3], 'n:'..s, 'b:'..s) "
+    "      else redis.call('HINCRBY', KEYS[3], 'b:'..s, -#e) end "
+    "    end "
+    "  end "
+    "end "
+    "redis.call('DEL', KEYS[2]) "
+    "if redis.call('LLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end "
+    "return done";
+
+/* KEYS: subin hash, account hash.  ARGV: contact, request, cap.
+ * 0: no such account, -1: full, 1: kept (a repeat replaces the old one). */
+static const char subin_script[] =
+    "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end "
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and "
+    "   redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end "
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+    "return 1";
 
 typedef struct store_ctx {
     chatd   *d;
-    xs_node *msg;      /* for the bounce when the account does not exist */
+    xs_node *st;       /* for the bounce */
 } store_ctx;
 
+/* The answer to a store: 1 kept; 0 no such account; -1 over a quota. */
 static void stored(redisReply *reply, const char *err, void *ud)
 {
     store_ctx *ctx = ud;
-    if (err) {
-        log_warn("offline: store failed: %s", err);
-    } else if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        if (ctx->msg) router_bounce(ctx->d, ctx->msg, "cancel", "service-unavailable");
-    } else if (reply && reply->type == REDIS_REPLY_ERROR) {
-        log_warn("offline: store failed: %s", reply->str);
+    const char *why = err ? err : !reply ? "no reply"
+                    : reply->type == REDIS_REPLY_ERROR ? reply->str
+                    : reply->type != REDIS_REPLY_INTEGER ? "bad reply" : NULL;
+    if (why) {
+        log_warn("offline: BOSH00252: cannot store for %s, bouncing it: %s",
+                 xs_attr_get(ctx->st, "to"), why);
+        router_bounce(ctx->d, ctx->st, "wait", "internal-server-error");
+    } else if (reply->integer == 0) {
+        router_bounce(ctx->d, ctx->st, "cancel", "service-unavailable");
+    } else if (reply->integer < 0) {
+        log_info("offline: BOSH00253: %s is over its quota for stored stanzas "
+                 "(offline_max_*, offline_sender_share or max_roster_items), refusing one from %s",
+                 xs_attr_get(ctx->st, "to"), xs_attr_get(ctx->st, "from"));
+        router_bounce(ctx->d, ctx->st, "wait", "resource-constraint");
     }
-    xs_free(ctx->msg);
+    xs_free(ctx->st);
     free(ctx);
+}
+
+static store_ctx *store_ctx_new(chatd *d, const xs_node *st)
+{
+    store_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) abort();
+    ctx->d = d;
+    ctx->st = xs_copy(st);
+    return ctx;
+}
+
+/* Sender's bare JID, the key of its share ("-" for the server's own). */
+static const char *sender_key(const xs_node *st, char *buf, size_t len)
+{
+    const char *from = xs_attr_get(st, "from");
+    return from && jid_bare_str(from, buf, len) ? buf : "-";
 }
 
 void offline_store(chatd *d, const char *local, const xs_node *st)
 {
+    if (!d->cfg.offline_max_messages || !d->cfg.offline_max_bytes) {
+        /* storage off: what RFC 6121 §8.5.2 asks of a server without it */
+        router_bounce(d, st, "cancel", "service-unavailable");
+        return;
+    }
     xs_node *copy = xs_copy(st);
-    char stamp[32];
+    char stamp[32], sender[JID_MAX + 1];
     xs_node *delay = xs_add_elem(copy, NS_DELAY, "delay");
     xs_set_attr(delay, "from", d->cfg.domain);
     xs_set_attr(delay, "stamp", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
-    strbuf xml = STRBUF_INIT;
-    xs_serialize(copy, NULL, &xml);
+    strbuf entry = STRBUF_INIT;
+    sb_printf(&entry, "%s ", sender_key(st, sender, sizeof(sender)));
+    xs_serialize(copy, NULL, &entry);
     xs_free(copy);
 
-    store_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) abort();
-    ctx->d = d;
-    if (xs_is(st, NS_CLIENT, "message")) ctx->msg = xs_copy(st);
-    redis_async_command(d->redis, stored, ctx,
-                        "EVAL %s 2 chat:offline:%s chat:user:%s %b %d",
-                        store_script, local, local, xml.data, xml.len, OFFLINE_MAX);
-    sb_free(&xml);
+    offline_limits l = quota_offline_limits(&d->cfg);
+    char key[300];
+    snprintf(key, sizeof(key), "chat:offline:%s", local);
+    /* Keyed: the stores for one recipient run in the order they came (on
+     * any connection the messages of one sender could overtake). */
+    redis_async_command_keyed(d->redis, key, stored, store_ctx_new(d, st),
+                              "EVAL %s 3 %s chat:user:%s chat:offline-use:%s "
+                              "%b %s %llu %llu %llu %llu",
+                              store_script, key, local, local, entry.data, entry.len,
+                              sender, l.max_n, l.max_bytes, l.share_n, l.share_bytes);
+    sb_free(&entry);
+}
+
+/* ---- flush ---- */
+
+static void acked(redisReply *reply, const char *err, void *ud)
+{
+    rsession *rs = ud;
+    rs->offline_req = NULL;
+    if (err || !reply || reply->type != REDIS_REPLY_INTEGER || reply->integer < 0) {
+        log_warn("offline: BOSH00254: delivered messages for %s not removed (sent again "
+                 "later): %s", rs->full,
+                 err ? err : reply && reply->type == REDIS_REPLY_INTEGER ? "lease lost"
+                 : (reply && reply->str) ? reply->str : "bad reply");
+        rs->offline_done = 0;
+        return;
+    }
+    if (rs->offline_more) {                 /* the next batch */
+        rs->offline_done = 0;
+        offline_flush(rs->user->d, rs);
+    }
 }
 
 static void flushed(redisReply *reply, const char *err, void *ud)
 {
     rsession *rs = ud;
+    chatd *d = rs->user->d;
     rs->offline_req = NULL;
+    if (reply && reply->type == REDIS_REPLY_NIL) {   /* another resource has them */
+        rs->offline_done = 1;
+        return;
+    }
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
-        log_warn("offline: cannot read messages for %s: %s", rs->full,
+        log_warn("offline: BOSH00255: cannot read messages for %s (kept, retried at its "
+                 "next presence): %s", rs->full,
                  err ? err : (reply && reply->str) ? reply->str : "bad reply");
         return;
     }
-    for (size_t i = reply->elements; i-- > 0; ) {   /* oldest first */
+    rs->offline_done = 1;
+    if (reply->elements == 0) return;
+    /* Batches of at most half the session's output cap, so a full list
+     * cannot push the client over max_output (which would drop it and
+     * what it was sent); the next batch follows the ack. */
+    size_t budget = d->cfg.max_output / 2, used = 0, taken = 0;
+    for (size_t i = reply->elements; i-- > 0; taken++) {   /* oldest first */
         redisReply *e = reply->element[i];
-        if (e->type == REDIS_REPLY_STRING) c2s_deliver_raw(rs->c2s, e->str, e->len);
+        if (e->type != REDIS_REPLY_STRING) continue;
+        const char *xml = e->str;
+        size_t len = e->len;
+        if (len && xml[0] != '<') {                  /* "<sender> <stanza>" */
+            const char *sp = memchr(xml, ' ', len);
+            if (!sp) continue;
+            len -= (size_t)(sp + 1 - xml);
+            xml = sp + 1;
+        }
+        if (used && used + len > budget) break;
+        session_send_raw(rs, xml, len);
+        used += len;
     }
+    rs->offline_more = taken < reply->elements;
+    const char *local = rs->user->local;
+    char key[300];
+    snprintf(key, sizeof(key), "chat:offline:%s", local);
+    /* Issued even if rs goes away meanwhile (forget only drops our
+     * callback): what was handed over is removed either way. */
+    redis_async_req *req = redis_async_command_keyed(
+        d->redis, key, acked, rs,
+        "EVAL %s 3 %s chat:offline-lease:%s chat:offline-use:%s %s %llu",
+        ack_script, key, local, local, rs->offline_token, (unsigned long long)taken);
+    if (req) rs->offline_req = req;
 }
 
 void offline_flush(chatd *d, rsession *rs)
 {
-    if (rs->offline_req) return;
-    redis_async_req *req = redis_async_command(d->redis, flushed, rs,
-                                               "EVAL %s 1 chat:offline:%s",
-                                               flush_script, rs->user->local);
+    if (rs->offline_req || rs->offline_done) return;
+    char key[300];
+    snprintf(key, sizeof(key), "chat:offline:%s", rs->user->local);
+    redis_async_req *req = redis_async_command_keyed(d->redis, key, flushed, rs,
+                                                     "EVAL %s 2 %s chat:offline-lease:%s %s %d",
+                                                     flush_script, key, rs->user->local,
+                                                     rs->offline_token, OFFLINE_LEASE_MS);
     if (req) rs->offline_req = req;
 }
 
@@ -97,4 +260,59 @@ void offline_forget(rsession *rs)
 {
     if (rs->offline_req) redis_async_forget(rs->offline_req);
     rs->offline_req = NULL;
+    if (rs->subin_req) redis_async_forget(rs->subin_req);
+    rs->subin_req = NULL;
+}
+
+/* ---- pending subscription requests (RFC 6121 §3.1.3) ---- */
+
+void offline_subin_store(chatd *d, ruser *u, const xs_node *st)
+{
+    char sender[JID_MAX + 1];
+    if (!jid_bare_str(xs_attr_get(st, "from"), sender, sizeof(sender))) return;
+    xs_node *copy = xs_copy(st);
+    char stamp[32];
+    xs_node *delay = xs_add_elem(copy, NS_DELAY, "delay");
+    xs_set_attr(delay, "from", d->cfg.domain);
+    xs_set_attr(delay, "stamp", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
+    xs_set_attr(copy, "to", u->bare);
+    strbuf xml = STRBUF_INIT;
+    xs_serialize(copy, NULL, &xml);
+    xs_free(copy);
+    redis_async_command(d->redis, stored, store_ctx_new(d, st),
+                        "EVAL %s 2 chat:subin:%s chat:user:%s %s %b %u", subin_script,
+                        u->local, u->local, sender, xml.data, xml.len,
+                        d->cfg.max_roster_items);
+    sb_free(&xml);
+}
+
+void offline_subin_clear(chatd *d, ruser *u, const char *contact_bare)
+{
+    redis_async_command(d->redis, redis_log_error_cb, NULL, "HDEL chat:subin:%s %s",
+                        u->local, contact_bare);
+}
+
+static void subin_read(redisReply *reply, const char *err, void *ud)
+{
+    rsession *rs = ud;
+    rs->subin_req = NULL;
+    if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        log_warn("offline: BOSH00256: cannot read pending subscription requests for %s "
+                 "(retried at its next presence): %s",
+                 rs->full, err ? err : (reply && reply->str) ? reply->str : "bad reply");
+        return;
+    }
+    rs->subin_done = 1;
+    for (size_t i = 0; i < reply->elements; i++) {
+        redisReply *e = reply->element[i];
+        if (e->type == REDIS_REPLY_STRING) session_send_raw(rs, e->str, e->len);
+    }
+}
+
+void offline_subin_flush(chatd *d, rsession *rs)
+{
+    if (rs->subin_req || rs->subin_done) return;
+    redis_async_req *req = redis_async_command(d->redis, subin_read, rs,
+                                               "HVALS chat:subin:%s", rs->user->local);
+    if (req) rs->subin_req = req;
 }

@@ -9,10 +9,16 @@
  * undone by unavailable. Subscription stanzas change both rosters in two
  * steps: the sender's side (outbound) then the contact's side (inbound),
  * each run once that user's roster is loaded (roster_with).
+ *
+ * Issue 14: at most max_directed_presences remembered per session (more
+ * is refused with a presence error); a roster that failed to load blocks
+ * the presence that needs it instead of acting on an empty one; inbound
+ * subscription requests are kept until answered (offline_subin_*).
  */
 #include <stdlib.h>
 #include <string.h>
 #include "router.h"
+#include "quota.h"
 #include "muc.h"
 #include "log.h"
 #include "xmpp_internal.h"
@@ -35,14 +41,19 @@ static int parse_priority(const xs_node *st)
 
 /* ---- directed presence bookkeeping ---- */
 
-static void directed_add(rsession *rs, const char *to)
+/* 1 remembered (or already), 0 refused: the session is at its cap. */
+static int directed_add(chatd *d, rsession *rs, const char *to)
 {
     for (jid_list *l = rs->directed; l; l = l->next)
-        if (strcmp(l->jid, to) == 0) return;
+        if (strcmp(l->jid, to) == 0) return 1;
+    if (!quota_directed_admits(rs->ndirected, 0, d->cfg.max_directed_presences))
+        return 0;
     jid_list *l = malloc(sizeof(*l));
     if (!l || !(l->jid = strdup(to))) abort();
     l->next = rs->directed;
     rs->directed = l;
+    rs->ndirected++;
+    return 1;
 }
 
 static void directed_remove(rsession *rs, const char *to)
@@ -53,6 +64,7 @@ static void directed_remove(rsession *rs, const char *to)
             *pp = l->next;
             free(l->jid);
             free(l);
+            rs->ndirected--;
             return;
         }
 }
@@ -170,10 +182,21 @@ static void broadcast_action(chatd *d, ruser *u, rsession *rs, xs_node *st)
 
     send_to_subscribers(d, rs->user, pres);
     send_to_own(rs->user, NULL, pres);
-    if (initial) {
-        fetch_contacts_presence(d, rs->user, rs);
-        if (rs->priority >= 0) offline_flush(d, rs);
-    }
+    if (initial) fetch_contacts_presence(d, rs->user, rs);
+    /* Until one read succeeded: a failed one is retried at the next
+     * available presence instead of waiting for the next login. */
+    offline_subin_flush(d, rs);
+    if (rs->priority >= 0) offline_flush(d, rs);
+}
+
+/* The roster could not be loaded. Going unavailable needs no roster (the
+ * subscribers are skipped, own resources and directed presence are told);
+ * becoming available does: the client gets a 'wait' error and can retry. */
+static void broadcast_failed(chatd *d, ruser *u, rsession *rs, xs_node *st)
+{
+    if (!rs) return;
+    if (type_is(st, "unavailable")) broadcast_action(d, u, rs, st);
+    else router_bounce(d, st, "wait", "internal-server-error");
 }
 
 void presence_session_gone(chatd *d, rsession *rs)
@@ -216,32 +239,16 @@ static void subscription_in(chatd *d, ruser *u, rsession *origin, xs_node *st)
             else xs_free(ok);
             return;
         }
-        int online = 0;
-        for (rsession *s = u->sessions; s; s = s->next) online |= s->available;
-        if (online) user_send_available(u, st);
-        else offline_store(d, u->local, st);   /* shown after next login */
+        /* Kept until answered and shown at each login (RFC 6121 §3.1.3),
+         * and shown now to the resources online. */
+        offline_subin_store(d, u, st);
+        user_send_available(u, st);
         return;
     }
-    int changed = 0;
-    if (type_is(st, "subscribed")) {
-        if (it && (!roster_sub_has_to(it->sub) || it->ask)) {
-            it->sub = roster_sub_with(it->sub, SUB_TO);
-            it->ask = 0;
-            changed = 1;
-        }
-    } else if (type_is(st, "unsubscribe")) {
-        if (it && roster_sub_has_from(it->sub)) {
-            it->sub = roster_sub_without(it->sub, SUB_FROM);
-            changed = 1;
-        }
-    } else if (type_is(st, "unsubscribed")) {
-        if (it && (roster_sub_has_to(it->sub) || it->ask)) {
-            it->sub = roster_sub_without(it->sub, SUB_TO);
-            it->ask = 0;
-            changed = 1;
-        }
-    }
-    if (!changed) return;
+    const char *type = xs_attr_get(st, "type");
+    if (type && strcmp(type, "unsubscribe") == 0)
+        offline_subin_clear(d, u, sender);      /* a request withdrawn */
+    if (!it || !type || !roster_item_inbound(it, type)) return;
     roster_commit(d, u, it);
     user_send_available(u, st);
 }
@@ -257,30 +264,16 @@ static void subscription_out(chatd *d, ruser *u, rsession *rs, xs_node *st)
     if (strcmp(contact, u->bare) == 0) return;
     const char *type = xs_attr_get(st, "type");
     roster_item *it = roster_find(u, contact);
+    int adds = strcmp(type, "subscribe") == 0 || strcmp(type, "subscribed") == 0;
 
-    if (strcmp(type, "subscribe") == 0) {
-        it = roster_find_or_add(u, contact);
-        if (!roster_sub_has_to(it->sub) && !it->ask) {
-            it->ask = 1;
-            roster_commit(d, u, it);
-        }
-    } else if (strcmp(type, "subscribed") == 0) {
-        it = roster_find_or_add(u, contact);
-        if (roster_sub_has_from(it->sub)) return;   /* nothing new to say */
-        it->sub = roster_sub_with(it->sub, SUB_FROM);
-        roster_commit(d, u, it);
-    } else if (strcmp(type, "unsubscribe") == 0) {
-        if (it && (roster_sub_has_to(it->sub) || it->ask)) {
-            it->sub = roster_sub_without(it->sub, SUB_TO);
-            it->ask = 0;
-            roster_commit(d, u, it);
-        }
-    } else if (strcmp(type, "unsubscribed") == 0) {
-        if (it && roster_sub_has_from(it->sub)) {
-            it->sub = roster_sub_without(it->sub, SUB_FROM);
-            roster_commit(d, u, it);
-        }
+    if (adds && !(it = roster_find_or_add_capped(d, u, contact))) {
+        router_bounce(d, st, "cancel", "not-allowed");   /* roster full */
+        return;
     }
+    if (strcmp(type, "subscribed") == 0 || strcmp(type, "unsubscribed") == 0)
+        offline_subin_clear(d, u, contact);     /* the request is answered */
+    if (it && roster_item_outbound(it, type)) roster_commit(d, u, it);
+    else if (strcmp(type, "subscribed") == 0) return;   /* nothing new to say */
     xs_node *fwd = stanza_new("presence", u->bare, contact, type, xs_attr_get(st, "id"));
     roster_with(d, cj.local, subscription_in, NULL, fwd);
 
@@ -298,7 +291,7 @@ void presence_handle(chatd *d, rsession *rs, xs_node *st)
 
     if (!to || !*to) {
         if (rs && (!*type || strcmp(type, "unavailable") == 0))
-            roster_with(d, rs->user->local, broadcast_action, rs, st);
+            roster_with_fail(d, rs->user->local, broadcast_action, broadcast_failed, rs, st);
         else
             xs_free(st);
         return;
@@ -318,8 +311,13 @@ void presence_handle(chatd *d, rsession *rs, xs_node *st)
     }
     /* Directed presence (available, unavailable, error). */
     if (rs && !jid_same_bare(to, rs->full)) {
-        if (!*type) directed_add(rs, to);
-        else if (strcmp(type, "unavailable") == 0) directed_remove(rs, to);
+        if (!*type && !directed_add(d, rs, to)) {
+            /* max_directed_presences: refused and said so, never dropped */
+            router_bounce(d, st, "modify", "policy-violation");
+            xs_free(st);
+            return;
+        }
+        if (strcmp(type, "unavailable") == 0) directed_remove(rs, to);
     }
     router_deliver(d, to, st);
     xs_free(st);

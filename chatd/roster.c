@@ -7,11 +7,21 @@
  * once HGETALL answers. Writes are single HSET/HDEL per item,
  * fire-and-forget. Changes are pushed to every resource that asked for
  * the roster.
+ *
+ * Fail closed (issue 14): when HGETALL fails, the queued work does not run
+ * against an empty roster (that served an empty roster and let the next
+ * change overwrite the stored items); each is refused with a 'wait' error
+ * and the next use loads again. A write that fails drops the cached
+ * roster (the next use reloads what Redis really holds), and a roster set
+ * is answered only once its write is: result, or a 'wait' error. Reads
+ * and writes of one roster are keyed to one connection, so they run in
+ * Redis in the order issued. At most max_roster_items items per user.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 #include "router.h"
+#include "quota.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -32,6 +42,25 @@ roster_item *roster_find_or_add(ruser *u, const char *bare)
     it->next = u->roster;
     u->roster = it;
     return it;
+}
+
+unsigned roster_count(const ruser *u)
+{
+    unsigned n = 0;
+    for (const roster_item *it = u->roster; it; it = it->next) n++;
+    return n;
+}
+
+roster_item *roster_find_or_add_capped(chatd *d, ruser *u, const char *bare)
+{
+    roster_item *it = roster_find(u, bare);
+    if (it) return it;
+    if (!quota_roster_admits(roster_count(u), 1, d->cfg.max_roster_items)) {
+        log_info("roster: BOSH00250: %s is at max_roster_items (%u), not adding %s",
+                 u->local, d->cfg.max_roster_items, bare);
+        return NULL;
+    }
+    return roster_find_or_add(u, bare);
 }
 
 static void free_items(ruser *u)
@@ -64,6 +93,57 @@ void roster_user_free(chatd *d, ruser *u)
     u->pending_tail = NULL;
 }
 
+/* ---- writes ---- */
+
+typedef struct write_ctx {
+    chatd   *d;
+    char    *local;
+    xs_node *iq;            /* a roster set to answer, or NULL */
+    char    *origin_full;   /* who sent it */
+} write_ctx;
+
+/* The cache may no longer match Redis: the next use reloads it (not now:
+ * an action may be holding items, and actions queued behind it expect the
+ * roster they were queued for). */
+static void roster_invalidate(chatd *d, const char *local)
+{
+    ruser *u = router_user(d, local);
+    if (u) u->roster_stale = 1;
+}
+
+static void written(redisReply *reply, const char *err, void *ud)
+{
+    write_ctx *w = ud;
+    const char *why = err ? err : !reply ? "no reply"
+                    : reply->type == REDIS_REPLY_ERROR ? reply->str : NULL;
+    rsession *origin = w->origin_full ? router_session(w->d, w->origin_full) : NULL;
+    if (why) {
+        log_warn("roster: BOSH00257: write for %s failed, reloading it on next use: %s",
+                 w->local, why);
+        roster_invalidate(w->d, w->local);
+        if (w->iq && origin) router_bounce(w->d, w->iq, "wait", "internal-server-error");
+    } else if (w->iq && origin) {
+        xs_node *res = iq_result(w->iq);
+        xs_set_attr(res, "from", NULL);
+        session_send(origin, res);
+        xs_free(res);
+    }
+    xs_free(w->iq);
+    free(w->origin_full);
+    free(w->local);
+    free(w);
+}
+
+static write_ctx *write_ctx_new(chatd *d, ruser *u, const xs_node *iq, rsession *origin)
+{
+    write_ctx *w = calloc(1, sizeof(*w));
+    if (!w || !(w->local = strdup(u->local))) abort();
+    w->d = d;
+    if (iq) w->iq = xs_copy(iq);
+    if (origin && !(w->origin_full = strdup(origin->full))) abort();
+    return w;
+}
+
 void redis_log_error_cb(redisReply *reply, const char *err, void *ud)
 {
     (void)ud;
@@ -80,8 +160,28 @@ static void run_pending(chatd *d, ruser *u)
         u->pending = pa->next;
         if (!u->pending) u->pending_tail = NULL;
         rsession *origin = pa->origin_full ? router_session(d, pa->origin_full) : NULL;
+        u->running++;
         if (!pa->origin_full || origin) pa->fn(d, u, origin, pa->stanza);
+        u->running--;
         free_pending(pa);
+    }
+}
+
+/* The load failed: refuse everything that waited for it. The list is
+ * taken first, so work queued meanwhile starts a new load of its own. */
+static void fail_pending(chatd *d, ruser *u)
+{
+    pending_action *pa = u->pending;
+    u->pending = u->pending_tail = NULL;
+    while (pa) {
+        pending_action *next = pa->next;
+        rsession *origin = pa->origin_full ? router_session(d, pa->origin_full) : NULL;
+        if (!pa->origin_full || origin) {
+            if (pa->fail) pa->fail(d, u, origin, pa->stanza);
+            else router_bounce(d, pa->stanza, "wait", "internal-server-error");
+        }
+        free_pending(pa);
+        pa = next;
     }
 }
 
@@ -92,9 +192,12 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
     u->roster_req = NULL;
     free_items(u);
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
-        log_warn("roster: cannot load %s: %s", u->local,
+        log_warn("roster: BOSH00251: cannot load %s, refusing its roster work: %s", u->local,
                  err ? err : (reply && reply->str) ? reply->str : "bad reply");
         u->roster_state = ROSTER_NONE;          /* retried next time */
+        fail_pending(d, u);
+        router_user_release(d, u);
+        return;
     } else {
         for (size_t i = 0; i + 1 < reply->elements; i += 2) {
             redisReply *k = reply->element[i], *v = reply->element[i + 1];
@@ -109,6 +212,7 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
             u->roster = it;
         }
         u->roster_state = ROSTER_LOADED;
+        u->roster_stale = 0;
     }
     run_pending(d, u);
     router_user_release(d, u);
@@ -117,9 +221,22 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
 void roster_with(chatd *d, const char *local, roster_action fn, rsession *origin,
                  xs_node *st)
 {
+    roster_with_fail(d, local, fn, NULL, origin, st);
+}
+
+void roster_with_fail(chatd *d, const char *local, roster_action fn, roster_action fail,
+                      rsession *origin, xs_node *st)
+{
     ruser *u = router_user_get(d, local);
+    if (u->roster_state == ROSTER_LOADED && u->roster_stale && !u->pending && !u->running) {
+        free_items(u);                          /* a write failed: reload */
+        u->roster_state = ROSTER_NONE;
+        u->roster_stale = 0;
+    }
     if (u->roster_state == ROSTER_LOADED && !u->pending) {
+        u->running++;
         fn(d, u, origin, st);
+        u->running--;
         xs_free(st);
         router_user_release(d, u);
         return;
@@ -127,6 +244,7 @@ void roster_with(chatd *d, const char *local, roster_action fn, rsession *origin
     pending_action *pa = calloc(1, sizeof(*pa));
     if (!pa) abort();
     pa->fn = fn;
+    pa->fail = fail;
     pa->stanza = st;
     if (origin && !(pa->origin_full = strdup(origin->full))) abort();
     if (u->pending_tail) u->pending_tail->next = pa;
@@ -136,8 +254,10 @@ void roster_with(chatd *d, const char *local, roster_action fn, rsession *origin
 
     u->roster_state = ROSTER_LOADING;
     /* NULL: the callback already ran (and may have freed u). */
-    redis_async_req *req = redis_async_command(d->redis, roster_loaded, u,
-                                               "HGETALL chat:roster:%s", local);
+    char key[300];
+    snprintf(key, sizeof(key), "chat:roster:%s", local);
+    redis_async_req *req = redis_async_command_keyed(d->redis, key, roster_loaded, u,
+                                                     "HGETALL %s", key);
     if (req) u->roster_req = req;
 }
 
@@ -170,14 +290,23 @@ static void push(ruser *u, const roster_item *it, int removed)
     }
 }
 
-void roster_commit(chatd *d, ruser *u, roster_item *it)
+/* Persist it; answer iq (from origin) once Redis confirmed, if given. */
+static void commit_answering(chatd *d, ruser *u, roster_item *it, const xs_node *iq,
+                             rsession *origin)
 {
     strbuf rec = STRBUF_INIT;
+    char key[300];
     roster_item_format(it, &rec);
-    redis_async_command(d->redis, redis_log_error_cb, NULL, "HSET chat:roster:%s %s %s",
-                        u->local, it->jid, rec.data);
+    snprintf(key, sizeof(key), "chat:roster:%s", u->local);
+    redis_async_command_keyed(d->redis, key, written, write_ctx_new(d, u, iq, origin),
+                              "HSET %s %s %s", key, it->jid, rec.data);
     sb_free(&rec);
     push(u, it, 0);
+}
+
+void roster_commit(chatd *d, ruser *u, roster_item *it)
+{
+    commit_answering(d, u, it, NULL, NULL);
 }
 
 void roster_remove(chatd *d, ruser *u, const char *bare)
@@ -186,8 +315,10 @@ void roster_remove(chatd *d, ruser *u, const char *bare)
         if (strcmp((*pp)->jid, bare) != 0) continue;
         roster_item *it = *pp;
         *pp = it->next;
-        redis_async_command(d->redis, redis_log_error_cb, NULL, "HDEL chat:roster:%s %s",
-                            u->local, it->jid);
+        char key[300];
+        snprintf(key, sizeof(key), "chat:roster:%s", u->local);
+        redis_async_command_keyed(d->redis, key, written, write_ctx_new(d, u, NULL, NULL),
+                                  "HDEL %s %s", key, it->jid);
         push(u, it, 1);
         roster_item_free(it);
         return;
@@ -239,7 +370,11 @@ static void roster_set(chatd *d, ruser *u, rsession *rs, xs_node *st)
         roster_remove(d, u, bare);
         unsubscribe_both_ways(d, rs, &before);
     } else {
-        roster_item *it = roster_find_or_add(u, bare);
+        roster_item *it = roster_find_or_add_capped(d, u, bare);
+        if (!it) {   /* roster full (max_roster_items): refuse the new item, keep all others */
+            router_bounce(d, st, "cancel", "not-allowed");
+            return;
+        }
         roster_item_set_name(it, xs_attr_get(item, "name"));
         roster_item_clear_groups(it);
         for (xs_node *g = xs_child(item, NS_ROSTER, "group"); g;
@@ -248,7 +383,8 @@ static void roster_set(chatd *d, ruser *u, rsession *rs, xs_node *st)
             roster_item_add_group(it, t);
             free(t);
         }
-        roster_commit(d, u, it);
+        commit_answering(d, u, it, st, rs);   /* answers once stored */
+        return;
     }
     xs_node *res = iq_result(st);
     xs_set_attr(res, "from", NULL);

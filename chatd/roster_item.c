@@ -170,3 +170,51 @@ void roster_item_format(const roster_item *it, strbuf *out)
         put_escaped(out, it->groups[i]);
     }
 }
+
+int roster_item_outbound(roster_item *it, const char *type)
+{
+    if (strcmp(type, "subscribe") == 0) {
+        if (roster_sub_has_to(it->sub) || it->ask) return 0;
+        it->ask = 1;
+        return 1;
+    }
+    if (strcmp(type, "subscribed") == 0) {
+        if (roster_sub_has_from(it->sub)) return 0;
+        it->sub = roster_sub_with(it->sub, SUB_FROM);
+        return 1;
+    }
+    if (strcmp(type, "unsubscribe") == 0) {
+        if (!roster_sub_has_to(it->sub) && !it->ask) return 0;
+        it->sub = roster_sub_without(it->sub, SUB_TO);
+        it->ask = 0;
+        return 1;
+    }
+    if (strcmp(type, "unsubscribed") == 0) {
+        if (!roster_sub_has_from(it->sub)) return 0;
+        it->sub = roster_sub_without(it->sub, SUB_FROM);
+        return 1;
+    }
+    return 0;
+}
+
+int roster_item_inbound(roster_item *it, const char *type)
+{
+    if (strcmp(type, "subscribed") == 0) {
+        if (!it->ask) return 0;                 /* nobody asked: ignore */
+        it->sub = roster_sub_with(it->sub, SUB_TO);
+        it->ask = 0;
+        return 1;
+    }
+    if (strcmp(type, "unsubscribe") == 0) {
+        if (!roster_sub_has_from(it->sub)) return 0;
+        it->sub = roster_sub_without(it->sub, SUB_FROM);
+        return 1;
+    }
+    if (strcmp(type, "unsubscribed") == 0) {
+        if (!roster_sub_has_to(it->sub) && !it->ask) return 0;
+        it->sub = roster_sub_without(it->sub, SUB_TO);
+        it->ask = 0;
+        return 1;
+    }
+    return 0;
+}

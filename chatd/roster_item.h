@@ -38,6 +38,16 @@ void         roster_item_format(const roster_item *it, strbuf *out);
 const char  *roster_sub_name(roster_sub s);       /* "none", "to", ... */
 int          roster_sub_parse(const char *s);     /* -1 if unknown */
 
+/* RFC 6121 §3 subscription rules for one item; type is the presence type
+ * ("subscribe", "subscribed", "unsubscribe", "unsubscribed"). Both return
+ * 1 when the item changed (persist and push it), 0 when the stanza changes
+ * nothing. outbound: the user sent it to the contact (§3.1.2, 3.1.5,
+ * 3.2.2, 3.3.2). inbound: the contact sent it to the user (§3.1.6, 3.2.3,
+ * 3.3.3); an inbound "subscribed" counts only while our request is
+ * pending (ask), otherwise the server ignores it (§3.1.6). */
+int          roster_item_outbound(roster_item *it, const char *type);
+int          roster_item_inbound(roster_item *it, const char *type);
+
 /* Bits: SUB_TO means we see their presence, SUB_FROM they see ours. */
 static inline int roster_sub_has_to(roster_sub s)   { return (s & SUB_TO) != 0; }
 static inline int roster_sub_has_from(roster_sub s) { return (s & SUB_FROM) != 0; }

@@ -7,7 +7,9 @@
  * storage (offline.c) and rosters (roster.c) do.
  */
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <apr_pools.h>
 #include <apr_hash.h>
 #include "router.h"
@@ -49,6 +51,7 @@ void router_free(chatd *d)
         *c2s_router_slot(rs->c2s) = NULL;
         offline_forget(rs);
         presence_free_session(rs);
+        free(rs->offline_token);
         free(rs->full);
         free(rs);
     }
@@ -146,6 +149,13 @@ int router_bind(chatd *d, c2s *s, const char *full_jid)
     if (!rs) abort();
     rs->c2s = s;
     rs->full = xstrdup(full);
+    /* Names this session's lease on its offline list (offline.c): unique
+     * across sessions, nodes and restarts. */
+    static unsigned long bind_seq;
+    char token[JID_MAX + 96];
+    snprintf(token, sizeof(token), "%s %s %ld %lu", d->cfg.node_id, full,
+             (long)time(NULL), ++bind_seq);
+    rs->offline_token = xstrdup(token);
     rs->bound = 1;
     rs->user = router_user_get(d, j.local);
     rs->next = rs->user->sessions;
@@ -161,6 +171,7 @@ void router_session_gone(chatd *d, c2s *s)
     if (!rs) return;
     session_detach(d, rs);
     presence_free_session(rs);
+    free(rs->offline_token);
     free(rs->full);
     free(rs);
     *c2s_router_slot(s) = NULL;

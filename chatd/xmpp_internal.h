@@ -43,7 +43,13 @@ struct rsession {
     int         interested;       /* asked for the roster: gets pushes */
     xs_node    *presence;         /* last available broadcast presence */
     jid_list   *directed;         /* got directed presence from us */
+    unsigned    ndirected;
     struct redis_async_req *offline_req;
+    struct redis_async_req *subin_req;  /* pending subscription requests */
+    int         subin_done;       /* those were read and handed over */
+    int         offline_done;     /* stored messages fetched and handed over */
+    int         offline_more;     /* a batch was acked, more remain */
+    char       *offline_token;    /* this session's lease on the offline list */
     rsession   *next;             /* in user->sessions */
 };
 
@@ -52,6 +58,7 @@ typedef void (*roster_action)(chatd *d, ruser *u, rsession *origin, xs_node *st)
 typedef struct pending_action {
     struct pending_action *next;
     roster_action fn;
+    roster_action fail;           /* the load failed; NULL: bounce st */
     xs_node      *stanza;         /* owned */
     char         *origin_full;    /* NULL: server-generated */
 } pending_action;
@@ -63,6 +70,8 @@ struct ruser {
     rsession       *sessions;
     roster_item    *roster;
     int             roster_state;       /* ROSTER_* */
+    int             roster_stale;       /* a write failed: reload at next use */
+    int             running;            /* inside a roster action */
     struct redis_async_req *roster_req;
     pending_action *pending, *pending_tail;
 };
@@ -86,7 +95,7 @@ xs_node  *stanza_new(const char *name, const char *from, const char *to,
 xs_node  *iq_result(const xs_node *st);
 /* Deliver to one session's client. */
 void      session_send(rsession *rs, const xs_node *st);
-/* The same with one stanza already serialized (MUC fan-out). */
+/* The same for an already serialized stanza (MUC fan-out, stored offline). */
 void      session_send_raw(rsession *rs, const char *xml, size_t len);
 /* Highest-priority available resource (priority >= 0), or NULL. */
 rsession *user_best_session(ruser *u);
@@ -94,9 +103,20 @@ rsession *user_best_session(ruser *u);
 void      user_send_available(ruser *u, const xs_node *st);
 
 /* ---- roster.c ---- */
-/* Run fn once local's roster is loaded (at once if it is). Takes st. */
+/* Run fn once local's roster is loaded (at once if it is). Takes st.
+ * Fails closed: if the load fails, fn does not run (nothing is decided or
+ * written from a roster that was never read); the stanza is bounced with
+ * <error type='wait'><internal-server-error/>, and the next use retries. */
 void      roster_with(chatd *d, const char *local, roster_action fn,
                       rsession *origin, xs_node *st);
+/* The same, with fail run instead of the bounce when the load fails
+ * (u->roster_state is then not ROSTER_LOADED and u->roster is empty). */
+void      roster_with_fail(chatd *d, const char *local, roster_action fn,
+                           roster_action fail, rsession *origin, xs_node *st);
+/* Items in u's roster. */
+unsigned  roster_count(const ruser *u);
+/* roster_find_or_add within max_roster_items: NULL when adding is refused. */
+roster_item *roster_find_or_add_capped(chatd *d, ruser *u, const char *bare);
 roster_item *roster_find(ruser *u, const char *bare);
 roster_item *roster_find_or_add(ruser *u, const char *bare);
 /* Persist item (or its removal) and push it to interested resources. */
@@ -117,9 +137,18 @@ void      iq_server_handle(chatd *d, rsession *rs, const xs_node *st,
                            const char *to_bare);
 
 /* ---- offline.c ---- */
+/* A message for local with no available resource: kept within the quotas
+ * (quota.h); a refusal or a failed store is bounced to the sender. */
 void      offline_store(chatd *d, const char *local, const xs_node *st);
+/* Hand rs what is stored for its account (at available presence, until
+ * it succeeded once for this session). */
 void      offline_flush(chatd *d, rsession *rs);
 void      offline_forget(rsession *rs);
+/* RFC 6121 §3.1.3: an inbound subscription request is kept until the user
+ * answers it and shown again at each login. */
+void      offline_subin_store(chatd *d, ruser *u, const xs_node *st);
+void      offline_subin_clear(chatd *d, ruser *u, const char *contact_bare);
+void      offline_subin_flush(chatd *d, rsession *rs);
 
 /* XEP-0082 UTC timestamp, e.g. 2024-05-01T12:00:00Z. */
 static inline const char *xmpp_timestamp(char *buf, size_t len, time_t t)

@@ -29,7 +29,28 @@ int main(void) {
     CHECK(c.c2s_ping_idle == 120 && c.c2s_ping_timeout == 30 && c.c2s_read_budget == 65536);
     CHECK(c.stanza_rate == 20 && c.stanza_burst == 100 && c.stanza_flood_close == 100);
     CHECK(c.byte_rate == 65536 && c.byte_burst == 262144 && c.bosh_ack_buffer == 1048576);
+    /* issue 14 quotas: a roster of a 1,000-person team fits */
+    CHECK(c.offline_max_messages == 100 && c.offline_max_bytes == 1048576);
+    CHECK(c.offline_sender_share == 25 && c.max_roster_items == 2000);
+    CHECK(c.max_directed_presences == 1000);
     config_free(&c);
+    {
+        char err[256];
+        const char *q = unit_write_tmp("offline_max_messages 5\noffline_max_bytes 0\n"
+                                       "offline_sender_share 100\nmax_roster_items 3\n"
+                                       "max_directed_presences 2\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == 0);
+        CHECK(c.offline_max_messages == 5 && c.offline_max_bytes == 0);
+        CHECK(c.offline_sender_share == 100 && c.max_roster_items == 3);
+        CHECK(c.max_directed_presences == 2);
+        config_free(&c);
+        q = unit_write_tmp("offline_sender_share 0\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0 && strstr(err, "1..100"));
+        config_free(&c);
+        q = unit_write_tmp("offline_sender_share 101\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0);
+        config_free(&c);
+    }
 
     {
         const char *q = unit_write_tmp("c2s_auth_timeout 5\nc2s_ping_idle 0\nstanza_rate 3\n"

@@ -60,6 +60,37 @@ int main(void)
     CHECK(roster_sub_parse("both") == SUB_BOTH);
     CHECK(roster_sub_parse("x") == -1);
 
+    /* RFC 6121 §3 rules (issue 14): an inbound "subscribed" that nobody
+     * asked for is ignored (§3.1.6) */
+    roster_item *r = roster_item_new("carol@localhost");
+    CHECK(roster_item_inbound(r, "subscribed") == 0);
+    CHECK(r->sub == SUB_NONE && r->ask == 0);
+    r->sub = SUB_FROM;
+    CHECK(roster_item_inbound(r, "subscribed") == 0);
+    CHECK(r->sub == SUB_FROM);
+    CHECK(roster_item_outbound(r, "subscribe") == 1);       /* now we ask */
+    CHECK(r->ask == 1);
+    CHECK(roster_item_outbound(r, "subscribe") == 0);       /* once */
+    CHECK(roster_item_inbound(r, "subscribed") == 1);
+    CHECK(r->sub == SUB_BOTH && r->ask == 0);
+    CHECK(roster_item_inbound(r, "subscribed") == 0);       /* a repeat */
+    CHECK(roster_item_inbound(r, "unsubscribe") == 1);
+    CHECK(r->sub == SUB_TO);
+    CHECK(roster_item_inbound(r, "unsubscribe") == 0);
+    CHECK(roster_item_inbound(r, "unsubscribed") == 1);
+    CHECK(r->sub == SUB_NONE);
+    CHECK(roster_item_outbound(r, "subscribe") == 1);
+    CHECK(roster_item_inbound(r, "unsubscribed") == 1);     /* denied */
+    CHECK(r->sub == SUB_NONE && r->ask == 0);
+    CHECK(roster_item_outbound(r, "subscribed") == 1);      /* approve theirs */
+    CHECK(r->sub == SUB_FROM);
+    CHECK(roster_item_outbound(r, "subscribed") == 0);
+    CHECK(roster_item_outbound(r, "unsubscribed") == 1);
+    CHECK(r->sub == SUB_NONE);
+    CHECK(roster_item_outbound(r, "unsubscribe") == 0);
+    CHECK(roster_item_inbound(r, "probe") == 0);
+    roster_item_free(r);
+
     sb_free(&sb);
     roster_item_free(it);
     roster_item_free(back);
