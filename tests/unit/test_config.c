@@ -153,16 +153,9 @@ int main(void) {
     CHECK(c.auth_fail_delay_ms == 3000 && c.auth_threads == 2 && c.auth_queue == 64);
     CHECK(c.auth_secret == NULL);
     config_free(&c);
-    p = unit_write_tmp("auth_fail_account 0
-auth_fail_addr 7
-auth_fail_decay 5
-"
-                       "auth_fail_delay_ms 0
-auth_threads 4
-auth_queue 9
-"
-                       "auth_secret abcdefghijklmnopq
-");
+    p = unit_write_tmp("auth_fail_account 0\nauth_fail_addr 7\nauth_fail_decay 5\n"
+                       "auth_fail_delay_ms 0\nauth_threads 4\nauth_queue 9\n"
+                       "auth_secret abcdefghijklmnopq\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == 0);
     CHECK(c.auth_fail_account == 0 && c.auth_fail_addr == 7 && c.auth_fail_decay == 5);
     CHECK(c.auth_fail_delay_ms == 0 && c.auth_threads == 4 && c.auth_queue == 9);
