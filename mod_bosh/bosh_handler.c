@@ -35,6 +35,7 @@
 
 #include "mod_bosh.h"
 #include "bosh_gzip.h"
+#include "redis_cap.h"
 #include "../common/bosh_body.h"
 #include "../common/admission.h"
 #include "../common/relay_proto.h"
@@ -146,18 +147,26 @@ static unsigned jittered_retry_after(void)
 }
 
 /* 503 for a refused session creation: retryable, fast, says why.
- * retry_after 0: pick a jittered one here. */
-static int send_unavailable(request_rec *r, bosh_child *ch, const char *why,
-                            unsigned retry_after)
+ * retry_after 0: pick a jittered one here. quiet: no log line per request
+ * (the caller logs a summary). */
+static int send_unavailable_q(request_rec *r, bosh_child *ch, const char *why,
+                              unsigned retry_after, int quiet)
 {
     const char *body = apr_psprintf(r->pool, "%s\n", why);
     if (ch)
         apr_atomic_inc32(&ch->sessions_refused);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                  "mod_bosh: session creation refused: %s", why);
+    if (!quiet)
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "mod_bosh: session creation refused: %s", why);
     return send_response(r, HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
                          body, strlen(body),
                          retry_after ? retry_after : jittered_retry_after());
+}
+
+static int send_unavailable(request_rec *r, bosh_child *ch, const char *why,
+                            unsigned retry_after)
+{
+    return send_unavailable_q(r, ch, why, retry_after, 0);
 }
 
 /* CORS for allowed origins only (BoshAllowOrigin). An origin listed by
@@ -365,8 +374,12 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
 
     w.r = r;
     w.client_fd = (sock && apr_os_sock_get(&fd, sock) == APR_SUCCESS) ? fd : -1;
-    if (rc)
-        return relay_client_call(rc, call, deadline, wait_tick, &w);
+    if (rc) {
+        bosh_held_enter();
+        st = relay_client_call(rc, call, deadline, wait_tick, &w);
+        bosh_held_leave();
+        return st;
+    }
 
     up = apr_pcalloc(r->pool, sizeof(int) * (ch->nrelays + 1));
     for (i = 0; i < ch->nrelays; i++)
@@ -374,6 +387,7 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
     first = bosh_pick_node(apr_atomic_inc32(&ch->rr_cursor), up, ch->nrelays);
     if (first < 0)
         return RELAY_CALL_UNAVAILABLE;
+    bosh_held_enter();
     for (i = 0; i < ch->nrelays; i++) {
         int idx = (first + i) % ch->nrelays;
         if (!up[idx])
@@ -382,7 +396,60 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
         if (st != RELAY_CALL_UNAVAILABLE)
             break;
     }
+    bosh_held_leave();
     return st;
+}
+
+/*
+ * The worker budget (worker_budget.h, BoshMaxHeldShare) for a NEW session.
+ * Returns NULL to go on, else the reason for the 503.
+ *
+ * Only new sessions are refused. A request of an existing session is
+ * always relayed and held as before: with hold=1 (chatd's bosh_max_hold)
+ * its arrival makes chatd answer that session's previous held request,
+ * so existing sessions swap one held request for another and never grow
+ * the count; only a new session adds one. Refusing or cutting short an
+ * existing session's poll would not give a worker back either: the
+ * client polls again at once (an empty answer) or retries (a 5xx), and a
+ * session in that loop keeps a worker busy more of the time than one
+ * held request does, while its user sees errors.
+ *
+ * The server-wide figure is the highest of now and the last two seconds
+ * (redis_cap.c): a message to a big room answers every held request at
+ * once, and for the few milliseconds until the clients poll again the
+ * count is low although every one of those sessions still needs its
+ * worker.
+ */
+static const char *check_worker_budget(request_rec *r, bosh_child *ch)
+{
+    bosh_held_counts h;
+    unsigned n;
+
+    bosh_held_get(&h);
+    switch (worker_budget_admit(&bosh_budget, h.shared ? (long)h.server_peak : -1,
+                                (long)h.child)) {
+    case WB_ADMIT:
+        return NULL;
+    case WB_FULL_SERVER:
+    case WB_FULL_CHILD:
+    default:
+        break;
+    }
+    apr_atomic_inc32(&ch->refused_workers);
+    if ((n = bosh_held_refused()) != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->server,
+                     "mod_bosh: BOSH00400: %u new BOSH session(s) refused since "
+                     "the last report: held requests fill BoshMaxHeldShare %d%% "
+                     "of httpd's workers (%u held of %d allowed server-wide, %d "
+                     "per child); the rest stay for the site. Raise "
+                     "MaxRequestWorkers to carry more chat users "
+                     "(httpd-conf/bosh-mpm.conf)", n, bosh_budget.share,
+                     h.server_peak, bosh_budget.max_held,
+                     bosh_budget.child_max_held);
+    return apr_psprintf(r->pool, "chat is full on this server: BoshMaxHeldShare "
+                        "%d%% of its %d workers already hold chat requests and "
+                        "the rest are kept for the site; try again shortly",
+                        bosh_budget.share, bosh_budget.workers);
 }
 
 /* A 200 `<body ...>` start tag that is not a terminate: a new session. */
@@ -528,6 +595,8 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
             apr_atomic_inc32(&ch->refused_gate);
             return send_unavailable(r, ch, "sign-in is closed (BoshSignin off)", 0);
         }
+        if ((refuse = check_worker_budget(r, ch)) != NULL)
+            return send_unavailable_q(r, ch, refuse, 0, 1);
         if ((refuse = admit_new_session(r, ch, conf, &retry_after, &counter)) != NULL) {
             apr_atomic_inc32(counter);
             return send_unavailable(r, ch, refuse, retry_after);
@@ -629,6 +698,10 @@ const char *bosh_create_session_for(request_rec *r, relay_call *call,
         apr_atomic_inc32(&ch->refused_gate);
         apr_atomic_inc32(&ch->sessions_refused);
         return "sign-in is closed (BoshSignin off)";
+    }
+    if ((refuse = check_worker_budget(r, ch)) != NULL) {
+        apr_atomic_inc32(&ch->sessions_refused);
+        return refuse;
     }
     if ((refuse = admit_new_session(r, ch, conf, retry_after, &counter)) != NULL) {
         apr_atomic_inc32(counter);
