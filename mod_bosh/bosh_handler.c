@@ -374,6 +374,10 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
 
     w.r = r;
     w.client_fd = (sock && apr_os_sock_get(&fd, sock) == APR_SUCCESS) ? fd : -1;
+    /* Only a session's requests count as held (BoshMaxHeldShare): chatd
+     * answers a creation at once, it is as short as a page of the site,
+     * and counting a burst of them would refuse sign-ins that cost no
+     * worker for long. */
     if (rc) {
         bosh_held_enter();
         st = relay_client_call(rc, call, deadline, wait_tick, &w);
@@ -387,7 +391,6 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
     first = bosh_pick_node(apr_atomic_inc32(&ch->rr_cursor), up, ch->nrelays);
     if (first < 0)
         return RELAY_CALL_UNAVAILABLE;
-    bosh_held_enter();
     for (i = 0; i < ch->nrelays; i++) {
         int idx = (first + i) % ch->nrelays;
         if (!up[idx])
@@ -396,7 +399,6 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
         if (st != RELAY_CALL_UNAVAILABLE)
             break;
     }
-    bosh_held_leave();
     return st;
 }
 
