@@ -39,6 +39,7 @@ LIMIT = WORKERS * SHARE // 100          # 12 held requests
 ASKED = WORKERS + 8                     # more sessions than workers
 CREATE_TIMEOUT = 5                      # a creation with no answer: no worker
 PAGE_DEADLINE = 10                      # generous: "served at all"
+SIZED_FOR = 20                          # BoshMaxSessions: more than LIMIT
 
 MPM_CONF = {
     "event": f"""
@@ -70,7 +71,8 @@ def wstack(request):
     if so:
         chatstack.MOD_BOSH_SO = so
     st = chatstack.Stack(root, mpm=request.param, foreground=True,
-                         httpd_extra=MPM_CONF[request.param])
+                         httpd_extra=MPM_CONF[request.param] +
+                         f"\nBoshMaxSessions {SIZED_FOR}\n")
     try:
         st.start()
     finally:
@@ -185,3 +187,15 @@ def test_site_keeps_serving_past_the_worker_budget(wstack):
     finally:
         for _, _, s in held:
             s.close()
+
+
+def test_start_up_check_names_the_budget(wstack):
+    """The start-up log says what the budget is, and warns that the
+    workers cannot hold BoshMaxSessions, with the MaxRequestWorkers that
+    would (20 sessions / 75 % = 27)."""
+    with open(wstack.httpd_error_log, errors="replace") as f:
+        log = f.read()
+    budget = re.findall(r"BOSH00401: worker budget: (\d+) workers .*? take (\d+) of them", log)
+    assert budget and budget[-1] == (str(WORKERS), str(LIMIT)), budget
+    warn = re.findall(r".*BOSH00403: BoshMaxSessions 20 cannot be held.*", log)
+    assert warn and "at least 27" in warn[-1], warn
