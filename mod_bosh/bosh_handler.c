@@ -17,6 +17,7 @@
  * GET answers a short info page, OPTIONS a CORS preflight.
  */
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -100,6 +101,42 @@ apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     }
     ap_remove_output_filter(f);
     return ap_pass_brigade(f->next, bb);
+}
+
+/* One document parser per worker thread, kept from one body to the next
+ * (bosh_body_parse_with: XML_ParserReset instead of creating and freeing
+ * an expat parser, which was a third of a small body's parse; issue 15,
+ * bench/exchange-cost). A thread's parser is freed when the thread ends. */
+static pthread_key_t parser_key;
+static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
+static int parser_key_ok;
+
+static void parser_destroy(void *p)
+{
+    xs_parser_free(p);
+}
+
+static void parser_key_init(void)
+{
+    parser_key_ok = pthread_key_create(&parser_key, parser_destroy) == 0;
+}
+
+/* This thread's parser, or NULL (then bosh_body_parse_with makes one for
+ * the body, as before). */
+static xs_parser *thread_parser(void)
+{
+    xs_parser *p;
+
+    pthread_once(&parser_once, parser_key_init);
+    if (!parser_key_ok)
+        return NULL;
+    p = pthread_getspecific(parser_key);
+    if (!p && (p = xs_doc_parser_new()) != NULL &&
+        pthread_setspecific(parser_key, p) != 0) {
+        xs_parser_free(p);
+        p = NULL;
+    }
+    return p;
 }
 
 /* Write a complete response: status, type, length, body. The body is
@@ -556,7 +593,9 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     }
 
     memset(&b, 0, sizeof(b));
-    if (bosh_body_parse(data, len, (size_t)conf->max_body, &b, err, sizeof(err)) != 0) {
+    /* Validate only: mod_bosh reads sid and to; chatd builds the tree. */
+    if (bosh_body_check_with(thread_parser(), data, len, (size_t)conf->max_body, &b,
+                             err, sizeof(err)) != 0) {
         if (ch)
             apr_atomic_inc32(&ch->bad_requests);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
