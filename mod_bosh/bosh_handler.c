@@ -1,9 +1,10 @@
 /*
  * bosh_handler.c - the `bosh` handler: one BOSH HTTP request in, one out.
  *
- * POST: read the body (capped), validate it with bosh_body_parse so bad
- * input never crosses the relay, then
- *   - no sid (session creation): sign-in gate in Redis (borrowed from the
+ * POST: read the body (capped), validate it (bosh_body_check_with, one
+ * parser per thread) so bad input never crosses the relay, then
+ *   - no sid (session creation): the worker budget (BoshMaxHeldShare, see
+ *     check_worker_budget), sign-in gate in Redis (borrowed from the
  *     pool for one command, never held across the wait), pick a chatd node
  *     round-robin, relay;
  *   - sid: the node is the sid prefix; relay. No Redis on this path.
