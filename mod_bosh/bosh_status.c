@@ -227,8 +227,23 @@ int bosh_status_hook(request_rec *r, int flags)
     int cap_total, cap_max;
     unsigned cap_refusals;
     children_sum sum;
+    bosh_held_counts held;
 
-    if (!bosh_child_state || !bosh_child_state->redis)
+    if (!bosh_child_state)
+        return OK;
+    /* Held requests against the worker budget (BoshMaxHeldShare). */
+    bosh_held_get(&held);
+    if (flags & AP_STATUS_SHORT)
+        ap_rprintf(r, "BoshHeldRequests: %u\nBoshHeldPeak: %u\nBoshHeldLimit: %d\n"
+                   "BoshHeldRefused: %u\n", held.server, held.server_peak,
+                   bosh_budget.max_held, held.refused);
+    else
+        ap_rprintf(r, "<hr />\n<h2>mod_bosh held requests</h2>\n<pre>\nheld now %u, "
+                   "recent peak %u, of %d (BoshMaxHeldShare %d%% of %d workers); "
+                   "new sessions refused for it: %u\n</pre>\n", held.server,
+                   held.server_peak, bosh_budget.max_held, bosh_budget.share,
+                   bosh_budget.workers, held.refused);
+    if (!bosh_child_state->redis)
         return OK;
     redis_cap_get(&cap_total, &cap_max, &cap_refusals);
     memset(&sum, 0, sizeof(sum));

@@ -25,6 +25,7 @@ import shutil
 import socket
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -62,6 +63,14 @@ MPM_CONF = {
 }
 
 
+STATUS_CONF = """
+<Location "/server-status">
+    SetHandler server-status
+    Require ip 127.0.0.1
+</Location>
+"""
+
+
 @pytest.fixture(scope="module", params=["event", "prefork"])
 def wstack(request):
     root = tempfile.mkdtemp(prefix=f"chat48-{request.param}-")
@@ -72,7 +81,7 @@ def wstack(request):
         chatstack.MOD_BOSH_SO = so
     st = chatstack.Stack(root, mpm=request.param, foreground=True,
                          httpd_extra=MPM_CONF[request.param] +
-                         f"\nBoshMaxSessions {SIZED_FOR}\n")
+                         f"\nBoshMaxSessions {SIZED_FOR}\n" + STATUS_CONF)
     try:
         st.start()
     finally:
@@ -177,6 +186,11 @@ def test_site_keeps_serving_past_the_worker_budget(wstack):
         assert s["held"]["server_limit"] == LIMIT and s["held"]["workers"] == WORKERS, s
         assert s["held"]["refused_server"] == len(refused), s
         assert s["held"]["server"] >= len(held), s
+        with urllib.request.urlopen(f"http://127.0.0.1:{st.http_port}/server-status?auto",
+                                    timeout=PAGE_DEADLINE) as r:
+            auto = r.read().decode()
+        assert f"BoshHeldRefused: {len(refused)}" in auto, auto
+        assert f"BoshHeldLimit: {LIMIT}" in auto, auto
         # ... and logged as a summary, not once per refusal.
         with open(st.httpd_error_log, errors="replace") as f:
             f.seek(log_at)
