@@ -81,7 +81,10 @@ def wstack(request):
         chatstack.MOD_BOSH_SO = so
     st = chatstack.Stack(root, mpm=request.param, foreground=True,
                          httpd_extra=MPM_CONF[request.param] +
-                         f"\nBoshMaxSessions {SIZED_FOR}\n" + STATUS_CONF)
+                         # IfDirective: the test also runs against a module
+                         # that predates the directive (TEST48_MOD_BOSH_SO)
+                         f"\n<IfDirective BoshMaxSessions>\n    BoshMaxSessions {SIZED_FOR}\n"
+                         "</IfDirective>\n" + STATUS_CONF)
     try:
         st.start()
     finally:
