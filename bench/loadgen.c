@@ -57,7 +57,7 @@
 /* ------------------------------------------------------------------ */
 /* options and global state                                            */
 
-enum scenario { SC_ROOM, SC_ROOMS, SC_SIGNIN, SC_IDLE };
+enum scenario { SC_ROOM, SC_ROOMS, SC_SIGNIN, SC_IDLE, SC_TEAM };
 
 static struct {
     char  host[320];
@@ -69,6 +69,7 @@ static struct {
     char  user_prefix[32];
     char  mark_file[512];
     int   users, rooms, first_user;
+    int   big_room;                  /* team: users in room1; the rest in rooms of 20 */
     double rate, duration, ramp, drain, signin_timeout;
     int   wait;
     enum scenario scenario;
@@ -183,11 +184,13 @@ static session *sessions;
 static int *room_ready;              /* ready occupants per room */
 
 static const char *scenario_name(void) {
-    static const char *n[] = { "room", "rooms", "signin", "idle" };
+    static const char *n[] = { "room", "rooms", "signin", "idle", "team" };
     return n[opt.scenario];
 }
 
-static int wants_muc(void) { return opt.scenario == SC_ROOM || opt.scenario == SC_ROOMS; }
+static int wants_muc(void) {
+    return opt.scenario == SC_ROOM || opt.scenario == SC_ROOMS || opt.scenario == SC_TEAM;
+}
 
 static void session_fail(session *s, const char *why);
 static void session_pump(session *s);
@@ -673,12 +676,13 @@ static void usage(void) {
         "  --user-prefix P   user name prefix (user)\n"
         "  --password P      password of every user (secret)\n"
         "  --rooms R         rooms room1..roomR, users spread evenly (1)\n"
+        "  --big-room K      team: users 1..K in room1, the rest in rooms of 20 (users/3)\n"
         "  --rate X          groupchat messages/s per user (0.5)\n"
         "  --duration S      traffic (or idle hold) seconds (20)\n"
         "  --ramp S          spread session starts over S seconds (5)\n"
         "  --drain S         wait for late deliveries after traffic (3)\n"
         "  --signin-timeout S  give up on sessions not ready after ramp+S (60)\n"
-        "  --scenario room|rooms|signin|idle (room)\n"
+        "  --scenario room|rooms|signin|idle|team (room)\n"
         "  --wait W          BOSH wait (30; idle: 60)\n"
         "  --seed N          random seed\n"
         "  --mark-file F     append 'ready'/'traffic_end' lines (for RSS sampling)\n"
@@ -744,7 +748,7 @@ int main(int argc, char **argv) {
         {"scenario", 1, 0, 's'}, {"wait", 1, 0, 'w'}, {"password", 1, 0, 'p'},
         {"first-user", 1, 0, 'f'}, {"user-prefix", 1, 0, 'P'}, {"drain", 1, 0, 'x'},
         {"signin-timeout", 1, 0, 't'}, {"seed", 1, 0, 'S'}, {"mark-file", 1, 0, 'M'},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}
+        {"big-room", 1, 0, 'B'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "vh", lo, NULL)) != -1) {
@@ -754,6 +758,7 @@ int main(int argc, char **argv) {
         case 'm': snprintf(opt.muc, sizeof opt.muc, "%s", optarg); break;
         case 'n': opt.users = atoi(optarg); break;
         case 'r': opt.rooms = atoi(optarg); break;
+        case 'B': opt.big_room = atoi(optarg); break;
         case 'R': opt.rate = atof(optarg); break;
         case 'D': opt.duration = atof(optarg); break;
         case 'a': opt.ramp = atof(optarg); break;
@@ -771,6 +776,7 @@ int main(int argc, char **argv) {
             else if (!strcmp(optarg, "rooms")) opt.scenario = SC_ROOMS;
             else if (!strcmp(optarg, "signin")) opt.scenario = SC_SIGNIN;
             else if (!strcmp(optarg, "idle")) opt.scenario = SC_IDLE;
+            else if (!strcmp(optarg, "team")) opt.scenario = SC_TEAM;
             else usage();
             break;
         default: usage();
@@ -782,6 +788,13 @@ int main(int argc, char **argv) {
     if (opt.wait < 0) opt.wait = opt.scenario == SC_IDLE ? 60 : 30;
     if (opt.rooms <= 0) opt.rooms = opt.scenario == SC_ROOMS ? (opt.users + 19) / 20 : 1;
     if (opt.scenario == SC_ROOM) opt.rooms = 1;
+    /* team (issue 15): where teams live, one big room (the company) and
+     * many small ones (teams of 20). */
+    if (opt.scenario == SC_TEAM) {
+        if (opt.big_room <= 0 || opt.big_room > opt.users) opt.big_room = opt.users / 3;
+        if (opt.big_room < 1) opt.big_room = 1;
+        opt.rooms = 1 + (opt.users - opt.big_room + 19) / 20;
+    }
 
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM };
     int gai = getaddrinfo(opt.host, opt.port, &hints, &server_addr);
@@ -804,7 +817,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < opt.users; i++) {
         session *s = &sessions[i];
         s->idx = i;
-        s->room = wants_muc() ? i % opt.rooms : -1;
+        s->room = !wants_muc() ? -1
+                : opt.scenario != SC_TEAM ? i % opt.rooms
+                : i < opt.big_room ? 0 : 1 + (i - opt.big_room) % (opt.rooms - 1 > 0 ? opt.rooms - 1 : 1);
         s->rid = 1000000 + (uint64_t)(rnd01() * 1e9);
         for (int k = 0; k < 2; k++) { s->c[k].fd = -1; s->c[k].s = s; }
     }

@@ -148,12 +148,14 @@ int bosh_body_parse(const char *data, size_t len, size_t max_bytes,
     return bosh_body_parse_with(NULL, data, len, max_bytes, b, err, errlen);
 }
 
-int bosh_body_parse_with(xs_parser *p, const char *data, size_t len,
-                         size_t max_bytes, bosh_body *b, char *err, size_t errlen) {
+static int parse_body(xs_parser *p, int shallow, const char *data, size_t len,
+                      size_t max_bytes, bosh_body *b, char *err, size_t errlen) {
     char xerr[160];
     memset(b, 0, sizeof *b);
 
-    xs_status st = p ? xs_doc_parse(p, data, len, max_bytes, &b->root, xerr, sizeof xerr)
+    xs_status st = shallow ? xs_doc_parse_shallow(p, data, len, max_bytes, &b->root,
+                                                  xerr, sizeof xerr)
+                 : p ? xs_doc_parse(p, data, len, max_bytes, &b->root, xerr, sizeof xerr)
                      : xs_parse_document(data, len, max_bytes, &b->root,
                                          xerr, sizeof xerr);
     if (st != XS_OK)
@@ -187,6 +189,17 @@ int bosh_body_parse_with(xs_parser *p, const char *data, size_t len,
     }
     rewrite_ns(b->root);
     return 0;
+}
+
+int bosh_body_parse_with(xs_parser *p, const char *data, size_t len,
+                         size_t max_bytes, bosh_body *b, char *err, size_t errlen) {
+    return parse_body(p, 0, data, len, max_bytes, b, err, errlen);
+}
+
+int bosh_body_check_with(xs_parser *p, const char *data, size_t len,
+                         size_t max_bytes, bosh_body *b, char *err, size_t errlen) {
+    if (!p) return parse_body(NULL, 0, data, len, max_bytes, b, err, errlen);
+    return parse_body(p, 1, data, len, max_bytes, b, err, errlen);
 }
 
 void bosh_body_free(bosh_body *b) {

@@ -58,6 +58,12 @@ int  bosh_body_parse(const char *data, size_t len, size_t max_bytes,
  * one for this body). Per thread: see xs_doc_parse. */
 int  bosh_body_parse_with(xs_parser *p, const char *data, size_t len,
                           size_t max_bytes, bosh_body *b, char *err, size_t errlen);
+/* Validate only (mod_bosh, issue 15): the same verdict and the same root
+ * attributes as bosh_body_parse_with, but the payloads are checked without
+ * being built (xs_doc_parse_shallow), so b->root has no children and
+ * b->npayloads is 0. p NULL: a full parse with a fresh parser. */
+int  bosh_body_check_with(xs_parser *p, const char *data, size_t len,
+                          size_t max_bytes, bosh_body *b, char *err, size_t errlen);
 void bosh_body_free(bosh_body *b);   /* frees root; b may be reused */
 
 #endif

@@ -375,6 +375,8 @@ struct xs_parser {
     int           in_feed;
     int           reset_pending; /* xs_parser_reset called from a callback */
     int           doc_used;      /* xs_doc_parse ran: reset before the next */
+    int           shallow;       /* doc mode: keep only the root and its text */
+    int           prev_text;     /* shallow: the last event was character data */
     unsigned long salt;          /* doc parser: expat's hash salt; 0 = expat's own */
     char          err[160];
 };
@@ -496,6 +498,13 @@ static void XMLCALL on_start(void *ud, const XML_Char *qname, const XML_Char **a
         cost += strlen(atts[i]) + strlen(atts[i + 1]) + 6 + 2 * XS_ALLOC_COST;
     if (nattr) cost += 2 * nattr * sizeof(xs_attr) + XS_ALLOC_COST;
     if (!charge(p, cost)) return;
+    p->prev_text = 0;
+    if (p->shallow && p->doc_mode && depth >= 1) {
+        /* Shallow: below the root nothing is built, but every limit is
+         * charged exactly as if it were, so the verdict is the same. */
+        track(p);
+        return;
+    }
     xs_node *n = node_from_expat(qname);
     for (size_t i = 0; atts[i]; i += 2)
         attr_push(n, attr_name_from_expat(atts[i]), xstrdup(atts[i + 1]));
@@ -512,7 +521,9 @@ static void XMLCALL on_end(void *ud, const XML_Char *qname) {
     if (halted(p)) return;
     if (!track(p)) return;
     int depth = --p->depth;
+    p->prev_text = 0;
     if (p->doc_mode) {
+        if (p->shallow && depth >= 1) return;       /* nothing was built */
         p->cur = p->cur ? p->cur->parent : NULL;
         return;
     }
@@ -536,10 +547,14 @@ static void XMLCALL on_chars(void *ud, const XML_Char *s, int len) {
     if (!track(p)) return;
     if (p->cur) {
         size_t cost = (size_t)len;
-        if (!p->cur->last_child || p->cur->last_child->name)
+        int new_node = p->shallow ? !p->prev_text
+                                  : !p->cur->last_child || p->cur->last_child->name;
+        if (new_node)
             cost += sizeof(xs_node) + 1 + 2 * XS_ALLOC_COST;    /* a new text node */
         if (!charge(p, cost)) return;
-        xs_add_text(p->cur, s, (size_t)len);
+        p->prev_text = 1;
+        if (!p->shallow || p->depth == 1)
+            xs_add_text(p->cur, s, (size_t)len);
     }
     /* else: text between stanzas (whitespace keepalives): ignored */
 }
@@ -625,6 +640,7 @@ static void parser_restart(xs_parser *p) {
     p->depth = 0;
     p->stanza_start = p->fed = p->feed_base = p->last_event_end = 0;
     p->tree_cost = 0;
+    p->prev_text = 0;
     p->status = XS_OK;
     p->reset_pending = 0;
     p->err[0] = '\0';
@@ -745,6 +761,16 @@ xs_status xs_parse_document(const char *data, size_t len, size_t max_bytes,
     p->doc_mode = 1;
     xs_status st = xs_doc_parse(p, data, len, max_bytes, root, err, errlen);
     xs_parser_free(p);
+    return st;
+}
+
+xs_status xs_doc_parse_shallow(xs_parser *p, const char *data, size_t len,
+                               size_t max_bytes, xs_node **root, char *err,
+                               size_t errlen) {
+    xs_status st;
+    p->shallow = 1;
+    st = xs_doc_parse(p, data, len, max_bytes, root, err, errlen);
+    p->shallow = 0;
     return st;
 }
 

@@ -128,5 +128,12 @@ xs_status   xs_parse_document(const char *data, size_t len, size_t max_bytes,
 xs_parser  *xs_doc_parser_new(void);
 xs_status   xs_doc_parse(xs_parser *p, const char *data, size_t len, size_t max_bytes,
                          xs_node **root, char *err, size_t errlen);
+/* The same verdict (every check and limit, charged as if the tree were
+ * built), but *root keeps only the root element, its attributes and its
+ * own text: nothing below it is allocated. For a caller that validates a
+ * document and reads only the root (mod_bosh; issue 15). */
+xs_status   xs_doc_parse_shallow(xs_parser *p, const char *data, size_t len,
+                                 size_t max_bytes, xs_node **root, char *err,
+                                 size_t errlen);
 
 #endif

@@ -1,9 +1,10 @@
 /*
  * bosh_handler.c - the `bosh` handler: one BOSH HTTP request in, one out.
  *
- * POST: read the body (capped), validate it with bosh_body_parse so bad
- * input never crosses the relay, then
- *   - no sid (session creation): sign-in gate in Redis (borrowed from the
+ * POST: read the body (capped), validate it (bosh_body_check_with, one
+ * parser per thread) so bad input never crosses the relay, then
+ *   - no sid (session creation): the worker budget (BoshMaxHeldShare, see
+ *     check_worker_budget), sign-in gate in Redis (borrowed from the
  *     pool for one command, never held across the wait), pick a chatd node
  *     round-robin, relay;
  *   - sid: the node is the sid prefix; relay. No Redis on this path.
@@ -24,6 +25,7 @@
  * X-Content-Type-Options: nosniff (bosh_headers_filter).
  */
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
@@ -42,6 +44,7 @@
 
 #include "mod_bosh.h"
 #include "bosh_gzip.h"
+#include "redis_cap.h"
 #include "../common/bosh_body.h"
 #include "../common/admission.h"
 #include "../common/relay_proto.h"
@@ -184,6 +187,42 @@ static const char *answer_type(const char *from_chatd)
     return BOSH_CONTENT_TYPE;
 }
 
+/* One document parser per worker thread, kept from one body to the next
+ * (bosh_body_parse_with: XML_ParserReset instead of creating and freeing
+ * an expat parser, which was a third of a small body's parse; issue 15,
+ * bench/exchange-cost). A thread's parser is freed when the thread ends. */
+static pthread_key_t parser_key;
+static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
+static int parser_key_ok;
+
+static void parser_destroy(void *p)
+{
+    xs_parser_free(p);
+}
+
+static void parser_key_init(void)
+{
+    parser_key_ok = pthread_key_create(&parser_key, parser_destroy) == 0;
+}
+
+/* This thread's parser, or NULL (then bosh_body_parse_with makes one for
+ * the body, as before). */
+static xs_parser *thread_parser(void)
+{
+    xs_parser *p;
+
+    pthread_once(&parser_once, parser_key_init);
+    if (!parser_key_ok)
+        return NULL;
+    p = pthread_getspecific(parser_key);
+    if (!p && (p = xs_doc_parser_new()) != NULL &&
+        pthread_setspecific(parser_key, p) != 0) {
+        xs_parser_free(p);
+        p = NULL;
+    }
+    return p;
+}
+
 /* Write a complete response: status, type, length, body. The body is
  * gzipped when the client accepts it and it is worth it. */
 static int send_response(request_rec *r, int status, const char *ctype,
@@ -229,18 +268,26 @@ static unsigned jittered_retry_after(void)
 }
 
 /* 503 for a refused session creation: retryable, fast, says why.
- * retry_after 0: pick a jittered one here. */
-static int send_unavailable(request_rec *r, bosh_child *ch, const char *why,
-                            unsigned retry_after)
+ * retry_after 0: pick a jittered one here. quiet: no log line per request
+ * (the caller logs a summary). */
+static int send_unavailable_q(request_rec *r, bosh_child *ch, const char *why,
+                              unsigned retry_after, int quiet)
 {
     const char *body = apr_psprintf(r->pool, "%s\n", why);
     if (ch)
         apr_atomic_inc32(&ch->sessions_refused);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                  "mod_bosh: session creation refused: %s", why);
+    if (!quiet)
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "mod_bosh: session creation refused: %s", why);
     return send_response(r, HTTP_SERVICE_UNAVAILABLE, "text/plain; charset=utf-8",
                          body, strlen(body),
                          retry_after ? retry_after : jittered_retry_after());
+}
+
+static int send_unavailable(request_rec *r, bosh_child *ch, const char *why,
+                            unsigned retry_after)
+{
+    return send_unavailable_q(r, ch, why, retry_after, 0);
 }
 
 /* CORS for allowed origins only (BoshAllowOrigin). An origin listed by
@@ -448,8 +495,16 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
 
     w.r = r;
     w.client_fd = (sock && apr_os_sock_get(&fd, sock) == APR_SUCCESS) ? fd : -1;
-    if (rc)
-        return relay_client_call(rc, call, deadline, wait_tick, &w);
+    /* Only a session's requests count as held (BoshMaxHeldShare): chatd
+     * answers a creation at once, it is as short as a page of the site,
+     * and counting a burst of them would refuse sign-ins that cost no
+     * worker for long. */
+    if (rc) {
+        bosh_held_enter();
+        st = relay_client_call(rc, call, deadline, wait_tick, &w);
+        bosh_held_leave();
+        return st;
+    }
 
     up = apr_pcalloc(r->pool, sizeof(int) * (ch->nrelays + 1));
     for (i = 0; i < ch->nrelays; i++)
@@ -466,6 +521,58 @@ static relay_call_status relay(request_rec *r, bosh_child *ch, relay_client *rc,
             break;
     }
     return st;
+}
+
+/*
+ * The worker budget (worker_budget.h, BoshMaxHeldShare) for a NEW session.
+ * Returns NULL to go on, else the reason for the 503.
+ *
+ * Only new sessions are refused. A request of an existing session is
+ * always relayed and held as before: with hold=1 (chatd's bosh_max_hold)
+ * its arrival makes chatd answer that session's previous held request,
+ * so existing sessions swap one held request for another and never grow
+ * the count; only a new session adds one. Refusing or cutting short an
+ * existing session's poll would not give a worker back either: the
+ * client polls again at once (an empty answer) or retries (a 5xx), and a
+ * session in that loop keeps a worker busy more of the time than one
+ * held request does, while its user sees errors.
+ *
+ * The server-wide figure is the highest of now and the last two seconds
+ * (redis_cap.c): a message to a big room answers every held request at
+ * once, and for the few milliseconds until the clients poll again the
+ * count is low although every one of those sessions still needs its
+ * worker.
+ */
+static const char *check_worker_budget(request_rec *r, bosh_child *ch)
+{
+    bosh_held_counts h;
+    unsigned n;
+
+    bosh_held_get(&h);
+    switch (worker_budget_admit(&bosh_budget, h.shared ? (long)h.server_peak : -1,
+                                (long)h.child)) {
+    case WB_ADMIT:
+        return NULL;
+    case WB_FULL_SERVER:
+    case WB_FULL_CHILD:
+    default:
+        break;
+    }
+    apr_atomic_inc32(&ch->refused_workers);
+    if ((n = bosh_held_refused()) != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->server,
+                     "mod_bosh: BOSH00400: %u new BOSH session(s) refused since "
+                     "the last report: held requests fill BoshMaxHeldShare %d%% "
+                     "of httpd's workers (%u held of %d allowed server-wide, %d "
+                     "per child); the rest stay for the site. Raise "
+                     "MaxRequestWorkers to carry more chat users "
+                     "(httpd-conf/bosh-mpm.conf)", n, bosh_budget.share,
+                     h.server_peak, bosh_budget.max_held,
+                     bosh_budget.child_max_held);
+    return apr_psprintf(r->pool, "chat is full on this server: BoshMaxHeldShare "
+                        "%d%% of its %d workers already hold chat requests and "
+                        "the rest are kept for the site; try again shortly",
+                        bosh_budget.share, bosh_budget.workers);
 }
 
 /* A 200 `<body ...>` start tag that is not a terminate: a new session. */
@@ -596,7 +703,9 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     }
 
     memset(&b, 0, sizeof(b));
-    if (bosh_body_parse(data, len, (size_t)conf->max_body, &b, err, sizeof(err)) != 0) {
+    /* Validate only: mod_bosh reads sid and to; chatd builds the tree. */
+    if (bosh_body_check_with(thread_parser(), data, len, (size_t)conf->max_body, &b,
+                             err, sizeof(err)) != 0) {
         if (ch)
             apr_atomic_inc32(&ch->bad_requests);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
@@ -637,6 +746,8 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
             apr_atomic_inc32(&ch->refused_gate);
             return send_unavailable(r, ch, "sign-in is closed (BoshSignin off)", 0);
         }
+        if ((refuse = check_worker_budget(r, ch)) != NULL)
+            return send_unavailable_q(r, ch, refuse, 0, 1);
         if ((refuse = admit_new_session(r, ch, conf, &retry_after, &counter)) != NULL) {
             apr_atomic_inc32(counter);
             return send_unavailable(r, ch, refuse, retry_after);
@@ -759,6 +870,10 @@ const char *bosh_create_session_for(request_rec *r, relay_call *call,
         apr_atomic_inc32(&ch->refused_gate);
         apr_atomic_inc32(&ch->sessions_refused);
         return "sign-in is closed (BoshSignin off)";
+    }
+    if ((refuse = check_worker_budget(r, ch)) != NULL) {
+        apr_atomic_inc32(&ch->sessions_refused);
+        return refuse;
     }
     if ((refuse = admit_new_session(r, ch, conf, retry_after, &counter)) != NULL) {
         apr_atomic_inc32(counter);

@@ -93,6 +93,7 @@ int bosh_status_handler(request_rec *r)
     int json, i, cap_total, cap_max;
     unsigned cap_refusals;
     redis_pool_stats rs;
+    bosh_held_counts held;
 
     if (!r->handler || strcmp(r->handler, "bosh-status") != 0)
         return DECLINED;
@@ -102,6 +103,7 @@ int bosh_status_handler(request_rec *r)
     json = r->args && strstr(r->args, "json") != NULL;
 
     memset(&rs, 0, sizeof(rs));
+    bosh_held_get(&held);
     redis_cap_get(&cap_total, &cap_max, &cap_refusals);
     if (ch && ch->redis)
         redis_pool_get_stats(ch->redis, &rs);
@@ -118,11 +120,21 @@ int bosh_status_handler(request_rec *r)
                    ch && ch->stopping ? "true" : "false",
                    ch ? ch->sessions_refused : 0, ch ? ch->bad_requests : 0);
         ap_rprintf(r, "\"sessions_admitted\":%u,\"refused\":{\"gate\":%u,"
-                   "\"rate\":%u,\"address\":%u,\"busy\":%u,\"chatd\":%u},"
-                   "\"relays\":[",
+                   "\"rate\":%u,\"address\":%u,\"busy\":%u,\"chatd\":%u,"
+                   "\"workers\":%u},",
                    ch ? ch->sessions_admitted : 0, ch ? ch->refused_gate : 0,
                    ch ? ch->refused_rate : 0, ch ? ch->refused_addr : 0,
-                   ch ? ch->refused_busy : 0, ch ? ch->refused_chatd : 0);
+                   ch ? ch->refused_busy : 0, ch ? ch->refused_chatd : 0,
+                   ch ? ch->refused_workers : 0);
+        ap_rprintf(r, "\"held\":{\"child\":%u,\"child_limit\":%d,"
+                   "\"server\":%s,\"server_peak\":%s,\"server_limit\":%d,"
+                   "\"share\":%d,\"workers\":%d,\"refused_server\":%s},"
+                   "\"relays\":[",
+                   held.child, bosh_budget.child_max_held,
+                   held.shared ? apr_itoa(r->pool, (int)held.server) : "null",
+                   held.shared ? apr_itoa(r->pool, (int)held.server_peak) : "null",
+                   bosh_budget.max_held, bosh_budget.share, bosh_budget.workers,
+                   held.shared ? apr_itoa(r->pool, (int)held.refused) : "null");
     }
     else {
         ap_rprintf(r, "mod_bosh status (this child)\npid: %d\n", (int)getpid());
@@ -138,6 +150,15 @@ int bosh_status_handler(request_rec *r)
                    "refused, redis busy or down: %u\nrefused by chatd: %u\n",
                    ch->sessions_admitted, ch->refused_gate, ch->refused_rate,
                    ch->refused_addr, ch->refused_busy, ch->refused_chatd);
+        ap_rprintf(r, "refused, workers held (BoshMaxHeldShare): %u\n"
+                   "held requests, this child: %u of %d\n",
+                   ch->refused_workers, held.child, bosh_budget.child_max_held);
+        if (held.shared)
+            ap_rprintf(r, "held requests, all children: %u now, %u recent peak, "
+                       "of %d (BoshMaxHeldShare %d%% of %d workers); new sessions "
+                       "refused for it, all children: %u\n", held.server,
+                       held.server_peak, bosh_budget.max_held, bosh_budget.share,
+                       bosh_budget.workers, held.refused);
     }
 
     for (i = 0; ch && i < ch->nrelays; i++) {
@@ -212,8 +233,23 @@ int bosh_status_hook(request_rec *r, int flags)
     int cap_total, cap_max;
     unsigned cap_refusals;
     children_sum sum;
+    bosh_held_counts held;
 
-    if (!bosh_child_state || !bosh_child_state->redis)
+    if (!bosh_child_state)
+        return OK;
+    /* Held requests against the worker budget (BoshMaxHeldShare). */
+    bosh_held_get(&held);
+    if (flags & AP_STATUS_SHORT)
+        ap_rprintf(r, "BoshHeldRequests: %u\nBoshHeldPeak: %u\nBoshHeldLimit: %d\n"
+                   "BoshHeldRefused: %u\n", held.server, held.server_peak,
+                   bosh_budget.max_held, held.refused);
+    else
+        ap_rprintf(r, "<hr />\n<h2>mod_bosh held requests</h2>\n<pre>\nheld now %u, "
+                   "recent peak %u, of %d (BoshMaxHeldShare %d%% of %d workers); "
+                   "new sessions refused for it: %u\n</pre>\n", held.server,
+                   held.server_peak, bosh_budget.max_held, bosh_budget.share,
+                   bosh_budget.workers, held.refused);
+    if (!bosh_child_state->redis)
         return OK;
     redis_cap_get(&cap_total, &cap_max, &cap_refusals);
     memset(&sum, 0, sizeof(sum));

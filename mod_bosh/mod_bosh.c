@@ -64,6 +64,7 @@
 #define DEFAULT_REDIS_RESERVE       32
 
 bosh_child *bosh_child_state;
+worker_budget bosh_budget;
 
 /* Housekeeping thread of this child. */
 static pthread_t housekeeper;
@@ -103,6 +104,8 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     c->signin_per_addr = BOSH_UNSET;
     c->relay_ping_s = BOSH_UNSET;
     c->relay_ping_timeout_s = BOSH_UNSET;
+    c->max_held_share = BOSH_UNSET;
+    c->max_sessions = BOSH_UNSET;
     return c;
 }
 
@@ -141,6 +144,8 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(signin_per_addr);
     MERGE_INT(relay_ping_s);
     MERGE_INT(relay_ping_timeout_s);
+    MERGE_INT(max_held_share);
+    MERGE_INT(max_sessions);
     return m;
 }
 
@@ -167,6 +172,8 @@ static void bosh_conf_finalize(bosh_server_conf *c)
     DEFAULT_INT(signin_per_addr, 0);
     DEFAULT_INT(relay_ping_s, DEFAULT_RELAY_PING_S);
     DEFAULT_INT(relay_ping_timeout_s, DEFAULT_RELAY_PING_TIMEOUT_S);
+    DEFAULT_INT(max_held_share, WORKER_BUDGET_DEFAULT_SHARE);
+    DEFAULT_INT(max_sessions, 0);
 }
 
 static const char *set_chatd(cmd_parms *cmd, void *dummy, const char *id,
@@ -375,6 +382,8 @@ INT_PARAM(redis_connect_ms, 1, 60000);
 INT_PARAM(redis_command_ms, 0, 60000);
 INT_PARAM(redis_reserve, 0, 1000000);
 INT_PARAM(signin_per_addr, 0, 1000000);
+INT_PARAM(max_held_share, 1, 100);
+INT_PARAM(max_sessions, 0, 10000000);
 
 static const char *set_int(cmd_parms *cmd, void *dummy, const char *arg)
 {
@@ -438,6 +447,14 @@ static const command_rec bosh_cmds[] = {
                  "On (default): new sessions allowed; Off: refuse with 503"),
     AP_INIT_TAKE12("BoshSigninRate", set_signin_rate, NULL, RSRC_CONF,
                    "New sessions per second for all frontends (0 = no cap) [burst]"),
+    AP_INIT_TAKE1("BoshMaxHeldShare", set_int, (void *)&param_max_held_share,
+                  RSRC_CONF, "Percent of httpd's workers held BOSH requests may take; "
+                  "new sessions beyond it get 503 (default 75: a quarter stays "
+                  "for the site)"),
+    AP_INIT_TAKE1("BoshMaxSessions", set_int, (void *)&param_max_sessions,
+                  RSRC_CONF, "BOSH sessions this server is sized for; the start-up "
+                  "check warns when BoshMaxHeldShare of the workers cannot hold "
+                  "them (default 0: no check)"),
     AP_INIT_TAKE1("BoshSigninPerAddress", set_int, (void *)&param_signin_per_addr,
                   RSRC_CONF, "New sessions per client address per minute (0 = no cap)"),
     AP_INIT_ITERATE("BoshAllowOrigin", add_origin, NULL, RSRC_CONF,
@@ -600,6 +617,47 @@ static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
     return OK;
 }
 
+/*
+ * The worker budget (worker_budget.h): held requests may take
+ * BoshMaxHeldShare of the workers the MPM may run, server-wide
+ * (MaxRequestWorkers: daemons x threads) and per child (ThreadsPerChild).
+ * Say what that is at start-up, and warn when it cannot hold the sessions
+ * the operator sized the server for (BoshMaxSessions).
+ */
+static void check_worker_budget(server_rec *s, bosh_server_conf *c)
+{
+    int daemons = 0, threads = 0;
+
+    if (ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons) != APR_SUCCESS)
+        daemons = 0;
+    if (ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads) != APR_SUCCESS)
+        threads = 0;
+    worker_budget_compute(&bosh_budget, daemons, threads, c->max_held_share);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                 "mod_bosh: BOSH00401: worker budget: %d workers (%s, %d x %d); "
+                 "BoshMaxHeldShare %d%% lets held BOSH requests take %d of them "
+                 "(%d per child), the rest stay for the site",
+                 bosh_budget.workers, ap_show_mpm(), daemons < 1 ? 1 : daemons,
+                 bosh_budget.threads_per_child, bosh_budget.share,
+                 bosh_budget.max_held, bosh_budget.child_max_held);
+    if (bosh_budget.max_held < 1)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_bosh: BOSH00402: BoshMaxHeldShare %d%% of %d workers "
+                     "is less than one: every new BOSH session will be refused; "
+                     "raise MaxRequestWorkers or BoshMaxHeldShare",
+                     bosh_budget.share, bosh_budget.workers);
+    else if (c->max_sessions > bosh_budget.max_held)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_bosh: BOSH00403: BoshMaxSessions %d cannot be held: "
+                     "every signed-in user keeps one request (one worker) held, "
+                     "and BoshMaxHeldShare %d%% of %d workers is %d; sessions "
+                     "beyond that are refused with 503. Raise MaxRequestWorkers "
+                     "to at least %ld (httpd-conf/bosh-mpm.conf)",
+                     c->max_sessions, bosh_budget.share, bosh_budget.workers,
+                     bosh_budget.max_held,
+                     worker_budget_workers_for(&bosh_budget, c->max_sessions));
+}
+
 static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
 {
@@ -624,14 +682,20 @@ static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             apr_pool_userdata_set((const void *)1, BOSH_STARTED_KEY,
                                   apr_pool_cleanup_null, s->process->pool);
     }
-    if (main_conf->redis_url) {
+    if (main_conf->nodes->nelts == 0 && !main_conf->redis_url)
+        return OK;                      /* module loaded but not configured */
+    check_worker_budget(s, main_conf);
+    {
         int server_limit = 0;
         ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &server_limit);
-        /* Slots for old-generation children too; dead ones are reclaimed. */
+        /* Slots for old-generation children too; dead ones are reclaimed.
+         * The segment also counts held requests, so it exists without
+         * BoshRedis too. */
         redis_cap_init(s, (server_limit > 0 ? server_limit : 1) * 2 + 16,
                        main_conf->redis_max_total);
-        return check_redis_capacity(ptemp, s, main_conf, restarting);
     }
+    if (main_conf->redis_url)
+        return check_redis_capacity(ptemp, s, main_conf, restarting);
     return OK;
 }
 
@@ -692,10 +756,9 @@ static void *housekeeper_main(void *arg)
             usleep(100 * 1000);
         if (housekeeper_stop)
             break;
-        if (ch->redis) {
-            redis_cap_reap();           /* counts of children killed -9 */
+        redis_cap_reap();               /* counts of children killed -9 */
+        if (ch->redis)
             redis_pool_maintain(ch->redis);
-        }
         if (bosh_child_is_stopping())
             bosh_child_drain(1);
     }
@@ -743,10 +806,9 @@ static apr_status_t bosh_child_cleanup(void *data)
     }
     for (i = 0; i < ch->nrelays; i++)
         relay_client_stop(ch->relays[i], join);
-    if (ch->redis) {
+    if (ch->redis)
         redis_pool_shutdown(ch->redis);
-        redis_cap_child_detach();
-    }
+    redis_cap_child_detach();
     bosh_child_state = NULL;
     return APR_SUCCESS;
 }
@@ -789,12 +851,13 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
             rc.command_ms = c->redis_command_ms;
             rc.name_prefix = peer;
             ch->redis = redis_pool_create(s, &rc);
-            if (redis_cap_child_attach() != 0)
-                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                             "mod_bosh: no slot in the BoshRedisMaxTotal table; "
-                             "this child is held to its own cap only");
         }
     }
+    if (redis_cap_child_attach() != 0)
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     "mod_bosh: BOSH00404: no slot in the shared-memory table; "
+                     "this child's Redis connections and held requests count "
+                     "only against its own caps");
     bosh_child_state = ch;
     ap_mpm_query(AP_MPMQ_IS_THREADED, &child_threaded);
     child_threaded = child_threaded != AP_MPMQ_NOT_SUPPORTED;

@@ -17,6 +17,7 @@
 #include "bosh_route.h"
 #include "redis_pool.h"
 #include "relay_client.h"
+#include "worker_budget.h"
 
 /* mod_bosh.c gets this from AP_DECLARE_MODULE. */
 #ifndef MOD_BOSH_DECLARES_MODULE
@@ -60,6 +61,8 @@ typedef struct bosh_server_conf {
     int  relay_ping_s;                  /* BoshRelayPing (0 = off) */
     int  relay_ping_timeout_s;          /* BoshRelayPingTimeout */
     apr_array_header_t *trusted_proxies; /* apr_ipsubnet_t *, BoshTrustedProxy */
+    int  max_held_share;                /* BoshMaxHeldShare, percent */
+    int  max_sessions;                  /* BoshMaxSessions: start-up check only */
 } bosh_server_conf;
 
 /* Everything one child owns. One instance, created in child_init. */
@@ -77,6 +80,8 @@ typedef struct bosh_child {
      * chatd = chatd answered 503 (its max_sessions_per_addr cap). */
     apr_uint32_t       refused_gate, refused_rate, refused_addr;
     apr_uint32_t       refused_busy, refused_chatd;
+    /* workers = BoshMaxHeldShare of httpd's workers already hold requests */
+    apr_uint32_t       refused_workers;
     apr_uint32_t       sessions_admitted;/* passed admission, sent to chatd */
     apr_uint32_t       bad_requests;
     volatile apr_uint32_t stopping;     /* child is stopping: drain done */
@@ -84,6 +89,9 @@ typedef struct bosh_child {
 
 /* NULL in the parent and before child_init. */
 extern bosh_child *bosh_child_state;
+/* The worker budget, computed in post_config from the MPM's figures and
+ * BoshMaxHeldShare; children inherit it. */
+extern worker_budget bosh_budget;
 
 bosh_server_conf *bosh_conf(const server_rec *s);
 

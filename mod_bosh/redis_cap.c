@@ -1,5 +1,6 @@
 /*
- * redis_cap.c - server-wide Redis connection counter in shared memory.
+ * redis_cap.c - server-wide counters in shared memory: Redis connections
+ * (BoshRedisMaxTotal) and held BOSH requests (BoshMaxHeldShare).
  * See redis_cap.h for why and for the safety rules.
  */
 #include <errno.h>
@@ -9,10 +10,11 @@
 
 #include "apr_atomic.h"
 #include "apr_shm.h"
+#include "apr_time.h"
 #include "mod_bosh.h"
 #include "redis_cap.h"
 
-#define CAP_MAGIC 0x424f5349u   /* "BOSH" + layout version */
+#define CAP_MAGIC 0x424f534au   /* "BOSH" + layout version */
 #define PID_REAPING 0xffffffffu /* slot being taken back from a dead child */
 #define CAP_USERDATA "mod_bosh_redis_cap"
 
@@ -21,7 +23,21 @@ typedef struct cap_slot {
     volatile apr_uint32_t count;
     /* published by the child's pool, for status pages only */
     volatile apr_uint32_t in_use, idle, waits, acquire_timeouts, failures;
+    volatile apr_uint32_t held;         /* BOSH requests in a worker now */
 } cap_slot;
+
+/* Held requests, server-wide (BoshMaxHeldShare). `peak` keeps the highest
+ * count seen in each of the last two seconds: after a message to a big
+ * room every held request is answered at once and the count dips for a
+ * few milliseconds while the clients poll again; admission must not see
+ * that dip as free workers. */
+typedef struct held_shm {
+    volatile apr_uint32_t total;
+    volatile apr_uint32_t peak_sec[2], peak[2];
+    volatile apr_uint32_t refused;      /* new sessions refused, ever */
+    volatile apr_uint32_t reported;     /* `refused` at the last log line */
+    volatile apr_uint32_t log_minute;   /* minute of the last log line */
+} held_shm;
 
 typedef struct cap_shm {
     apr_uint32_t          magic;
@@ -29,6 +45,7 @@ typedef struct cap_shm {
     volatile apr_uint32_t max_total;
     volatile apr_uint32_t total;
     volatile apr_uint32_t refusals;
+    held_shm              held;
     cap_slot              slots[];
 } cap_shm;
 
@@ -37,6 +54,14 @@ typedef struct cap_shm {
  * userdata. */
 static cap_shm *cap;
 static cap_slot *my_slot;
+/* Without the segment (apr_shm_create failed) this process counts alone. */
+static held_shm held_local;
+static volatile apr_uint32_t held_mine;
+
+static held_shm *held_counts(void)
+{
+    return cap ? &cap->held : &held_local;
+}
 
 apr_status_t redis_cap_init(server_rec *s, int nslots, int max_total)
 {
@@ -100,6 +125,9 @@ void redis_cap_reap(void)
         left = apr_atomic_xchg32(&sl->count, 0);
         if (left)
             apr_atomic_sub32(&cap->total, left);
+        left = apr_atomic_xchg32(&sl->held, 0);
+        if (left)
+            apr_atomic_sub32(&cap->held.total, left);
         apr_atomic_set32(&sl->in_use, 0);
         apr_atomic_set32(&sl->idle, 0);
         apr_atomic_set32(&sl->pid, 0);
@@ -163,6 +191,9 @@ int redis_cap_child_attach(void)
             apr_uint32_t left = apr_atomic_xchg32(&sl->count, 0);
             if (left)
                 apr_atomic_sub32(&cap->total, left);
+            left = apr_atomic_xchg32(&sl->held, 0);
+            if (left)
+                apr_atomic_sub32(&cap->held.total, left);
         }
         apr_atomic_set32(&sl->in_use, 0);
         apr_atomic_set32(&sl->idle, 0);
@@ -183,6 +214,9 @@ void redis_cap_child_detach(void)
         apr_uint32_t left = apr_atomic_xchg32(&my_slot->count, 0);
         if (left)
             apr_atomic_sub32(&cap->total, left);
+        left = apr_atomic_xchg32(&my_slot->held, 0);
+        if (left)
+            apr_atomic_sub32(&cap->held.total, left);
     }
     apr_atomic_set32(&my_slot->in_use, 0);
     apr_atomic_set32(&my_slot->idle, 0);
@@ -221,4 +255,84 @@ void redis_cap_get(int *total, int *max, unsigned *refusals)
     *total = (int)apr_atomic_read32(&cap->total);
     *max = (int)cap->max_total;
     *refusals = apr_atomic_read32(&cap->refusals);
+}
+
+/* ---- held requests (BoshMaxHeldShare) ---- */
+
+static void note_peak(held_shm *h, apr_uint32_t v)
+{
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    int i = (int)(now & 1);
+    apr_uint32_t sec = apr_atomic_read32(&h->peak_sec[i]), cur;
+
+    /* The first to see a new second restarts its bucket; a racing update
+     * may be lost, which only makes one second's peak a little low. */
+    if (sec != now && apr_atomic_cas32(&h->peak_sec[i], now, sec) == sec)
+        apr_atomic_set32(&h->peak[i], v);
+    while ((cur = apr_atomic_read32(&h->peak[i])) < v &&
+           apr_atomic_cas32(&h->peak[i], v, cur) != cur)
+        ;
+}
+
+void bosh_held_enter(void)
+{
+    held_shm *h = held_counts();
+    apr_uint32_t v = apr_atomic_inc32(&h->total) + 1;
+
+    apr_atomic_inc32(&held_mine);
+    if (cap && my_slot)
+        apr_atomic_inc32(&my_slot->held);
+    note_peak(h, v);
+}
+
+void bosh_held_leave(void)
+{
+    held_shm *h = held_counts();
+
+    apr_atomic_dec32(&held_mine);
+    if (cap && my_slot) {
+        /* A reap may have emptied a slot whose pid looked dead; never go
+         * below zero. */
+        apr_uint32_t c;
+        while ((c = apr_atomic_read32(&my_slot->held)) > 0 &&
+               apr_atomic_cas32(&my_slot->held, c - 1, c) != c)
+            ;
+        if (c == 0)
+            return;
+    }
+    apr_atomic_dec32(&h->total);
+}
+
+void bosh_held_get(bosh_held_counts *out)
+{
+    held_shm *h = held_counts();
+    apr_uint32_t now = (apr_uint32_t)apr_time_sec(apr_time_now());
+    apr_uint32_t peak;
+    int i;
+
+    out->shared = cap != NULL;
+    out->child = apr_atomic_read32(&held_mine);
+    out->server = apr_atomic_read32(&h->total);
+    peak = out->server;
+    for (i = 0; i < 2; i++) {
+        apr_uint32_t sec = apr_atomic_read32(&h->peak_sec[i]);
+        apr_uint32_t v = apr_atomic_read32(&h->peak[i]);
+        if ((sec == now || sec + 1 == now) && v > peak)
+            peak = v;
+    }
+    out->server_peak = peak;
+    out->refused = apr_atomic_read32(&h->refused);
+}
+
+unsigned bosh_held_refused(void)
+{
+    held_shm *h = held_counts();
+    apr_uint32_t minute = (apr_uint32_t)(apr_time_sec(apr_time_now()) / 60);
+    apr_uint32_t last, total;
+
+    total = apr_atomic_inc32(&h->refused) + 1;
+    last = apr_atomic_read32(&h->log_minute);
+    if (last == minute || apr_atomic_cas32(&h->log_minute, minute, last) != last)
+        return 0;
+    return total - apr_atomic_xchg32(&h->reported, total);
 }

@@ -1,5 +1,7 @@
 /*
- * redis_cap: the server-wide cap on Redis connections (BoshRedisMaxTotal).
+ * redis_cap: the server-wide cap on Redis connections (BoshRedisMaxTotal),
+ * and the server-wide count of held BOSH requests (BoshMaxHeldShare,
+ * worker_budget.h), in the same shared-memory segment and child slots.
  *
  * Why: the per-child cap alone lets the total grow with the number of
  * children, including old-generation children still finishing after a
@@ -48,5 +50,24 @@ void redis_cap_publish(int in_use, int idle, unsigned waits,
 /* Calls fn for each live child's slot; returns how many. */
 int  redis_cap_foreach(void (*fn)(const redis_cap_child_stats *st, void *ud),
                        void *ud);
+
+/* Held requests: a BOSH request occupies a worker from the moment it is
+ * relayed until it is answered (bosh_handler.c, relay()). Counted per
+ * child and server-wide; a dead child's count is taken back like its
+ * Redis connections. Without the segment, the server figure is this
+ * process's own (shared = 0). */
+typedef struct bosh_held_counts {
+    int      shared;        /* 1: server-wide figures are real */
+    unsigned child;         /* this child, now */
+    unsigned server;        /* all children, now */
+    unsigned server_peak;   /* highest of now and the last two seconds */
+    unsigned refused;       /* new sessions refused, all children */
+} bosh_held_counts;
+void bosh_held_enter(void);
+void bosh_held_leave(void);
+void bosh_held_get(bosh_held_counts *out);
+/* Count one refused new session. Returns the refusals since the last
+ * report when the caller should log the once-a-minute line, else 0. */
+unsigned bosh_held_refused(void);
 
 #endif

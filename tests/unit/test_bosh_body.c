@@ -146,7 +146,82 @@ static void test_rejects(void) {
 #undef NS
 }
 
+/* bosh_body_check_with (mod_bosh validates without building the payload
+ * tree, issue 15) must give the same verdict as the full parse for every
+ * body, and the same root attributes; run both on one reused parser each,
+ * interleaved, so state left by one body cannot change the next verdict. */
+static void test_check_same_verdict(void) {
+#define NS " xmlns='http://jabber.org/protocol/httpbind'"
+    static const char *bodies[] = {
+        "<body rid='1' sid='n1-ab' to='localhost'" NS "/>",
+        "<body rid='2' sid='n1-ab'" NS "><message xmlns='jabber:client' to='a@b'>"
+            "<body>hi &amp; bye</body></message></body>",
+        "<body rid='3' sid='n1-ab'" NS ">\n  <presence xmlns='jabber:client'/>\n</body>",
+        "<body rid='4'" NS ">text at wrapper level</body>",
+        "<body rid='4'" NS "><iq xmlns='jabber:client'/>late text</body>",
+        "<body rid='5'" NS "><a xmlns='jabber:client'><b><c>deep</c></b></a></body>",
+        "<body rid='6'" NS "><a xmlns='jabber:client'><b></a></body>",           /* bad nesting */
+        "<body rid='7'" NS "><x:a xmlns='jabber:client'/></body>",               /* unbound prefix */
+        "<body rid='8'" NS "><a xmlns='jabber:client'><!-- c --></a></body>",
+        "<body rid='9'" NS "><a xmlns='jabber:client'><?pi x?></a></body>",
+        "<!DOCTYPE body [<!ENTITY a 'aaaa'>]><body rid='1'" NS ">&a;</body>",
+        "<body rid='10'" NS "><a xmlns='jabber:client' q='&#0;'/></body>",
+        "<body rid='11'" NS "><a xmlns='jabber:client'>&undefined;</a></body>",
+        "<body rid='x'" NS "/>",
+        "<body" NS "/>",
+        "<notbody rid='1'" NS "/>",
+        "<body rid='12'" NS "><a xmlns='jabber:client'/></body><trailing/>",
+        "<body rid='13'" NS "><a xmlns='jabber:client'>\xff\xfe</a></body>",
+        "",
+    };
+    xs_parser *full = xs_doc_parser_new(), *shallow = xs_doc_parser_new();
+    char deep[8192], many[16384], err1[160], err2[160];
+    size_t k = 0;
+    bosh_body b1, b2;
+
+    /* deeper than XS_MAX_DEPTH, and attribute-heavy (tree budget) */
+    k += (size_t)snprintf(deep + k, sizeof deep - k, "<body rid='20'" NS ">");
+    for (int i = 0; i < 400 && k < sizeof deep - 16; i++)
+        k += (size_t)snprintf(deep + k, sizeof deep - k, "<a>");
+    k = 0;
+    k += (size_t)snprintf(many + k, sizeof many - k, "<body rid='21'" NS "><a xmlns='jabber:client'");
+    for (int i = 0; i < 900 && k < sizeof many - 32; i++)
+        k += (size_t)snprintf(many + k, sizeof many - k, " a%d=''", i);
+    snprintf(many + k, sizeof many - k, "/></body>");
+
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < sizeof bodies / sizeof bodies[0] + 2; i++) {
+            const char *d = i < sizeof bodies / sizeof bodies[0] ? bodies[i]
+                          : i == sizeof bodies / sizeof bodies[0] ? deep : many;
+            size_t len = strlen(d);
+            int r1 = bosh_body_parse_with(full, d, len, 65536, &b1, err1, sizeof err1);
+            int r2 = bosh_body_check_with(shallow, d, len, 65536, &b2, err2, sizeof err2);
+            CHECK(r1 == r2);
+            if (r1 == 0 && r2 == 0) {
+                CHECK(b1.rid == b2.rid);
+                CHECK((b1.sid == NULL) == (b2.sid == NULL));
+                if (b1.sid && b2.sid) CHECK_STR(b1.sid, b2.sid);
+                CHECK((b1.to == NULL) == (b2.to == NULL));
+                CHECK(b2.root->first_child == NULL);    /* nothing built below */
+            }
+            else if (r1 != 0 && r2 != 0) {
+                CHECK_STR(err1, err2);
+            }
+            if (r1 == 0) bosh_body_free(&b1);
+            if (r2 == 0) bosh_body_free(&b2);
+        }
+    }
+    /* a tight byte cap: the same refusal */
+    CHECK(bosh_body_parse_with(full, bodies[1], strlen(bodies[1]), 20, &b1, err1, sizeof err1) != 0);
+    CHECK(bosh_body_check_with(shallow, bodies[1], strlen(bodies[1]), 20, &b2, err2, sizeof err2) != 0);
+    CHECK_STR(err1, err2);
+    xs_parser_free(full);
+    xs_parser_free(shallow);
+#undef NS
+}
+
 int main(void) {
+    test_check_same_verdict();
     test_session_create();
     test_payloads();
     test_flags();
