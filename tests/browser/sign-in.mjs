@@ -2,7 +2,7 @@
 /*
  * sign-in.mjs: one user signs in on a demo site in a real browser and
  * says something in the lobby. The short path: "does the demo work at
- * all" for a `make run` somewhere else (test_97_fresh_checkout.py), where
+ * all" for a `make run` somewhere else (test_12_fresh_checkout.py), where
  * two-users.mjs covers the chat itself.
  *
  *   node tests/browser/sign-in.mjs --base http://127.0.0.1:8080/ \

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /*
  * xsite.mjs: what a browser makes of a BOSH answer it is sent to by
- * another site (issue 13), for test_98_xsite_browser.py.
+ * another site (issue 13), for test_31_xsite_browser.py.
  *
  * For each case an attacker page on http://evil.test/ (served by
  * playwright's router, so no second server and no DNS) navigates the

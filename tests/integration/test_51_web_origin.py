@@ -12,7 +12,7 @@ asserts the headers a browser would get:
   - /sso/prebind refuses cross-site requests (Sec-Fetch-Site, Origin) and
     GET except from a same-origin script.
 The browser side (a cross-site form POST rendering a prepared session's
-answer) is test_98_xsite_browser.py.
+answer) is test_31_xsite_browser.py.
 """
 
 import base64
