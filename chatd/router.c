@@ -12,6 +12,7 @@
 #include <apr_hash.h>
 #include "router.h"
 #include "muc.h"
+#include "carbons.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -248,7 +249,11 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
     if (to->resource[0]) {
         char full[JID_MAX + 1];
         rsession *rs = router_session(d, jid_full(to, full, sizeof(full)));
-        if (rs) { session_send(rs, st); return; }
+        if (rs) {
+            session_send(rs, st);
+            carbons_received(rs->user, rs, st);     /* XEP-0280 */
+            return;
+        }
         if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
         if (is_error || is_headline) return;
     }
@@ -259,7 +264,11 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
             if (rs->available && rs->priority >= 0) session_send(rs, st);
         return;
     }
-    if (best && !is_groupchat) { session_send(best, st); return; }
+    if (best && !is_groupchat) {
+        session_send(best, st);
+        carbons_received(u, best, st);              /* XEP-0280 */
+        return;
+    }
     if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
     if (is_error || is_headline) return;
     offline_store(d, to->local, st);
@@ -327,6 +336,12 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
         xs_free(stanza);
         return;
     }
+    /* XEP-0280: the sender's other devices see what it sent (local
+     * accounts and room occupants; anything else bounces below). */
+    if (is_message && rs &&
+        (strcmp(j.domain, d->cfg.domain) == 0 ||
+         (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0)))
+        carbons_sent(rs, stanza);
     if (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0) {
         muc_route(d, origin, stanza);
         xs_free(stanza);

@@ -44,6 +44,7 @@ struct rsession {
     xs_node    *presence;         /* last available broadcast presence */
     jid_list   *directed;         /* got directed presence from us */
     struct redis_async_req *offline_req;
+    int         carbons;          /* XEP-0280 enabled (carbons.c) */
     rsession   *next;             /* in user->sessions */
 };
 

@@ -1,0 +1,196 @@
+"""A user on several devices (issue 17), with stock clients.
+
+XEP-0280 Message Carbons: slixmpp's xep_0280 plugin enables carbons on two
+native resources of one account; a third person's message to one resource
+reaches the other as a <received/> carbon, a message the first sends as a
+<sent/> carbon; <private/> messages and sessions that never enabled
+carbons get no copies. The same across transports: a slixmpp resource and
+a Strophe.js (BOSH) resource of one account.
+
+"Gets nothing" is checked without sleeping: after the event that would
+have produced a copy, a marker stanza is sent along a path that chatd
+handles after it; once the marker arrived, an earlier copy would have too.
+"""
+
+import secrets
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from clients import BoshClient
+from native_client import NativeClient
+from scenarios import elems, iq
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_FORWARD = "urn:xmpp:forward:0"
+
+
+class DeviceClient(NativeClient):
+    """slixmpp with the stock XEP-0280 and XEP-0352 plugins."""
+
+    def _build(self, jid, password):
+        super()._build(jid, password)
+        self.x.register_plugin("xep_0280")
+        self.x.register_plugin("xep_0352")
+        self.x.add_event_handler("csi_enabled", lambda _f: self._emit({"event": "csi_enabled"}))
+
+    async def _cmd_carbons_enable(self, kw):
+        await self._iq(kw, self.x["xep_0280"].enable())
+
+    async def _cmd_carbons_disable(self, kw):
+        await self._iq(kw, self.x["xep_0280"].disable())
+
+    def _cmd_csi_inactive(self, kw):
+        self.x["xep_0352"].send_inactive()
+
+    def _cmd_csi_active(self, kw):
+        self.x["xep_0352"].send_active()
+
+
+@pytest.fixture
+def dev(stack):
+    """Factory: (user, password, resource) -> a signed-in DeviceClient."""
+    made = []
+
+    def make(user=None, password=None, resource="dev"):
+        if user is None:
+            user = f"d{secrets.token_hex(3)}"
+            password = stack.add_user(user)
+        c = DeviceClient("127.0.0.1", stack.xmpp_port, f"{user}@{stack.domain}/{resource}",
+                         password)
+        made.append(c)
+        c.user, c.password = user, password
+        c.bare = f"{user}@{stack.domain}"
+        c.bound = c.connect()
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+def carbon(ev):
+    """(direction, forwarded message element) of a carbon event, or None."""
+    if ev.get("event") != "stanza" or ev.get("name") != "message":
+        return None
+    root = ET.fromstring(ev["xml"])
+    for d in ("received", "sent"):
+        w = root.find(f"{{{NS_CARBONS}}}{d}")
+        if w is not None:
+            return d, w.find(f"{{{NS_FORWARD}}}forwarded").find("{jabber:client}message")
+    return None
+
+
+def carbons(c, start=0):
+    return [(ev, carbon(ev)) for ev in c.events[start:] if carbon(ev)]
+
+
+def inner_body(msg):
+    b = msg.find("{jabber:client}body")
+    return b.text if b is not None else None
+
+
+def wait_carbon(c, direction, body, start=0, timeout=20):
+    def pred(ev):
+        cb = carbon(ev)
+        return cb is not None and cb[0] == direction and inner_body(cb[1]) == body
+    ev = c.wait_event(pred, timeout, f"{direction} carbon of {body!r}", start)
+    return carbon(ev)[1], ev
+
+
+def enable(c):
+    ev = iq(c, "carbons_enable")
+    assert ev["type"] == "result", ev
+
+
+def test_carbons_between_two_native_resources(dev, stack):
+    a = dev(resource="desk")
+    b = dev(a.user, a.password, resource="phone")
+    quiet = dev(a.user, a.password, resource="tablet")     # never enables carbons
+    other = dev()
+
+    info = iq(a, "iq_get", to=stack.domain,
+              child="<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    assert NS_CARBONS in {f.get("var") for f in elems(info, "feature")}
+    enable(a)
+    enable(b)
+
+    # received: a message to a's full JID reaches a, and b as a carbon
+    b0, q0, a0 = len(b.events), len(quiet.events), len(a.events)
+    text = f"to desk {secrets.token_hex(3)}"
+    other.send("chat", to=a.bound, body=text)
+    got = a.wait_stanza(start=a0, name="message", body=text)
+    assert got["from"] == other.bound
+    fwd, ev = wait_carbon(b, "received", text, start=b0)
+    assert ev["from"] == a.bare and ev["to"] == b.bound
+    assert fwd.get("from") == other.bound and fwd.get("to") == a.bound
+    # the addressed resource gets no carbon of its own message
+    assert not carbons(a, a0)
+
+    # sent: what a sends shows up on b
+    d0 = len(other.events)
+    reply = f"from desk {secrets.token_hex(3)}"
+    a.send("chat", to=other.bound, body=reply)
+    other.wait_stanza(start=d0, name="message", body=reply)
+    fwd, ev = wait_carbon(b, "sent", reply, start=b0)
+    assert fwd.get("from") == a.bound and fwd.get("to") == other.bound
+
+    # <private/>: no copy; the carbon of the next (normal) message is the marker
+    secret = f"private {secrets.token_hex(3)}"
+    a.send("raw", xml=f"<message to='{other.bound}' type='chat'><body>{secret}</body>"
+                      f"<private xmlns='{NS_CARBONS}'/></message>")
+    other.wait_stanza(start=d0, name="message", body=secret)
+    marker = f"marker {secrets.token_hex(3)}"
+    a.send("chat", to=other.bound, body=marker)
+    wait_carbon(b, "sent", marker, start=b0)
+    assert secret not in [inner_body(m) for _e, (_d, m) in carbons(b, b0)]
+
+    # the session that never enabled carbons got none of the above
+    ping = f"to tablet {secrets.token_hex(3)}"
+    other.send("chat", to=quiet.bound, body=ping)
+    quiet.wait_stanza(start=q0, name="message", body=ping)
+    assert not carbons(quiet, q0), carbons(quiet, q0)
+
+    # disable: b gets no further copies (marker: a carbon re-enabled later)
+    assert iq(b, "carbons_disable")["type"] == "result"
+    b1 = len(b.events)
+    after = f"after disable {secrets.token_hex(3)}"
+    other.send("chat", to=a.bound, body=after)
+    a.wait_stanza(start=a0, name="message", body=after)
+    enable(b)
+    last = f"re-enabled {secrets.token_hex(3)}"
+    other.send("chat", to=a.bound, body=last)
+    wait_carbon(b, "received", last, start=b1)
+    assert after not in [inner_body(m) for _e, (_d, m) in carbons(b, b1)]
+
+
+def test_carbons_across_native_and_bosh(dev, stack):
+    """One account on slixmpp (native) and Strophe.js (BOSH): same routing."""
+    a = dev(resource="native")
+    other = dev()
+    w = BoshClient(stack.bosh_url, f"{a.user}@{stack.domain}/web", a.password,
+                   mech="SCRAM-SHA-256")
+    try:
+        w_full = w.connect()
+        enable(a)
+        w0 = len(w.events)
+        w.send("raw", xml="<iq type='set' id='carb1'>"
+                          f"<enable xmlns='{NS_CARBONS}'/></iq>")
+        res = w.wait_stanza(start=w0, name="iq", id="carb1")
+        assert res["type"] == "result"
+
+        # to the native resource -> received carbon on the web one
+        text = f"to native {secrets.token_hex(3)}"
+        other.send("chat", to=a.bound, body=text)
+        fwd, ev = wait_carbon(w, "received", text, start=w0)
+        assert ev["to"] == w_full and fwd.get("from") == other.bound
+
+        # sent from the web -> sent carbon on the native one
+        a0, d0 = len(a.events), len(other.events)
+        reply = f"from web {secrets.token_hex(3)}"
+        w.send("chat", to=other.bound, body=reply)
+        got = other.wait_stanza(start=d0, name="message", body=reply)
+        assert got["from"] == w_full
+        fwd, ev = wait_carbon(a, "sent", reply, start=a0)
+        assert ev["to"] == a.bound and fwd.get("from") == w_full
+    finally:
+        w.close()
