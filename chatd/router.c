@@ -13,6 +13,7 @@
 #include "router.h"
 #include "muc.h"
 #include "carbons.h"
+#include "csi.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -50,6 +51,7 @@ void router_free(chatd *d)
         *c2s_router_slot(rs->c2s) = NULL;
         offline_forget(rs);
         presence_free_session(rs);
+        csi_queue_free(rs->csi);
         free(rs->full);
         free(rs);
     }
@@ -162,6 +164,7 @@ void router_session_gone(chatd *d, c2s *s)
     if (!rs) return;
     session_detach(d, rs);
     presence_free_session(rs);
+    csi_queue_free(rs->csi);        /* the client is gone: nothing to flush to */
     free(rs->full);
     free(rs);
     *c2s_router_slot(s) = NULL;
@@ -205,14 +208,50 @@ void router_bounce(chatd *d, const xs_node *st, const char *type,
 
 /* ---- delivery ---- */
 
+/* XEP-0352: while rs->csi is set (client inactive) every stanza is offered
+ * to csi.c, which holds the unimportant ones and emits them through here. */
+static void csi_emit_raw(void *ud, const char *xml, size_t len)
+{
+    c2s_deliver_raw(((rsession *)ud)->c2s, xml, len);
+}
+
 void session_send(rsession *rs, const xs_node *st)
 {
-    c2s_deliver(rs->c2s, st);
+    if (!rs->csi) { c2s_deliver(rs->c2s, st); return; }
+    strbuf sb = STRBUF_INIT;
+    xs_serialize(st, NS_CLIENT, &sb);
+    if (!csi_offer(rs->csi, st, sb.data, sb.len, csi_emit_raw, rs))
+        c2s_deliver_raw(rs->c2s, sb.data, sb.len);
+    sb_free(&sb);
 }
 
 void session_send_raw(rsession *rs, const char *xml, size_t len)
 {
+    xs_node *st = NULL;
+    char err[64];
+    /* Inactive: parse the fan-out bytes to classify them (idle phones only). */
+    if (rs->csi && xs_parse_document(xml, len, len + 1, &st, err, sizeof(err)) == XS_OK &&
+        csi_offer(rs->csi, st, xml, len, csi_emit_raw, rs)) {
+        xs_free(st);
+        return;
+    }
+    xs_free(st);
     c2s_deliver_raw(rs->c2s, xml, len);
+}
+
+void router_client_state(chatd *d, c2s *s, int active)
+{
+    (void)d;
+    rsession *rs = router_session_of(s);
+    if (!rs) return;
+    if (!active && !rs->csi) {
+        rs->csi = csi_queue_new(CSI_QUEUE_MAX);
+    } else if (active && rs->csi) {
+        csi_queue *q = rs->csi;
+        rs->csi = NULL;
+        csi_flush(q, csi_emit_raw, rs);
+        csi_queue_free(q);
+    }
 }
 
 rsession *user_best_session(ruser *u)

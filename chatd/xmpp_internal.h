@@ -45,6 +45,7 @@ struct rsession {
     jid_list   *directed;         /* got directed presence from us */
     struct redis_async_req *offline_req;
     int         carbons;          /* XEP-0280 enabled (carbons.c) */
+    struct csi_queue *csi;        /* XEP-0352: non-NULL while inactive (csi.c) */
     rsession   *next;             /* in user->sessions */
 };
 

@@ -7,6 +7,11 @@ reaches the other as a <received/> carbon, a message the first sends as a
 carbons get no copies. The same across transports: a slixmpp resource and
 a Strophe.js (BOSH) resource of one account.
 
+XEP-0352 Client State Indication: slixmpp's xep_0352 plugin sees the
+stream feature and says <inactive/>; contacts' presence churn is held
+(latest per contact), messages with a body arrive at once, <active/>
+delivers what was held.
+
 "Gets nothing" is checked without sleeping: after the event that would
 have produced a copy, a marker stanza is sent along a path that chatd
 handles after it; once the marker arrived, an earlier copy would have too.
@@ -19,7 +24,7 @@ import pytest
 
 from clients import BoshClient
 from native_client import NativeClient
-from scenarios import elems, iq
+from scenarios import elems, iq, text_of
 
 NS_CARBONS = "urn:xmpp:carbons:2"
 NS_FORWARD = "urn:xmpp:forward:0"
@@ -194,3 +199,115 @@ def test_carbons_across_native_and_bosh(dev, stack):
         assert ev["to"] == a.bound and fwd.get("from") == w_full
     finally:
         w.close()
+
+
+def befriend(stack, a, *others):
+    """Mutual presence subscriptions, written to Redis before sign-in
+    (the roster is loaded at session start)."""
+    for o in others:
+        stack.redis_cli("HSET", f"chat:roster:{a}", f"{o}@{stack.domain}",
+                        "sub=both;ask=;name=;groups=")
+        stack.redis_cli("HSET", f"chat:roster:{o}", f"{a}@{stack.domain}",
+                        "sub=both;ask=;name=;groups=")
+
+
+def sync(c):
+    """Wait until chatd has handled everything c sent so far: one
+    connection is read in order, so a ping's answer comes after."""
+    assert iq(c, "iq_get", to=c.bare.split("@", 1)[1],
+              child="<ping xmlns='urn:xmpp:ping'/>")["type"] == "result"
+
+
+def presences(c, frm, start):
+    return [e for e in c.stanzas(start, name="presence") if e["from"] == frm]
+
+
+def test_csi_holds_presence_churn_until_active(dev, stack):
+    users = {}
+    for tag in ("me", "bo", "ca"):
+        name = f"{tag}{secrets.token_hex(3)}"
+        users[tag] = (name, stack.add_user(name))
+    befriend(stack, users["me"][0], users["bo"][0], users["ca"][0])
+    a = dev(*users["me"], resource="phone")
+    assert any(e.get("event") == "csi_enabled" for e in a.events), \
+        "no urn:xmpp:csi:0 stream feature"
+    b = dev(*users["bo"], resource="b")
+    c = dev(*users["ca"], resource="c")
+    stranger = dev()
+    a0 = len(a.events)
+    a.send("presence")
+    b.send("presence", status="b-start")
+    c.send("presence", status="c-start")
+    a.wait_stanza(start=a0, name="presence", **{"from": b.bound})
+    a.wait_stanza(start=a0, name="presence", **{"from": c.bound})
+
+    a.send("csi_inactive")
+    sync(a)
+    a1 = len(a.events)
+    for st in ("b-one", "b-two", "b-three"):
+        b.send("presence", status=st)
+    for st in ("c-one", "c-two"):
+        c.send("presence", status=st)
+    sync(b)
+    sync(c)
+    # a message with a body arrives at once, the churn does not
+    text = f"urgent {secrets.token_hex(3)}"
+    stranger.send("chat", to=a.bound, body=text)
+    a.wait_stanza(start=a1, name="message", body=text)
+    assert not presences(a, b.bound, a1) and not presences(a, c.bound, a1), a.dump()
+
+    # b writes: b's latest presence comes first (order kept), then the message
+    hello = f"hello {secrets.token_hex(3)}"
+    b.send("chat", to=a.bound, body=hello)
+    msg = a.wait_stanza(start=a1, name="message", body=hello)
+    got_b = presences(a, b.bound, a1)
+    assert [text_of(e, "status") for e in got_b] == ["b-three"]
+    assert a.events.index(got_b[0]) < a.events.index(msg)
+    assert not presences(a, c.bound, a1)
+
+    # active: the latest of c, once
+    a.send("csi_active")
+    a.wait_stanza(start=a1, name="presence", **{"from": c.bound})
+    sync(a)
+    assert [text_of(e, "status") for e in presences(a, c.bound, a1)] == ["c-two"]
+
+    # active again: presence flows at once
+    a2 = len(a.events)
+    c.send("presence", status="c-live")
+    got = a.wait_stanza(start=a2, name="presence", **{"from": c.bound})
+    assert text_of(got, "status") == "c-live"
+
+
+def test_csi_over_bosh(dev, stack, bosh_client):
+    """Strophe.js over BOSH sees the feature and the same holding."""
+    me, bo = (f"{t}{secrets.token_hex(3)}" for t in ("wm", "wb"))
+    pw, b_pw = stack.add_user(me), stack.add_user(bo)
+    befriend(stack, me, bo)
+    w = bosh_client(f"{me}@{stack.domain}/web", pw, mech="SCRAM-SHA-256")
+    w_full = w.connect()
+    with open(w.stderr_path, encoding="utf-8", errors="replace") as f:
+        assert "urn:xmpp:csi:0" in f.read(), "no CSI stream feature over BOSH"
+    b = dev(bo, b_pw, resource="b")
+    w0 = len(w.events)
+    w.send("presence")
+    b.send("presence", status="b-start")
+    w.wait_stanza(start=w0, name="presence", **{"from": b.bound})
+
+    def w_sync(tag):
+        w.send("raw", xml=f"<iq type='get' id='{tag}' to='{stack.domain}'>"
+                          "<ping xmlns='urn:xmpp:ping'/></iq>")
+        assert w.wait_stanza(start=w0, name="iq", id=tag)["type"] == "result"
+
+    w.send("raw", xml="<inactive xmlns='urn:xmpp:csi:0'/>")
+    w_sync("csi-sync-1")
+    w1 = len(w.events)
+    for st in ("b-one", "b-two"):
+        b.send("presence", status=st)
+    sync(b)
+    w_sync("csi-sync-2")        # a held request was answered since: still nothing
+    assert not presences(w, b.bound, w1), w.dump()
+    w.send("raw", xml="<active xmlns='urn:xmpp:csi:0'/>")
+    w.wait_stanza(start=w1, name="presence", **{"from": b.bound})
+    w_sync("csi-sync-3")
+    assert [text_of(e, "status") for e in presences(w, b.bound, w1)] == ["b-two"]
+    assert w_full.startswith(f"{me}@")
