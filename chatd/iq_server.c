@@ -13,6 +13,7 @@
 #include "users.h"
 #include "xmpp_internal.h"
 #include "carbons.h"
+#include "blocking.h"
 
 #define NS_PING     "urn:xmpp:ping"
 #define NS_VERSION  "jabber:iq:version"
@@ -23,7 +24,7 @@
 
 static const char *server_features[] = {
     NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME, NS_VCARD,
-    NS_ROSTER, NS_SESSION, NS_CARBONS, NULL
+    NS_ROSTER, NS_SESSION, NS_CARBONS, NS_BLOCKING, NULL
 };
 
 static void reply(chatd *d, rsession *rs, xs_node *res)
@@ -238,6 +239,9 @@ void iq_server_handle(chatd *d, rsession *rs, const xs_node *st, const char *to_
     /* XEP-0280 enable/disable: to the own account (or the server). */
     if (rs && (!to_bare || strcmp(rs->user->bare, to_bare) == 0) &&
         carbons_iq(d, rs, st) == 0)
+        return;
+    /* XEP-0191 blocklist/block/unblock: the own account only. */
+    if (rs && to_bare && strcmp(rs->user->bare, to_bare) == 0 && blocking_iq(d, rs, st) == 0)
         return;
 
     xs_node *res;

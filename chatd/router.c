@@ -14,6 +14,7 @@
 #include "muc.h"
 #include "carbons.h"
 #include "csi.h"
+#include "blocking.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -58,6 +59,7 @@ void router_free(chatd *d)
     for (hi = apr_hash_first(NULL, r->users); hi; hi = apr_hash_next(hi)) {
         ruser *u = apr_hash_this_val(hi);
         roster_user_free(d, u);
+        blocking_user_free(u);
         free(u->local);
         free(u->bare);
         free(u);
@@ -105,6 +107,7 @@ void router_user_release(chatd *d, ruser *u)
     if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING) return;
     apr_hash_set(d->router->users, u->local, APR_HASH_KEY_STRING, NULL);
     roster_user_free(d, u);
+    blocking_user_free(u);
     free(u->local);
     free(u->bare);
     free(u);
@@ -155,6 +158,7 @@ int router_bind(chatd *d, c2s *s, const char *full_jid)
     rs->user->sessions = rs;
     apr_hash_set(d->router->sessions, rs->full, APR_HASH_KEY_STRING, rs);
     *c2s_router_slot(s) = rs;
+    blocking_user_online(d, rs->user);      /* XEP-0191: load the blocklist */
     return 0;
 }
 
@@ -285,6 +289,7 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
     int is_groupchat = strcmp(type, "groupchat") == 0;
     int is_headline = strcmp(type, "headline") == 0;
 
+    if (blocking_inbound(d, to->local, st)) return;     /* XEP-0191 */
     if (to->resource[0]) {
         char full[JID_MAX + 1];
         rsession *rs = router_session(d, jid_full(to, full, sizeof(full)));
@@ -319,6 +324,7 @@ void router_deliver(chatd *d, const char *to, const xs_node *st)
     if (!to || jid_parse(to, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0 || !j.local[0])
         return;
     if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st); return; }
+    if (blocking_inbound(d, j.local, st)) return;       /* XEP-0191 */
 
     if (j.resource[0]) {
         char full[JID_MAX + 1];
@@ -347,6 +353,7 @@ static void route_iq(chatd *d, rsession *rs, const jid *to, xs_node *st)
         return;
     }
     rsession *target = router_session(d, jid_full(to, addr, sizeof(addr)));
+    if (target && blocking_inbound(d, to->local, st)) return;   /* XEP-0191 */
     if (target) session_send(target, st);
     else if (type_is(st, "get") || type_is(st, "set"))
         router_bounce(d, st, "cancel", "service-unavailable");
@@ -375,6 +382,8 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
         xs_free(stanza);
         return;
     }
+    /* XEP-0191: nothing reaches a JID the sender blocked. */
+    if (rs && blocking_outbound(d, rs, to, stanza)) { xs_free(stanza); return; }
     /* XEP-0280: the sender's other devices see what it sent (local
      * accounts and room occupants; anything else bounces below). */
     if (is_message && rs &&

@@ -46,6 +46,7 @@ struct rsession {
     struct redis_async_req *offline_req;
     int         carbons;          /* XEP-0280 enabled (carbons.c) */
     struct csi_queue *csi;        /* XEP-0352: non-NULL while inactive (csi.c) */
+    int         blocklist_wanted; /* XEP-0191: asked for the blocklist, gets pushes */
     rsession   *next;             /* in user->sessions */
 };
 
@@ -67,6 +68,7 @@ struct ruser {
     int             roster_state;       /* ROSTER_* */
     struct redis_async_req *roster_req;
     pending_action *pending, *pending_tail;
+    struct blocklist *blocklist;        /* XEP-0191 (blocking.c), or NULL */
 };
 
 enum { ROSTER_NONE = 0, ROSTER_LOADING, ROSTER_LOADED };

@@ -12,6 +12,12 @@ stream feature and says <inactive/>; contacts' presence churn is held
 (latest per contact), messages with a body arrive at once, <active/>
 delivers what was held.
 
+XEP-0191 Blocking Command: slixmpp's xep_0191 plugin blocks a contact:
+pushes to the other resource, unavailable presence to the contact, its
+messages bounced, ours to it refused with <blocked/>, the list kept in
+Redis and loaded at the next sign-in; a list that cannot be loaded
+refuses stanzas for the user (fail closed).
+
 "Gets nothing" is checked without sleeping: after the event that would
 have produced a copy, a marker stanza is sent along a path that chatd
 handles after it; once the marker arrived, an earlier copy would have too.
@@ -23,7 +29,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from clients import BoshClient
-from native_client import NativeClient
+from native_client import NativeClient, error_condition
 from scenarios import elems, iq, text_of
 
 NS_CARBONS = "urn:xmpp:carbons:2"
@@ -37,6 +43,7 @@ class DeviceClient(NativeClient):
         super()._build(jid, password)
         self.x.register_plugin("xep_0280")
         self.x.register_plugin("xep_0352")
+        self.x.register_plugin("xep_0191")
         self.x.add_event_handler("csi_enabled", lambda _f: self._emit({"event": "csi_enabled"}))
 
     async def _cmd_carbons_enable(self, kw):
@@ -44,6 +51,15 @@ class DeviceClient(NativeClient):
 
     async def _cmd_carbons_disable(self, kw):
         await self._iq(kw, self.x["xep_0280"].disable())
+
+    async def _cmd_blocked_get(self, kw):
+        await self._iq(kw, self.x["xep_0191"].get_blocked())
+
+    async def _cmd_block(self, kw):
+        await self._iq(kw, self.x["xep_0191"].block([kw["jid"]]))
+
+    async def _cmd_unblock(self, kw):
+        await self._iq(kw, self.x["xep_0191"].unblock([kw["jid"]]))
 
     def _cmd_csi_inactive(self, kw):
         self.x["xep_0352"].send_inactive()
@@ -311,3 +327,99 @@ def test_csi_over_bosh(dev, stack, bosh_client):
     w_sync("csi-sync-3")
     assert [text_of(e, "status") for e in presences(w, b.bound, w1)] == ["b-two"]
     assert w_full.startswith(f"{me}@")
+
+
+def blocked_items(ev):
+    return {i.get("jid") for i in elems(ev, "item")}
+
+
+def test_blocking_command(dev, stack):
+    me, bo, ca = (f"{t}{secrets.token_hex(3)}" for t in ("bm", "bb", "bc"))
+    pw, b_pw = stack.add_user(me), stack.add_user(bo)
+    befriend(stack, me, bo)
+    a1 = dev(me, pw, resource="one")
+    a2 = dev(me, pw, resource="two")
+    b = dev(bo, b_pw, resource="b")
+    c = dev(ca, stack.add_user(ca), resource="c")
+    info = iq(a1, "iq_get", to=stack.domain,
+              child="<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    assert "urn:xmpp:blocking" in {f.get("var") for f in elems(info, "feature")}
+    for x in (a1, a2):
+        ev = iq(x, "blocked_get")
+        assert ev["type"] == "result" and blocked_items(ev) == set(), ev
+    b0 = len(b.events)
+    a1.send("presence")
+    a2.send("presence")
+    b.send("presence")
+    b.wait_stanza(start=b0, name="presence", type=None, **{"from": a1.bound})
+    b.wait_stanza(start=b0, name="presence", type=None, **{"from": a2.bound})
+
+    a2_0, b0 = len(a2.events), len(b.events)
+    assert iq(a1, "block", jid=b.bare)["type"] == "result"
+    push = a2.wait_stanza(start=a2_0, name="iq", type="set",
+                          xml=lambda x: x and "urn:xmpp:blocking" in x and "block" in x)
+    assert blocked_items(push) == {b.bare} and elems(push, "block")
+    for x in (a1, a2):
+        b.wait_stanza(start=b0, name="presence", type="unavailable", **{"from": x.bound})
+    assert stack.redis_cli("SISMEMBER", f"chat:blocklist:{me}", b.bare) == "1"
+
+    # b's message bounces and never reaches a; the marker from c does
+    a1_0 = len(a1.events)
+    spam = f"spam {secrets.token_hex(3)}"
+    b.send("chat", to=a1.bound, body=spam, msgid="spam1")
+    err = b.wait_stanza(start=b0, name="message", id="spam1")
+    assert err["type"] == "error" and error_condition(err) == "service-unavailable"
+    marker = f"marker {secrets.token_hex(3)}"
+    c.send("chat", to=a1.bound, body=marker)
+    a1.wait_stanza(start=a1_0, name="message", body=marker)
+    assert not a1.stanzas(a1_0, name="message", body=spam)
+    # b's presence no longer reaches a
+    b.send("presence", status="still here")
+    sync(b)
+    c.send("chat", to=a1.bound, body=marker + "2")
+    a1.wait_stanza(start=a1_0, name="message", body=marker + "2")
+    assert not presences(a1, b.bound, a1_0)
+
+    # what a sends to b is refused with <blocked/>
+    a1.send("chat", to=b.bound, body="hello?", msgid="tob1")
+    err = a1.wait_stanza(start=a1_0, name="message", id="tob1")
+    assert err["type"] == "error" and error_condition(err) == "not-acceptable"
+    assert elems(err, "blocked")
+    assert not b.stanzas(b0, name="message", body="hello?")
+
+    # the sign-in path loads the list from Redis
+    a3 = dev(me, pw, resource="three")
+    assert blocked_items(iq(a3, "blocked_get")) == {b.bare}
+
+    # unblock: pushed, and b's messages flow again
+    a2_0 = len(a2.events)
+    assert iq(a1, "unblock", jid=b.bare)["type"] == "result"
+    a2.wait_stanza(start=a2_0, name="iq", type="set",
+                   xml=lambda x: x and "unblock" in x and b.bare in x)
+    assert stack.redis_cli("SISMEMBER", f"chat:blocklist:{me}", b.bare) == "0"
+    ok = f"friends again {secrets.token_hex(3)}"
+    b.send("chat", to=a1.bound, body=ok)
+    a1.wait_stanza(start=a1_0, name="message", body=ok)
+
+
+def test_blocklist_that_cannot_load_fails_closed(dev, stack):
+    me = f"bf{secrets.token_hex(3)}"
+    pw = stack.add_user(me)
+    # a key of the wrong type: SMEMBERS fails as on a broken Redis
+    stack.redis_cli("SET", f"chat:blocklist:{me}", "not a set")
+    a = dev(me, pw, resource="a")
+    c = dev()
+    ev = iq(a, "blocked_get")
+    assert ev["type"] == "error" and ev["cond"] == "internal-server-error", ev
+    a0, c0 = len(a.events), len(c.events)
+    text = f"unchecked {secrets.token_hex(3)}"
+    c.send("chat", to=a.bound, body=text, msgid="fc1")
+    err = c.wait_stanza(start=c0, name="message", id="fc1")
+    assert err["type"] == "error" and error_condition(err) == "internal-server-error"
+    sync(a)
+    assert not a.stanzas(a0, name="message", body=text)
+    # repaired: the next blocklist iq loads it and messages flow
+    stack.redis_cli("DEL", f"chat:blocklist:{me}")
+    assert iq(a, "blocked_get")["type"] == "result"
+    c.send("chat", to=a.bound, body=text)
+    a.wait_stanza(start=a0, name="message", body=text)
