@@ -159,6 +159,12 @@ int csi_offer(csi_queue *q, const xs_node *st, const char *xml, size_t len,
               csi_emit emit, void *ud)
 {
     const char *from = xs_attr_get(st, "from");
+    /* A <received/> carbon comes from the user's own bare JID: key it by
+     * the contact who wrote, so two contacts' chat states do not collapse. */
+    xs_node *rc = xs_child(st, NS_CARBONS, "received");
+    xs_node *fw = rc ? xs_child(rc, NS_FORWARD, "forwarded") : NULL;
+    xs_node *inner = fw ? xs_child(fw, NULL, "message") : NULL;
+    if (inner && xs_attr_get(inner, "from")) from = xs_attr_get(inner, "from");
     char bare[JID_MAX + 1];
     if (!from) from = "";
     if (!jid_bare_str(from, bare, sizeof(bare))) snprintf(bare, sizeof(bare), "%s", from);

@@ -113,6 +113,18 @@ static void test_queue(void)
     CHECK(csi_queue_len(q) == 0);
     csi_queue_free(q);
 
+    /* chat-state carbons of two contacts are kept apart (keyed by the writer) */
+    sb_reset(&out);
+    q = csi_queue_new(CSI_QUEUE_MAX);
+#define CARBON(who, state) "<message " C " from='me@d' type='chat'><received xmlns='urn:xmpp:carbons:2'>" \
+    "<forwarded xmlns='urn:xmpp:forward:0'><message " C " from='" who "' type='chat'><" state \
+    " xmlns='http://jabber.org/protocol/chatstates'/></message></forwarded></received></message>"
+    CHECK(offer(q, CARBON("x@d/1", "composing")));
+    CHECK(offer(q, CARBON("y@d/1", "composing")));
+    CHECK(offer(q, CARBON("x@d/1", "paused")));
+    CHECK(csi_queue_len(q) == 2);
+    csi_queue_free(q);
+
     /* bounded: a full queue goes out whole, then holds again */
     sb_reset(&out);
     emitted = 0;
