@@ -257,6 +257,13 @@ int blocking_inbound(chatd *d, const char *local, const xs_node *st)
     return 1;
 }
 
+int blocking_blocks(chatd *d, const char *local, const char *addr)
+{
+    ruser *u = router_user(d, local);
+    return u && u->blocklist && u->blocklist->state == BL_LOADED && addr &&
+           listed(u->blocklist, addr);
+}
+
 /* <message type=error> with not-acceptable + <blocked/> (XEP-0191 §3.5). */
 static void bounce_blocked(rsession *rs, const xs_node *st)
 {

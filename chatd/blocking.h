@@ -36,6 +36,9 @@ int  blocking_iq(chatd *d, struct rsession *rs, const xs_node *st);
 /* Inbound: st (from another account) is for local user `local`. 1 if it
  * must not be delivered (it has been answered as XEP-0191 says). */
 int  blocking_inbound(chatd *d, const char *local, const xs_node *st);
+/* Does local's loaded list block addr? 0 when offline or not loaded (no
+ * holding: for paths that cannot replay, e.g. subscriptions). */
+int  blocking_blocks(chatd *d, const char *local, const char *addr);
 /* Outbound: rs sends st to `to`. 1 if refused (answered already). */
 int  blocking_outbound(chatd *d, struct rsession *rs, const char *to, const xs_node *st);
 

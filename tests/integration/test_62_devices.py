@@ -387,9 +387,19 @@ def test_blocking_command(dev, stack):
     assert elems(err, "blocked")
     assert not b.stanzas(b0, name="message", body="hello?")
 
+    # a blocked stranger's subscription request never reaches a
+    d = dev()
+    assert iq(a1, "block", jid=d.bare)["type"] == "result"
+    d.send("subscribe", to=a1.bare)
+    sync(d)
+    c.send("chat", to=a1.bound, body=marker + "3")
+    a1.wait_stanza(start=a1_0, name="message", body=marker + "3")
+    assert not [e for e in a1.stanzas(a1_0, name="presence", type="subscribe")
+                if e["from"].startswith(d.bare)]
+
     # the sign-in path loads the list from Redis
     a3 = dev(me, pw, resource="three")
-    assert blocked_items(iq(a3, "blocked_get")) == {b.bare}
+    assert blocked_items(iq(a3, "blocked_get")) == {b.bare, d.bare}
 
     # unblock: pushed, and b's messages flow again
     a2_0 = len(a2.events)
