@@ -264,6 +264,52 @@ int blocking_blocks(chatd *d, const char *local, const char *addr)
            listed(u->blocklist, addr);
 }
 
+typedef struct offline_ctx {
+    chatd   *d;
+    char    *local;
+    xs_node *st;        /* owned */
+} offline_ctx;
+
+static void offline_checked(redisReply *reply, const char *err, void *ud)
+{
+    offline_ctx *ctx = ud;
+    const char *from = xs_attr_get(ctx->st, "from");
+    int blocked = 0;
+    if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
+        log_warn("blocking: BOSH00452: cannot read the blocklist of %s, refusing a "
+                 "message for offline storage: %s", ctx->local,
+                 err ? err : (reply && reply->str) ? reply->str : "bad reply");
+        router_bounce(ctx->d, ctx->st, "wait", "internal-server-error");
+        goto out;
+    }
+    for (size_t i = 0; i < reply->elements && !blocked; i++)
+        blocked = reply->element[i]->type == REDIS_REPLY_STRING &&
+                  blocking_item_matches(reply->element[i]->str, from);
+    if (blocked) router_bounce(ctx->d, ctx->st, "cancel", "service-unavailable");
+    else offline_store(ctx->d, ctx->local, ctx->st);
+out:
+    xs_free(ctx->st);
+    free(ctx->local);
+    free(ctx);
+}
+
+void blocking_offline_store(chatd *d, const char *local, const xs_node *st)
+{
+    /* Signed in but not available: blocking_inbound already asked the
+     * in-memory list; store at once, in order with a presence's flush. */
+    ruser *u = router_user(d, local);
+    if (u && u->sessions) { offline_store(d, local, st); return; }
+    offline_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) abort();
+    ctx->d = d;
+    ctx->local = xstrdup(local);
+    ctx->st = xs_copy(st);
+    char key[JID_MAX + sizeof(BLOCK_KEY)];
+    snprintf(key, sizeof(key), BLOCK_KEY "%s", local);
+    /* Keyed: checks for one recipient answer in order, so stores stay in order. */
+    redis_async_command_keyed(d->redis, key, offline_checked, ctx, "SMEMBERS %s", key);
+}
+
 /* <message type=error> with not-acceptable + <blocked/> (XEP-0191 §3.5). */
 static void bounce_blocked(rsession *rs, const xs_node *st)
 {

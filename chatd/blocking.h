@@ -39,6 +39,12 @@ int  blocking_inbound(chatd *d, const char *local, const xs_node *st);
 /* Does local's loaded list block addr? 0 when offline or not loaded (no
  * holding: for paths that cannot replay, e.g. subscriptions). */
 int  blocking_blocks(chatd *d, const char *local, const char *addr);
+/* A message for `local`, who has no available session, would go to
+ * offline storage. Signed in (not available): stored at once (the loaded
+ * list was asked by blocking_inbound). No session: check the stored list first (the offline path uses Redis
+ * anyway), then store it, or bounce it (blocked: service-unavailable;
+ * list unreadable: wait, fail closed). Does not take st. */
+void blocking_offline_store(chatd *d, const char *local, const xs_node *st);
 /* Outbound: rs sends st to `to`. 1 if refused (answered already). */
 int  blocking_outbound(chatd *d, struct rsession *rs, const char *to, const xs_node *st);
 

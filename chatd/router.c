@@ -315,7 +315,7 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
     }
     if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
     if (is_error || is_headline) return;
-    offline_store(d, to->local, st);
+    blocking_offline_store(d, to->local, st);   /* XEP-0191 check, then offline_store */
 }
 
 void router_deliver(chatd *d, const char *to, const xs_node *st)

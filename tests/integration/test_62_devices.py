@@ -24,6 +24,7 @@ handles after it; once the marker arrived, an earlier copy would have too.
 """
 
 import secrets
+import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -400,6 +401,34 @@ def test_blocking_command(dev, stack):
     # the sign-in path loads the list from Redis
     a3 = dev(me, pw, resource="three")
     assert blocked_items(iq(a3, "blocked_get")) == {b.bare, d.bare}
+
+    # a offline: b's message is not stored for later, c's is
+    a0s = [len(x.events) for x in (a1, a2, a3)]
+    for x in (a1, a2, a3):
+        x.close()
+    deadline = time.monotonic() + 20
+    while f"{me}@" in stack.chatctl("sessions", "list").stdout:
+        assert time.monotonic() < deadline, "a's sessions did not end"
+        time.sleep(0.05)        # polling interval, not synchronisation
+    b1 = len(b.events)
+    later = f"while away {secrets.token_hex(3)}"
+    b.send("chat", to=f"{me}@{stack.domain}", body=later, msgid="away1")
+    err = b.wait_stanza(start=b1, name="message", id="away1")
+    assert err["type"] == "error" and error_condition(err) == "service-unavailable"
+    kept = f"kept {secrets.token_hex(3)}"
+    c.send("chat", to=f"{me}@{stack.domain}", body=kept)
+    deadline = time.monotonic() + 20
+    while kept not in stack.redis_cli("LRANGE", f"chat:offline:{me}", 0, -1):
+        assert time.monotonic() < deadline, "c's message was not stored"
+        time.sleep(0.05)        # polling interval, not synchronisation
+    assert later not in stack.redis_cli("LRANGE", f"chat:offline:{me}", 0, -1)
+    a1 = dev(me, pw, resource="back")
+    a1.send("presence")
+    a1.wait_stanza(name="message", body=kept)
+    assert not a1.stanzas(name="message", body=later)
+    a2 = dev(me, pw, resource="two")
+    assert iq(a2, "blocked_get")["type"] == "result"
+    a1_0 = len(a1.events)
 
     # unblock: pushed, and b's messages flow again
     a2_0 = len(a2.events)
