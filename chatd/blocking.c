@@ -275,6 +275,7 @@ static void offline_checked(redisReply *reply, const char *err, void *ud)
     offline_ctx *ctx = ud;
     const char *from = xs_attr_get(ctx->st, "from");
     int blocked = 0;
+    if (!ctx->d->router) goto out;  /* shutting down */
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
         log_warn("blocking: BOSH00452: cannot read the blocklist of %s, refusing a "
                  "message for offline storage: %s", ctx->local,
@@ -376,6 +377,7 @@ static void written(redisReply *reply, const char *err, void *ud)
 {
     write_ctx *ctx = ud;
     chatd *d = ctx->d;
+    if (!d->router) goto out;       /* shutting down: redis_async_free after xmpp_free */
     rsession *rs = router_session(d, ctx->origin);
     ruser *u = router_user(d, ctx->local);
     if (err || !reply || reply->type == REDIS_REPLY_ERROR) {
