@@ -30,6 +30,7 @@
 #include "rate.h"
 #include "muc.h"
 #include "router.h"
+#include "csi.h"
 #include "users.h"
 #include "../common/scram.h"
 #include "../common/strbuf.h"
@@ -237,6 +238,7 @@ static void send_features(c2s *s) {
         xs_add_elem(f, NS_BIND, "bind");
         xs_node *sess = xs_add_elem(f, NS_SESSION, "session");
         xs_add_elem(sess, NS_SESSION, "optional");
+        xs_add_elem(f, NS_CSI, "csi");          /* XEP-0352 (csi.c via the router) */
     }
     send_node(s, f);
     xs_free(f);
@@ -786,6 +788,13 @@ static void process(c2s *s, xs_node *st) {
     }
     if (!s->jid) {
         c2s_close(s, "not-authorized", "bind a resource first");
+        xs_free(st);
+        return;
+    }
+    /* XEP-0352 nonzas <active/>/<inactive/>: the router holds stanzas. */
+    if (st->ns && strcmp(st->ns, NS_CSI) == 0) {
+        if (strcmp(st->name, "active") == 0 || strcmp(st->name, "inactive") == 0)
+            router_client_state(s->d, s, strcmp(st->name, "active") == 0);
         xs_free(st);
         return;
     }

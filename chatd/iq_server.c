@@ -12,6 +12,8 @@
 #include "log.h"
 #include "users.h"
 #include "xmpp_internal.h"
+#include "carbons.h"
+#include "blocking.h"
 
 #define NS_PING     "urn:xmpp:ping"
 #define NS_VERSION  "jabber:iq:version"
@@ -22,7 +24,7 @@
 
 static const char *server_features[] = {
     NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME, NS_VCARD,
-    NS_ROSTER, NS_SESSION, NULL
+    NS_ROSTER, NS_SESSION, NS_CARBONS, NS_BLOCKING, NULL
 };
 
 static void reply(chatd *d, rsession *rs, xs_node *res)
@@ -233,6 +235,14 @@ void iq_server_handle(chatd *d, rsession *rs, const xs_node *st, const char *to_
     int get = strcmp(type, "get") == 0;
     xs_node *q = xs_child(st, NULL, NULL);
     if (!q) { router_bounce(d, st, "modify", "bad-request"); return; }
+
+    /* XEP-0280 enable/disable: to the own account (or the server). */
+    if (rs && (!to_bare || strcmp(rs->user->bare, to_bare) == 0) &&
+        carbons_iq(d, rs, st) == 0)
+        return;
+    /* XEP-0191 blocklist/block/unblock: the own account only. */
+    if (rs && to_bare && strcmp(rs->user->bare, to_bare) == 0 && blocking_iq(d, rs, st) == 0)
+        return;
 
     xs_node *res;
     if (!to_bare) {

@@ -20,6 +20,7 @@
 #include "router.h"
 #include "quota.h"
 #include "muc.h"
+#include "blocking.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -223,6 +224,7 @@ static void subscription_in(chatd *d, ruser *u, rsession *origin, xs_node *st)
     (void)origin;
     char sender[JID_MAX + 1];
     if (!jid_bare_str(xs_attr_get(st, "from"), sender, sizeof(sender))) return;
+    if (blocking_blocks(d, u->local, xs_attr_get(st, "from"))) return;  /* XEP-0191 */
     roster_item *it = roster_find(u, sender);
 
     if (type_is(st, "probe")) {

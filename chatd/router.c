@@ -14,6 +14,9 @@
 #include <apr_hash.h>
 #include "router.h"
 #include "muc.h"
+#include "carbons.h"
+#include "csi.h"
+#include "blocking.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -52,12 +55,14 @@ void router_free(chatd *d)
         offline_forget(rs);
         presence_free_session(rs);
         free(rs->offline_token);
+        csi_queue_free(rs->csi);
         free(rs->full);
         free(rs);
     }
     for (hi = apr_hash_first(NULL, r->users); hi; hi = apr_hash_next(hi)) {
         ruser *u = apr_hash_this_val(hi);
         roster_user_free(d, u);
+        blocking_user_free(u);
         free(u->local);
         free(u->bare);
         free(u);
@@ -105,6 +110,7 @@ void router_user_release(chatd *d, ruser *u)
     if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING) return;
     apr_hash_set(d->router->users, u->local, APR_HASH_KEY_STRING, NULL);
     roster_user_free(d, u);
+    blocking_user_free(u);
     free(u->local);
     free(u->bare);
     free(u);
@@ -162,6 +168,7 @@ int router_bind(chatd *d, c2s *s, const char *full_jid)
     rs->user->sessions = rs;
     apr_hash_set(d->router->sessions, rs->full, APR_HASH_KEY_STRING, rs);
     *c2s_router_slot(s) = rs;
+    blocking_user_online(d, rs->user);      /* XEP-0191: load the blocklist */
     return 0;
 }
 
@@ -172,6 +179,7 @@ void router_session_gone(chatd *d, c2s *s)
     session_detach(d, rs);
     presence_free_session(rs);
     free(rs->offline_token);
+    csi_queue_free(rs->csi);        /* the client is gone: nothing to flush to */
     free(rs->full);
     free(rs);
     *c2s_router_slot(s) = NULL;
@@ -215,14 +223,50 @@ void router_bounce(chatd *d, const xs_node *st, const char *type,
 
 /* ---- delivery ---- */
 
+/* XEP-0352: while rs->csi is set (client inactive) every stanza is offered
+ * to csi.c, which holds the unimportant ones and emits them through here. */
+static void csi_emit_raw(void *ud, const char *xml, size_t len)
+{
+    c2s_deliver_raw(((rsession *)ud)->c2s, xml, len);
+}
+
 void session_send(rsession *rs, const xs_node *st)
 {
-    c2s_deliver(rs->c2s, st);
+    if (!rs->csi) { c2s_deliver(rs->c2s, st); return; }
+    strbuf sb = STRBUF_INIT;
+    xs_serialize(st, NS_CLIENT, &sb);
+    if (!csi_offer(rs->csi, st, sb.data, sb.len, csi_emit_raw, rs))
+        c2s_deliver_raw(rs->c2s, sb.data, sb.len);
+    sb_free(&sb);
 }
 
 void session_send_raw(rsession *rs, const char *xml, size_t len)
 {
+    xs_node *st = NULL;
+    char err[64];
+    /* Inactive: parse the fan-out bytes to classify them (idle phones only). */
+    if (rs->csi && xs_parse_document(xml, len, len + 1, &st, err, sizeof(err)) == XS_OK &&
+        csi_offer(rs->csi, st, xml, len, csi_emit_raw, rs)) {
+        xs_free(st);
+        return;
+    }
+    xs_free(st);
     c2s_deliver_raw(rs->c2s, xml, len);
+}
+
+void router_client_state(chatd *d, c2s *s, int active)
+{
+    (void)d;
+    rsession *rs = router_session_of(s);
+    if (!rs) return;
+    if (!active && !rs->csi) {
+        rs->csi = csi_queue_new(CSI_QUEUE_MAX);
+    } else if (active && rs->csi) {
+        csi_queue *q = rs->csi;
+        rs->csi = NULL;
+        csi_flush(q, csi_emit_raw, rs);
+        csi_queue_free(q);
+    }
 }
 
 rsession *user_best_session(ruser *u)
@@ -256,10 +300,15 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
     int is_groupchat = strcmp(type, "groupchat") == 0;
     int is_headline = strcmp(type, "headline") == 0;
 
+    if (blocking_inbound(d, to->local, st)) return;     /* XEP-0191 */
     if (to->resource[0]) {
         char full[JID_MAX + 1];
         rsession *rs = router_session(d, jid_full(to, full, sizeof(full)));
-        if (rs) { session_send(rs, st); return; }
+        if (rs) {
+            session_send(rs, st);
+            carbons_received(rs->user, rs, st);     /* XEP-0280 */
+            return;
+        }
         if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
         if (is_error || is_headline) return;
     }
@@ -270,10 +319,14 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
             if (rs->available && rs->priority >= 0) session_send(rs, st);
         return;
     }
-    if (best && !is_groupchat) { session_send(best, st); return; }
+    if (best && !is_groupchat) {
+        session_send(best, st);
+        carbons_received(u, best, st);              /* XEP-0280 */
+        return;
+    }
     if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
     if (is_error || is_headline) return;
-    offline_store(d, to->local, st);
+    blocking_offline_store(d, to->local, st);   /* XEP-0191 check, then offline_store */
 }
 
 void router_deliver(chatd *d, const char *to, const xs_node *st)
@@ -282,6 +335,7 @@ void router_deliver(chatd *d, const char *to, const xs_node *st)
     if (!to || jid_parse(to, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0 || !j.local[0])
         return;
     if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st); return; }
+    if (blocking_inbound(d, j.local, st)) return;       /* XEP-0191 */
 
     if (j.resource[0]) {
         char full[JID_MAX + 1];
@@ -310,6 +364,7 @@ static void route_iq(chatd *d, rsession *rs, const jid *to, xs_node *st)
         return;
     }
     rsession *target = router_session(d, jid_full(to, addr, sizeof(addr)));
+    if (target && blocking_inbound(d, to->local, st)) return;   /* XEP-0191 */
     if (target) session_send(target, st);
     else if (type_is(st, "get") || type_is(st, "set"))
         router_bounce(d, st, "cancel", "service-unavailable");
@@ -338,6 +393,14 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
         xs_free(stanza);
         return;
     }
+    /* XEP-0191: nothing reaches a JID the sender blocked. */
+    if (rs && blocking_outbound(d, rs, to, stanza)) { xs_free(stanza); return; }
+    /* XEP-0280: the sender's other devices see what it sent (local
+     * accounts and room occupants; anything else bounces below). */
+    if (is_message && rs &&
+        (strcmp(j.domain, d->cfg.domain) == 0 ||
+         (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0)))
+        carbons_sent(rs, stanza);
     if (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0) {
         muc_route(d, origin, stanza);
         xs_free(stanza);

@@ -34,6 +34,10 @@ void  router_route(chatd *d, c2s *origin, xs_node *stanza);
  * messages with none online, offline storage). Does not take ownership. */
 void  router_deliver(chatd *d, const char *to, const xs_node *stanza);
 
+/* XEP-0352 <active/> (active 1) or <inactive/> from a bound session: hold
+ * back unimportant stanzas while inactive, send what was held on active. */
+void  router_client_state(chatd *d, c2s *s, int active);
+
 /* Every bound session (admin socket): fn(session, its full JID, ud).
  * fn must not bind or free sessions; closing them (c2s_close) is fine. */
 void  router_foreach_session(chatd *d, void (*fn)(c2s *s, const char *full, void *ud),

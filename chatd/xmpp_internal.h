@@ -50,6 +50,9 @@ struct rsession {
     int         offline_done;     /* stored messages fetched and handed over */
     int         offline_more;     /* a batch was acked, more remain */
     char       *offline_token;    /* this session's lease on the offline list */
+    int         carbons;          /* XEP-0280 enabled (carbons.c) */
+    struct csi_queue *csi;        /* XEP-0352: non-NULL while inactive (csi.c) */
+    int         blocklist_wanted; /* XEP-0191: asked for the blocklist, gets pushes */
     rsession   *next;             /* in user->sessions */
 };
 
@@ -74,6 +77,7 @@ struct ruser {
     int             running;            /* inside a roster action */
     struct redis_async_req *roster_req;
     pending_action *pending, *pending_tail;
+    struct blocklist *blocklist;        /* XEP-0191 (blocking.c), or NULL */
 };
 
 enum { ROSTER_NONE = 0, ROSTER_LOADING, ROSTER_LOADED };
