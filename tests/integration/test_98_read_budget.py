@@ -7,10 +7,9 @@ the cap (c2s_read_budget 0, or chatd before the fix) chatd read the
 flooding socket until EAGAIN and handled every stanza in it before looking
 at anyone else.
 
-The test asserts ORDER, not time. Alice writes a batch of N chat messages to
-Bob in one send (several MB, far more than the budget, all in kernel buffers
-before Bob acts: alice's SO_SNDBUF is raised so the send returns at once).
-Then Bob sends one ping. Bob's stream is a single ordered record of what
+The test asserts ORDER, not time. Alice pipelines a batch of N chat messages
+to Bob (~1.9 MB, about 29 times the budget) without reading; Bob sends one
+ping after the first quarter of the batch is sent and before the rest is. Bob's stream is a single ordered record of what
 chatd did: alice's messages and the pong are appended to Bob's output in
 the order chatd handled them. With the budget the pong comes out while most
 of alice's batch is still to come; with an unbounded read it comes after
@@ -55,16 +54,25 @@ def test_flooding_socket_does_not_hold_the_loop(bstack):
     st = bstack
     alice = RawNative(st.xmpp_port).login(*user(st, "rba"), resource="a")
     bob = RawNative(st.xmpp_port).login(*user(st, "rbb"), resource="b")
-    # The whole batch must fit in the kernel at once, so the send below
-    # returns before chatd has handled more than a fraction of it.
+    # Alice's batch goes in two sends around bob's ping: a quarter, the
+    # ping, the rest. So the ping is in chatd's kernel buffer before three
+    # quarters of the batch have even been sent, however the scheduler
+    # treats this process: with the budget, at most a quarter of the batch
+    # plus a turn or two of it can come out before the pong. The big
+    # SO_SNDBUF lets each send return at once (it does not hold the test
+    # back where the kernel caps it lower; it only makes the unbounded
+    # read's failure certain: all of the rest is queued while chatd is
+    # still reading the first quarter).
     alice.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 << 20)
     to = bob.jid
-    batch = "".join(f"<message to='{to}' type='chat' id='m{i}'><body>flood {i}</body></message>"
-                    for i in range(N)).encode()
-    assert len(batch) > 16 * BUDGET
+    msgs = [f"<message to='{to}' type='chat' id='m{i}'><body>flood {i}</body></message>"
+            for i in range(N)]
+    first, rest = "".join(msgs[:N // 4]).encode(), "".join(msgs[N // 4:]).encode()
+    assert len(first) > 4 * BUDGET
     mark = len(bob.stanzas)
-    alice.send(batch)
+    alice.send(first)
     bob.send("<iq type='get' id='bobping'><ping xmlns='urn:xmpp:ping'/></iq>")
+    alice.send(rest)
 
     # Read until the batch and the pong are all in (a deadline, not a sleep).
     deadline = time.monotonic() + 25
@@ -83,9 +91,10 @@ def test_flooding_socket_does_not_hold_the_loop(bstack):
     assert order[pong].get("type") == "result"
     after = len(ids) - 1 - pong
     # Bob's ping was served while alice's batch was still being read: with
-    # a 64 KiB budget (~500 of her messages a turn) the pong comes out
-    # within a turn or two of bob's send, with most of the batch after it.
-    # An unbounded read puts it after all N (after == 0).
+    # a 64 KiB budget (~700 of her messages a turn) the pong comes out
+    # within a turn or two of bob's send, so at least about 3/4 N - 1400
+    # of her messages come after it. An unbounded read puts it after all N
+    # (after == 0).
     assert after > N // 2, f"pong after {pong} of alice's {N} messages ({after} after it)"
     alice.close()
     bob.close()
