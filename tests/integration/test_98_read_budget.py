@@ -9,8 +9,8 @@ at anyone else.
 
 The test asserts ORDER, not time. Alice pipelines a batch of N chat messages
 to Bob (~1.9 MB, about 29 times the budget) without reading; Bob sends one
-ping after the first quarter of the batch is sent and before the rest is. Bob's stream is a single ordered record of what
-chatd did: alice's messages and the pong are appended to Bob's output in
+ping after the first quarter of the batch is sent and before the rest is.
+Bob's stream is a single ordered record of what chatd did: alice's messages and the pong are appended to Bob's output in
 the order chatd handled them. With the budget the pong comes out while most
 of alice's batch is still to come; with an unbounded read it comes after
 all N.
