@@ -33,6 +33,7 @@
 #include "muc.h"
 #include "muc_room.h"
 #include "muc_outbox.h"
+#include "occupant_id.h"
 #include "router.h"
 #include "log.h"
 #include "xmpp_internal.h"
@@ -85,6 +86,7 @@ struct muc_service {
     mob_set     outbox;       /* history not yet in Redis, per room */
     loop_timer *idle_timer;   /* unloads persistent rooms left empty */
     loop_timer *retry_timer;  /* next retry of a failed history write */
+    unsigned char oid_key[OCCUPANT_ID_KEY];   /* XEP-0421 (occupant_id.c) */
 };
 
 /* What an occupant's presence says (see occupant_presence). */
@@ -150,7 +152,8 @@ static xs_node *presence_payload(const xs_node *st)
 {
     xs_node *p = xs_new(NS_CLIENT, "presence");
     for (xs_node *c = xs_child(st, NULL, NULL); c; c = xs_next_elem(c, NULL, NULL))
-        if (strcmp(c->ns, NS_MUC) != 0 && strcmp(c->ns, NS_MUC_USER) != 0)
+        if (strcmp(c->ns, NS_MUC) != 0 && strcmp(c->ns, NS_MUC_USER) != 0 &&
+            strcmp(c->ns, NS_OCCUPANT_ID) != 0)      /* a client's own id: never */
             xs_append_child(p, xs_copy(c));
     return p;
 }
@@ -565,6 +568,8 @@ static xs_node *occupant_presence(const room *rm, const muc_occupant *occ,
     xs_set_attr(p, "from", nick_jid(rm, occ->nick, buf, sizeof(buf)));
     xs_set_attr(p, "to", to->jid);
     if (o->type) xs_set_attr(p, "type", o->type);
+    /* XEP-0421: every presence from an occupant carries the room's id */
+    occupant_id_stamp(p, rm->d->muc->oid_key, rm->m->jid, occ->bare);
 
     xs_node *x = xs_add_elem(p, NS_MUC_USER, "x");
     xs_node *item = xs_add_elem(x, NS_MUC_USER, "item");
@@ -801,6 +806,8 @@ static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
     xs_node *out = xs_copy(st);
     xs_set_attr(out, "from", nick_jid(rm, occ->nick, buf, sizeof(buf)));
     xs_set_attr(out, "to", NULL);
+    /* XEP-0421: the sender's id replaces any the client put there */
+    occupant_id_stamp(out, d->muc->oid_key, m->jid, occ->bare);
     strbuf xml = STRBUF_INIT, scratch = STRBUF_INIT;
     xs_serialize(out, NULL, &xml);
     for (muc_occupant *o = m->occupants; o; o = o->next)
@@ -823,6 +830,7 @@ static void private_message(chatd *d, room *rm, const char *from, const char *ni
     xs_node *out = xs_copy(st);
     xs_set_attr(out, "from", nick_jid(rm, occ->nick, buf, sizeof(buf)));
     xs_set_attr(out, "to", target->jid);
+    occupant_id_stamp(out, d->muc->oid_key, rm->m->jid, occ->bare);   /* XEP-0421 */
     xs_add_elem(out, NS_MUC_USER, "x");
     send_to(d, target->jid, out);
     xs_free(out);
@@ -914,6 +922,7 @@ static void room_disco_info(chatd *d, room *rm, const xs_node *st)
     add_feature(r, c->moderated ? "muc_moderated" : "muc_unmoderated");
     add_feature(r, c->password ? "muc_passwordprotected" : "muc_unsecured");
     add_feature(r, c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
+    add_feature(r, NS_OCCUPANT_ID);                /* XEP-0421 */
     reply(d, res);
 }
 
@@ -1265,6 +1274,12 @@ int muc_init(chatd *d)
     if (apr_pool_create(&s->pool, NULL) != APR_SUCCESS) { free(s); return -1; }
     s->rooms = apr_hash_make(s->pool);
     s->outbox.cap_bytes = d->cfg.muc_history_buffer;
+    if (occupant_id_key(d->cfg.auth_secret, s->oid_key) != 0) {
+        log_error("BOSH00520: muc: no key for XEP-0421 occupant ids");
+        apr_pool_destroy(s->pool);
+        free(s);
+        return -1;
+    }
     if (d->cfg.muc_room_idle && d->loop)
         s->idle_timer = loop_timer_add(d->loop, idle_sweep_ms(d), idle_sweep, d);
     d->muc = s;
