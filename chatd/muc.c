@@ -33,6 +33,7 @@
 #include "muc.h"
 #include "muc_room.h"
 #include "muc_outbox.h"
+#include "muc_history.h"
 #include "occupant_id.h"
 #include "router.h"
 #include "log.h"
@@ -617,19 +618,20 @@ static void remove_occupant(chatd *d, room *rm, muc_occupant *occ, unsigned flag
     muc_remove_occupant(rm->m, occ);
 }
 
+/* History on join: all of it, or what <history/> asks for (XEP-0045
+ * §7.2.14: maxstanzas, maxchars, seconds, since; muc_history.c). */
 static void send_history(chatd *d, room *rm, const muc_occupant *occ, const xs_node *x)
 {
-    unsigned n = rm->m->hist_count;
+    unsigned first = 0;
     xs_node *h = x ? xs_child(x, NS_MUC, "history") : NULL;
     if (h) {
-        const char *maxstanzas = xs_attr_get(h, "maxstanzas");
-        const char *maxchars = xs_attr_get(h, "maxchars");
-        if (maxstanzas && (unsigned)strtoul(maxstanzas, NULL, 10) < n)
-            n = (unsigned)strtoul(maxstanzas, NULL, 10);
-        if (maxchars && strtoul(maxchars, NULL, 10) == 0) n = 0;
+        muc_hist_req q;
+        muc_hist_req_parse(&q, xs_attr_get(h, "maxstanzas"), xs_attr_get(h, "maxchars"),
+                           xs_attr_get(h, "seconds"), xs_attr_get(h, "since"), time(NULL));
+        first = muc_history_first(rm->m, &q);
     }
     strbuf scratch = STRBUF_INIT;
-    for (unsigned i = rm->m->hist_count - n; i < rm->m->hist_count; i++) {
+    for (unsigned i = first; i < rm->m->hist_count; i++) {
         size_t len;
         const char *xml = muc_history_get(rm->m, i, &len);
         if (xml) send_raw_to(d, occ->jid, xml, len, &scratch);
