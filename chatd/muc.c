@@ -907,6 +907,9 @@ static void service_iq(chatd *d, const xs_node *st)
     reply(d, res);
 }
 
+static void form_field(xs_node *x, const char *var, const char *type, const char *label,
+                       const char *value);
+
 static void room_disco_info(chatd *d, room *rm, const xs_node *st)
 {
     const muc_config *c = &rm->m->cfg;
@@ -925,6 +928,19 @@ static void room_disco_info(chatd *d, room *rm, const xs_node *st)
     add_feature(r, c->password ? "muc_passwordprotected" : "muc_unsecured");
     add_feature(r, c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     add_feature(r, NS_OCCUPANT_ID);                /* XEP-0421 */
+    /* XEP-0128 / XEP-0045 §6.4: the muc#roominfo form clients show in
+     * room lists and before joining (name, description, subject, how many) */
+    char num[16];
+    snprintf(num, sizeof(num), "%zu", rm->m->noccupants);
+    xs_node *x = xs_add_elem(r, NS_XDATA, "x");
+    xs_set_attr(x, "type", "result");
+    form_field(x, "FORM_TYPE", "hidden", NULL, NS_MUC "#roominfo");
+    form_field(x, "muc#roomconfig_roomname", "text-single", "Name", c->name);
+    form_field(x, "muc#roominfo_description", "text-single", "Description", c->description);
+    form_field(x, "muc#roominfo_subject", "text-single", "Subject", rm->m->subject);
+    form_field(x, "muc#roominfo_subjectmod", "boolean", "Occupants may change the subject",
+               c->change_subject ? "1" : "0");
+    form_field(x, "muc#roominfo_occupants", "text-single", "Number of occupants", num);
     reply(d, res);
 }
 
