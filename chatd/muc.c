@@ -33,6 +33,8 @@
 #include "muc.h"
 #include "muc_room.h"
 #include "muc_outbox.h"
+#include "muc_history.h"
+#include "occupant_id.h"
 #include "router.h"
 #include "log.h"
 #include "xmpp_internal.h"
@@ -85,6 +87,7 @@ struct muc_service {
     mob_set     outbox;       /* history not yet in Redis, per room */
     loop_timer *idle_timer;   /* unloads persistent rooms left empty */
     loop_timer *retry_timer;  /* next retry of a failed history write */
+    unsigned char oid_key[OCCUPANT_ID_KEY];   /* XEP-0421 (occupant_id.c) */
 };
 
 /* What an occupant's presence says (see occupant_presence). */
@@ -150,7 +153,8 @@ static xs_node *presence_payload(const xs_node *st)
 {
     xs_node *p = xs_new(NS_CLIENT, "presence");
     for (xs_node *c = xs_child(st, NULL, NULL); c; c = xs_next_elem(c, NULL, NULL))
-        if (strcmp(c->ns, NS_MUC) != 0 && strcmp(c->ns, NS_MUC_USER) != 0)
+        if (strcmp(c->ns, NS_MUC) != 0 && strcmp(c->ns, NS_MUC_USER) != 0 &&
+            strcmp(c->ns, NS_OCCUPANT_ID) != 0)      /* a client's own id: never */
             xs_append_child(p, xs_copy(c));
     return p;
 }
@@ -565,6 +569,8 @@ static xs_node *occupant_presence(const room *rm, const muc_occupant *occ,
     xs_set_attr(p, "from", nick_jid(rm, occ->nick, buf, sizeof(buf)));
     xs_set_attr(p, "to", to->jid);
     if (o->type) xs_set_attr(p, "type", o->type);
+    /* XEP-0421: every presence from an occupant carries the room's id */
+    occupant_id_stamp(p, rm->d->muc->oid_key, rm->m->jid, occ->bare);
 
     xs_node *x = xs_add_elem(p, NS_MUC_USER, "x");
     xs_node *item = xs_add_elem(x, NS_MUC_USER, "item");
@@ -612,19 +618,20 @@ static void remove_occupant(chatd *d, room *rm, muc_occupant *occ, unsigned flag
     muc_remove_occupant(rm->m, occ);
 }
 
+/* History on join: all of it, or what <history/> asks for (XEP-0045
+ * §7.2.14: maxstanzas, maxchars, seconds, since; muc_history.c). */
 static void send_history(chatd *d, room *rm, const muc_occupant *occ, const xs_node *x)
 {
-    unsigned n = rm->m->hist_count;
+    unsigned first = 0;
     xs_node *h = x ? xs_child(x, NS_MUC, "history") : NULL;
     if (h) {
-        const char *maxstanzas = xs_attr_get(h, "maxstanzas");
-        const char *maxchars = xs_attr_get(h, "maxchars");
-        if (maxstanzas && (unsigned)strtoul(maxstanzas, NULL, 10) < n)
-            n = (unsigned)strtoul(maxstanzas, NULL, 10);
-        if (maxchars && strtoul(maxchars, NULL, 10) == 0) n = 0;
+        muc_hist_req q;
+        muc_hist_req_parse(&q, xs_attr_get(h, "maxstanzas"), xs_attr_get(h, "maxchars"),
+                           xs_attr_get(h, "seconds"), xs_attr_get(h, "since"), time(NULL));
+        first = muc_history_first(rm->m, &q);
     }
     strbuf scratch = STRBUF_INIT;
-    for (unsigned i = rm->m->hist_count - n; i < rm->m->hist_count; i++) {
+    for (unsigned i = first; i < rm->m->hist_count; i++) {
         size_t len;
         const char *xml = muc_history_get(rm->m, i, &len);
         if (xml) send_raw_to(d, occ->jid, xml, len, &scratch);
@@ -801,6 +808,8 @@ static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
     xs_node *out = xs_copy(st);
     xs_set_attr(out, "from", nick_jid(rm, occ->nick, buf, sizeof(buf)));
     xs_set_attr(out, "to", NULL);
+    /* XEP-0421: the sender's id replaces any the client put there */
+    occupant_id_stamp(out, d->muc->oid_key, m->jid, occ->bare);
     strbuf xml = STRBUF_INIT, scratch = STRBUF_INIT;
     xs_serialize(out, NULL, &xml);
     for (muc_occupant *o = m->occupants; o; o = o->next)
@@ -823,6 +832,7 @@ static void private_message(chatd *d, room *rm, const char *from, const char *ni
     xs_node *out = xs_copy(st);
     xs_set_attr(out, "from", nick_jid(rm, occ->nick, buf, sizeof(buf)));
     xs_set_attr(out, "to", target->jid);
+    occupant_id_stamp(out, d->muc->oid_key, rm->m->jid, occ->bare);   /* XEP-0421 */
     xs_add_elem(out, NS_MUC_USER, "x");
     send_to(d, target->jid, out);
     xs_free(out);
@@ -897,6 +907,9 @@ static void service_iq(chatd *d, const xs_node *st)
     reply(d, res);
 }
 
+static void form_field(xs_node *x, const char *var, const char *type, const char *label,
+                       const char *value);
+
 static void room_disco_info(chatd *d, room *rm, const xs_node *st)
 {
     const muc_config *c = &rm->m->cfg;
@@ -914,6 +927,20 @@ static void room_disco_info(chatd *d, room *rm, const xs_node *st)
     add_feature(r, c->moderated ? "muc_moderated" : "muc_unmoderated");
     add_feature(r, c->password ? "muc_passwordprotected" : "muc_unsecured");
     add_feature(r, c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
+    add_feature(r, NS_OCCUPANT_ID);                /* XEP-0421 */
+    /* XEP-0128 / XEP-0045 §6.4: the muc#roominfo form clients show in
+     * room lists and before joining (name, description, subject, how many) */
+    char num[16];
+    snprintf(num, sizeof(num), "%zu", rm->m->noccupants);
+    xs_node *x = xs_add_elem(r, NS_XDATA, "x");
+    xs_set_attr(x, "type", "result");
+    form_field(x, "FORM_TYPE", "hidden", NULL, NS_MUC "#roominfo");
+    form_field(x, "muc#roomconfig_roomname", "text-single", "Name", c->name);
+    form_field(x, "muc#roominfo_description", "text-single", "Description", c->description);
+    form_field(x, "muc#roominfo_subject", "text-single", "Subject", rm->m->subject);
+    form_field(x, "muc#roominfo_subjectmod", "boolean", "Occupants may change the subject",
+               c->change_subject ? "1" : "0");
+    form_field(x, "muc#roominfo_occupants", "text-single", "Number of occupants", num);
     reply(d, res);
 }
 
@@ -1265,6 +1292,12 @@ int muc_init(chatd *d)
     if (apr_pool_create(&s->pool, NULL) != APR_SUCCESS) { free(s); return -1; }
     s->rooms = apr_hash_make(s->pool);
     s->outbox.cap_bytes = d->cfg.muc_history_buffer;
+    if (occupant_id_key(d->cfg.auth_secret, s->oid_key) != 0) {
+        log_error("BOSH00520: muc: no key for XEP-0421 occupant ids");
+        apr_pool_destroy(s->pool);
+        free(s);
+        return -1;
+    }
     if (d->cfg.muc_room_idle && d->loop)
         s->idle_timer = loop_timer_add(d->loop, idle_sweep_ms(d), idle_sweep, d);
     d->muc = s;
