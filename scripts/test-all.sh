@@ -50,7 +50,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 run_step packaging $SUDO tests/packaging/test_packages.sh
 run_step fuzz $MAKE --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-run_step integration /usr/bin/python3 -m pytest -q tests/integration
+run_step integration /usr/bin/python3 -m pytest -q --durations=10 tests/integration
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "make test: FAILED: ${failed[*]}"

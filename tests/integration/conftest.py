@@ -107,6 +107,26 @@ def bosh_client(stack, request):
         c.close()
 
 
+@pytest.fixture
+def native_client(stack):
+    """Factory: a fresh user signed in and bound on the native port
+    (SCRAM-SHA-256), as NativeClient or a subclass; all closed afterwards."""
+    from native_client import NativeClient
+    started = []
+
+    def make(prefix="n", cls=NativeClient):
+        user = f"{prefix}{secrets.token_hex(3)}"
+        password = stack.add_user(user)
+        c = cls("127.0.0.1", stack.xmpp_port, f"{user}@{stack.domain}/m",
+                password, mech="SCRAM-SHA-256")
+        started.append(c)
+        c.bound = c.connect()
+        return c
+    yield make
+    for c in started:
+        c.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A failing test gets the tails of chatd.log and httpd's error_log."""

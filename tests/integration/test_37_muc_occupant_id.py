@@ -13,27 +13,14 @@ import secrets
 
 import pytest
 
-from native_client import NativeClient
 from scenarios import elems, iq
 
 NS_OID = "urn:xmpp:occupant-id:0"
 
 
 @pytest.fixture
-def client(stack):
-    made = []
-
-    def make():
-        user = f"o{secrets.token_hex(3)}"
-        password = stack.add_user(user)
-        c = NativeClient("127.0.0.1", stack.xmpp_port, f"{user}@{stack.domain}/m",
-                         password, mech="SCRAM-SHA-256")
-        made.append(c)
-        c.bound = c.connect()
-        return c
-    yield make
-    for c in made:
-        c.close()
+def client(native_client):
+    return lambda: native_client("o")
 
 
 def oids(ev):

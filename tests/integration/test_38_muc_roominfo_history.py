@@ -37,20 +37,8 @@ class HistClient(NativeClient):
 
 
 @pytest.fixture
-def client(stack):
-    made = []
-
-    def make():
-        user = f"h{secrets.token_hex(3)}"
-        password = stack.add_user(user)
-        c = HistClient("127.0.0.1", stack.xmpp_port, f"{user}@{stack.domain}/m",
-                       password, mech="SCRAM-SHA-256")
-        made.append(c)
-        c.bound = c.connect()
-        return c
-    yield make
-    for c in made:
-        c.close()
+def client(native_client):
+    return lambda: native_client("h", HistClient)
 
 
 def is_subject(ev):
