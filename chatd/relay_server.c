@@ -88,6 +88,8 @@ typedef struct relay_server {
     char       *unix_path;     /* to unlink at stop */
     relay_conn *conns;
     listen_pacer pacer;        /* out of descriptors: pause accepting */
+    token_bucket refusal_log;  /* refused peers' log lines (refusal_logged) */
+    unsigned long refusals_unlogged;
 } relay_server;
 
 /* ---- request list ---- */
@@ -304,6 +306,24 @@ static void conn_refuse(relay_conn *c, const char *why) {
     c->dead = 1;
 }
 
+/* The socket is 0666 (the uid check decides), so any local user can
+ * connect in a loop: every refusal is counted in relay_refused, but only
+ * 10 at once and then one a second reach the log, with a line saying how
+ * many were left out. */
+static int refusal_logged(relay_server *srv) {
+    if (!tb_take(&srv->refusal_log, 1.0, 10.0, 1.0, loop_now_ms(srv->d->loop))) {
+        srv->refusals_unlogged++;
+        return 0;
+    }
+    if (srv->refusals_unlogged) {
+        log_warn("BOSH00154: relay: %lu more refused or silent peers since the last line "
+                 "(not logged one by one; chatctl stats relay_refused counts them all)",
+                 srv->refusals_unlogged);
+        srv->refusals_unlogged = 0;
+    }
+    return 1;
+}
+
 /* Whether HELLO may go on: the peer check made at accept, then the
  * secret. Logs and refuses when not. */
 static int hello_allowed(relay_conn *c, const char *payload, uint32_t len) {
@@ -318,8 +338,9 @@ static int hello_allowed(relay_conn *c, const char *payload, uint32_t len) {
         if (!have || !relay_secret_equal(d->cfg.relay_secret, d->cfg.relay_secret_len,
                                          f.data, f.len)) {
             const char *why = have ? "a wrong relay secret" : "no relay secret";
-            log_warn("BOSH00151: relay: refused %s: %s in HELLO (relay_secret_file %s)",
-                     c->who, why, d->cfg.relay_secret_file);
+            if (refusal_logged(c->srv))
+                log_warn("BOSH00151: relay: refused %s: %s in HELLO (relay_secret_file %s)",
+                         c->who, why, d->cfg.relay_secret_file);
             d->stats.relay_refused++;
             conn_refuse(c, have ? "a wrong relay secret (BoshRelaySecretFile must hold "
                                   "chatd's relay_secret_file)"
@@ -433,8 +454,9 @@ static void hello_timeout(loop *l, void *ud) {
     (void)l;
     relay_conn *c = ud;
     c->hello_timer = NULL;
-    log_warn("BOSH00152: relay: %s sent no HELLO within %d s, closing", c->who,
-             RELAY_HELLO_MS / 1000);
+    if (refusal_logged(c->srv))
+        log_warn("BOSH00152: relay: %s sent no HELLO within %d s, closing", c->who,
+                 RELAY_HELLO_MS / 1000);
     conn_close_later(c);
 }
 
@@ -460,7 +482,8 @@ static void identify_peer(relay_conn *c, const struct sockaddr_storage *ss) {
     socklen_t len = sizeof(cred);
     if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
         snprintf(c->who, sizeof(c->who), "unix peer (uid unknown)");
-        log_warn("BOSH00153: relay: SO_PEERCRED: %s; refusing the peer", strerror(errno));
+        if (refusal_logged(c->srv))
+            log_warn("BOSH00153: relay: SO_PEERCRED: %s; refusing the peer", strerror(errno));
         c->refuse = "chatd could not tell the peer's uid";
         return;
     }
@@ -468,8 +491,10 @@ static void identify_peer(relay_conn *c, const struct sockaddr_storage *ss) {
     snprintf(c->who, sizeof(c->who), "unix peer uid %u (%s) pid %d", (unsigned)cred.uid,
              pw ? pw->pw_name : "?", (int)cred.pid);
     if (!peer_uid_allowed(&d->cfg, cred.uid)) {
-        log_warn("BOSH00150: relay: refused %s: not relay_peer_user (%s), root or chatd's "
-                 "own uid %u", c->who, d->cfg.relay_peer_user, (unsigned)geteuid());
+        if (refusal_logged(c->srv))
+            log_warn("BOSH00150: relay: refused %s: not relay_peer_user (%s), root or "
+                     "chatd's own uid %u", c->who, d->cfg.relay_peer_user,
+                     (unsigned)geteuid());
         d->stats.relay_refused++;
         c->refuse = "this uid may not use the relay (chatd's relay_peer_user)";
     }

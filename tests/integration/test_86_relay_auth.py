@@ -136,7 +136,11 @@ def test_httpd_user_on_the_socket_is_welcomed(unix_stack):
 
 @pytest.fixture(scope="module")
 def tcp_stack():
-    st = start_chatd_stack("chat97tcp-", relay_tcp_port=chatstack.free_port())
+    # An admin socket of its own: a tcp relay has no unix path to put the
+    # default beside, and the flood test reads chatctl stats.
+    admin = os.path.join(tempfile.mkdtemp(prefix="chat86adm-"), "admin.sock")
+    st = start_chatd_stack("chat97tcp-", relay_tcp_port=chatstack.free_port(),
+                           chatd_extra={"admin_socket": admin})
     yield st
     stop_stack(st)
 
@@ -158,6 +162,33 @@ def test_tcp_peer_with_the_secret_is_welcomed(tcp_stack):
     _, result = as_user("nobody", st, st.relay_url, "dave97", "--secret", st.relay_secret)
     assert types(result)[:1] == [WELCOME], result
     assert result["frames"][-1]["type"] == RESPONSE, result
+
+
+def relay_refused(st):
+    out = st.chatctl("stats").stdout
+    return int(re.search(r"^relay_refused (\d+)$", out, re.M).group(1))
+
+
+def test_a_flood_of_refused_peers_is_counted_but_not_all_logged(tcp_stack):
+    """The relay socket is open to every local user (the uid or secret
+    decides), so refusals must not be a way to fill chatd's log: each is
+    counted, a burst of them is logged in part and summed up by BOSH00154."""
+    st = tcp_stack
+    line = re.compile(r"BOSH00151: relay: refused tcp peer")
+    logged_before, refused_before = len(line.findall(chatd_log(st))), relay_refused(st)
+    sent = 60
+    for i in range(sent):
+        _, result = as_user("nobody", st, st.relay_url, f"flood{i}", "--secret",
+                            "wrong-secret-of-some-length")
+        assert types(result) == [REFUSE], result
+    assert relay_refused(st) - refused_before == sent
+    logged = len(line.findall(chatd_log(st))) - logged_before
+    assert logged < sent, f"all {sent} refusals logged one by one"
+
+    def summed_up():
+        as_user("nobody", st, st.relay_url, "flood-last", "--secret", "wrong-secret-of-some-length")
+        return re.search(r"BOSH00154: relay: (\d+) more refused or silent peers", chatd_log(st))
+    wait_until(summed_up, 30, "the count of refusals left out of the log")
 
 
 def write_chatd_conf(path, lines):
