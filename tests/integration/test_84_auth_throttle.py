@@ -13,8 +13,6 @@ another's.
 
 import itertools
 import re
-import shutil
-import tempfile
 import threading
 import time
 
@@ -23,7 +21,7 @@ import pytest
 import chatstack
 import outage
 import pw_util
-from conftest import MPM
+from signin_util import private_stack
 
 _addr = itertools.count(1)
 
@@ -35,24 +33,16 @@ def fresh_addr():
 
 @pytest.fixture(scope="module")
 def tstack():
-    root = tempfile.mkdtemp(prefix="chattest84-")
     mods = chatstack.APACHE_MODULES
-    st = chatstack.Stack(root, mpm=MPM, foreground=True)
-    st.httpd_extra = f"""
+    extra = f"""
 <IfModule !remoteip_module>
     LoadModule remoteip_module {mods}/mod_remoteip.so
 </IfModule>
 RemoteIPHeader X-Forwarded-For
 RemoteIPInternalProxy 127.0.0.1
 """
-    try:
-        st.start()
-    except chatstack.StackError as e:
-        st.stop()
-        pytest.fail(f"stack did not come up (files under {root}):\n{e}", pytrace=False)
-    yield st
-    st.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with private_stack("chattest84-", httpd_extra=extra) as st:
+        yield st
 
 
 def session(st, addr):

@@ -5,30 +5,19 @@ salt never changes). Without auth_secret it is random per start (and a
 warning says so)."""
 
 import re
-import shutil
-import tempfile
 
 import pytest
 
-import chatstack
 import outage
 import pw_util
-from conftest import MPM
+from signin_util import private_stack
 
 
 @pytest.fixture(scope="module")
 def sstack():
-    root = tempfile.mkdtemp(prefix="chattest85-")
-    st = chatstack.Stack(root, mpm=MPM, foreground=True,
-                         chatd_extra={"auth_secret": "a-test-secret-of-enough-length"})
-    try:
-        st.start()
-    except chatstack.StackError as e:
-        st.stop()
-        pytest.fail(f"stack did not come up (files under {root}):\n{e}", pytrace=False)
-    yield st
-    st.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with private_stack("chattest85-",
+                       chatd_extra={"auth_secret": "a-test-secret-of-enough-length"}) as st:
+        yield st
 
 
 def salt(st, user, mech):
