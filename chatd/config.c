@@ -196,6 +196,14 @@ static int apply(chatd_config *c, const char *key, const char *val,
                                                               : &c->auth_queue) = (unsigned)n;
         return 0;
     }
+    if (!strcmp(key, "redis_sentinels")) {
+        c->redis_sentinels.n = 0;           /* the last line wins, as for other keys */
+        return redis_sentinels_add(&c->redis_sentinels, val, err, errlen);
+    }
+    if (!strcmp(key, "redis_sentinel_master"))
+        return redis_sentinels_set_master(&c->redis_sentinels, val, err, errlen);
+    if (!strcmp(key, "redis_sentinel_password"))
+        return redis_sentinels_set_password(&c->redis_sentinels, val, err, errlen);
     if (!strcmp(key, "redis_max_conns")) {
         if (parse_ulong(val, 1024, &n) < 0 || n < 1) {
             snprintf(err, errlen, "redis_max_conns: expected 1..1024, got '%s'", val);
@@ -424,6 +432,18 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
                  "sender's burst of room messages could disconnect slow occupants; "
                  "lower byte_burst or raise max_output", c->byte_burst, c->max_output);
         return -1;
+    }
+    if (c->redis_sentinels.n > 0 || c->redis_sentinels.master[0]) {
+        redis_url u;
+        char why[256];
+        if (redis_url_parse(c->redis_url, &u, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "redis: %s", why);
+            return -1;
+        }
+        if (redis_sentinels_check(&c->redis_sentinels, &u, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "redis_sentinels: %s", why);
+            return -1;
+        }
     }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");

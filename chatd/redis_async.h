@@ -13,6 +13,7 @@
 
 #include <hiredis/hiredis.h>
 #include "loop.h"
+#include "../common/redis_sentinel.h"
 
 typedef struct redis_async redis_async;
 typedef struct redis_async_req redis_async_req;
@@ -21,6 +22,10 @@ typedef struct redis_async_req redis_async_req;
 typedef void (*redis_async_cb)(redisReply *reply, const char *err, void *ud);
 
 redis_async     *redis_async_new(loop *l, const char *url, int max_conns);
+/* The same, finding the master through sentinels when sentinels->n > 0
+ * (url then gives only the password and database): see redis_async.c. */
+redis_async     *redis_async_new_ha(loop *l, const char *url, int max_conns,
+                                    const redis_sentinels *sentinels);
 void             redis_async_free(redis_async *ra);   /* pending callbacks get err */
 /* Returns a handle (or NULL if the callback already ran with an error). */
 redis_async_req *redis_async_command(redis_async *ra, redis_async_cb cb, void *ud,

@@ -51,6 +51,8 @@ struct redis_pool {
     unsigned          seen_refusals;
     int64_t           pressure_until_ms;
     redis_pool_stats  st;
+    unsigned          next_sentinel;  /* the one to ask first */
+    redis_url         master;         /* last master the sentinels named */
 };
 
 /* Mirror the counters into this child's shared-memory slot (lock held). */
@@ -87,7 +89,11 @@ redis_pool *redis_pool_create(server_rec *s, const redis_pool_config *cfg)
         p->cfg.max_per_child = 1;
     snprintf(p->prefix, sizeof(p->prefix), "%s", cfg->name_prefix);
     p->cfg.name_prefix = p->prefix;
-    redis_url_describe(&p->cfg.url, p->addr, sizeof(p->addr));
+    if (p->cfg.sentinels)
+        snprintf(p->addr, sizeof(p->addr), "master '%s' (via sentinels)",
+                 p->cfg.sentinels->master);
+    else
+        redis_url_describe(&p->cfg.url, p->addr, sizeof(p->addr));
     p->idle = calloc((size_t)p->cfg.max_per_child, sizeof(idle_conn));
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&attr);
@@ -179,8 +185,37 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
 
             snprintf(name, sizeof(name), "%s:%u", p->prefix, n);
             err[0] = '\0';
-            c = redis_conn_open(&p->cfg.url, name, p->cfg.connect_ms,
-                                p->cfg.command_ms, err, sizeof(err));
+            if (p->cfg.sentinels) {
+                /* Ask the sentinels on every new connection: connects are
+                 * rare (idle ones are reused), and after a failover the
+                 * broken connections are flushed, so the next one finds
+                 * the new master by itself. */
+                redis_url found = p->cfg.url;
+                unsigned next = p->next_sentinel;
+                c = redis_sentinel_open_master(p->cfg.sentinels, &next, &p->cfg.url, name,
+                                               p->cfg.connect_ms, p->cfg.command_ms,
+                                               &found, err, sizeof(err));
+                pthread_mutex_lock(&p->mu);
+                p->next_sentinel = next;
+                if (c && (strcmp(found.host, p->master.host) != 0 ||
+                          found.port != p->master.port)) {
+                    char was[300];
+                    snprintf(was, sizeof(was), "%s", p->addr);
+                    p->master = found;
+                    redis_url_describe(&found, p->addr, sizeof(p->addr));
+                    pthread_mutex_unlock(&p->mu);
+                    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, p->s,
+                                 "mod_bosh: BOSH00713: Redis master '%s' is %s "
+                                 "(was %s), from the sentinels",
+                                 p->cfg.sentinels->master, p->addr, was);
+                    pthread_mutex_lock(&p->mu);
+                }
+                pthread_mutex_unlock(&p->mu);
+                memset(&found, 0, sizeof(found));
+            }
+            else
+                c = redis_conn_open(&p->cfg.url, name, p->cfg.connect_ms,
+                                    p->cfg.command_ms, err, sizeof(err));
 
             pthread_mutex_lock(&p->mu);
             if (!c) {

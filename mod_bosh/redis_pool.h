@@ -19,6 +19,7 @@
 
 #include "httpd.h"
 #include "../common/redis_conn.h"
+#include "../common/redis_sentinel.h"
 
 typedef struct redis_pool redis_pool;
 
@@ -30,6 +31,10 @@ typedef struct redis_pool_config {
     int  connect_ms;
     int  command_ms;
     const char *name_prefix;     /* "mod_bosh:<host>:<pid>"; ":<n>" is added */
+    /* Non-NULL: every new connection asks these sentinels for the master
+     * (url gives password and db) and checks ROLE; it lives as long as
+     * the configuration. */
+    const redis_sentinels *sentinels;
 } redis_pool_config;
 
 typedef enum redis_pool_status {
