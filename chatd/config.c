@@ -68,12 +68,16 @@ static int valid_node_id(const char *v) {
 #define BYTE_BURST_AUTO   0xffffffffu
 #define BYTE_BURST_DEFAULT 262144u
 
+#define REDIS_WAIT_AUTO 0xffffffffu
+
 static void set_defaults(chatd_config *c) {
     memset(c, 0, sizeof(*c));
     c->domain = strdup("localhost");
     c->node_id = strdup("n1");
     c->redis_url = strdup("redis://127.0.0.1:6379/0");
     c->redis_max_conns = 4;
+    c->redis_wait_replicas = REDIS_WAIT_AUTO;   /* 1 with sentinels, else 0 */
+    c->redis_wait_timeout = 200;
     c->relay_listen = strdup("unix:/run/chatd/relay.sock");
     c->c2s_listen = strdup("127.0.0.1:5222");
     c->allow_plain_without_tls = 0;
@@ -194,6 +198,16 @@ static int apply(chatd_config *c, const char *key, const char *val,
         }
         *(key[5] == 'f' ? &c->auth_fail_decay : key[5] == 't' ? &c->auth_threads
                                                               : &c->auth_queue) = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "redis_wait_replicas") || !strcmp(key, "redis_wait_timeout")) {
+        int t = key[11] == 't';
+        if (parse_ulong(val, t ? 60000 : 16, &n) < 0 || (t && n < 1)) {
+            snprintf(err, errlen, "%s: expected %s, got '%s'", key,
+                     t ? "1..60000 (ms)" : "0..16", val);
+            return -1;
+        }
+        *(t ? &c->redis_wait_timeout : &c->redis_wait_replicas) = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "redis_sentinels")) {
@@ -433,6 +447,8 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
                  "lower byte_burst or raise max_output", c->byte_burst, c->max_output);
         return -1;
     }
+    if (c->redis_wait_replicas == REDIS_WAIT_AUTO)
+        c->redis_wait_replicas = c->redis_sentinels.n > 0 ? 1 : 0;
     if (c->redis_sentinels.n > 0 || c->redis_sentinels.master[0]) {
         redis_url u;
         char why[256];

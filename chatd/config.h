@@ -17,6 +17,10 @@ typedef struct chatd_config {
     char    *node_id;           /* node_id       n1  ([a-z0-9]{1,16}; prefix of every BOSH sid) */
     char    *redis_url;         /* redis         redis://127.0.0.1:6379/0 (or unix:///path?db=N) */
     int      redis_max_conns;   /* redis_max_conns 4 */
+    unsigned redis_wait_replicas; /* redis_wait_replicas 1 with sentinels, else 0: an
+                                     offline message counts as stored once WAIT says
+                                     this many replicas have it */
+    unsigned redis_wait_timeout;  /* redis_wait_timeout 200 (ms, WAIT's timeout) */
     redis_sentinels redis_sentinels; /* redis_sentinels h:p,h:p,...  redis_sentinel_master
                                         name  redis_sentinel_password pw  (issue 16: the
                                         master is asked for; redis then gives pw and db) */

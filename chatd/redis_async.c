@@ -40,6 +40,10 @@
 /* How often the sentinels are asked while all is well: bounds how long
  * chatd may keep writing to a master the sentinels have replaced. */
 #define RA_SENTINEL_POLL_MS    1000
+/* A master that had a replica this recently may be in the middle of a
+ * failover when it shows none: durable writes keep waiting for one (and
+ * fail, to be tried again) rather than go unprotected. */
+#define RA_REPLICA_GRACE_MS    10000
 /* At most one question to the sentinels this often when failures ask. */
 #define RA_SENTINEL_MIN_ASK_MS 100
 
@@ -96,7 +100,20 @@ struct redis_async {
     uint64_t    ask_due;
     int         asking;          /* one in flight */
     uint64_t    last_ask;
+    /* The master's connected replicas, from ROLE (handshake and each poll). */
+    int         replicas;        /* -1: not known */
+    uint64_t    replica_seen;    /* last time ROLE showed at least one */
+    int         role_asking;
 };
+
+/* A ROLE reply from the master: how many replicas are connected. */
+static void note_role(redis_async *ra, const redisReply *rep) {
+    if (!redis_role_is_master(rep) || rep->elements < 3 ||
+        rep->element[2]->type != REDIS_REPLY_ARRAY)
+        return;
+    ra->replicas = (int)rep->element[2]->elements;
+    if (ra->replicas > 0) ra->replica_seen = loop_now_ms(ra->loop);
+}
 
 static void conn_connect(ra_conn *c);
 
@@ -254,6 +271,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
                     c->drop_reason = "redis setup failed";
                     redisAsyncFree(ac);
                 }
+            } else if (r->internal == RA_ROLE_CHECK && rep && --c->handshake_left == 0) {
+                note_role(c->ra, rep);
+                c->state = CONN_UP;
+                c->attempt = 0;
+                log_info("redis %s: connection %d up", conn_where(c), c->n);
+            } else if (r->internal == RA_ROLE_CHECK && rep) {
+                note_role(c->ra, rep);
             } else if (--c->handshake_left == 0) {
                 c->state = CONN_UP;
                 c->attempt = 0;
@@ -373,6 +397,8 @@ static void set_master(redis_async *ra, const char *host, int port) {
     snprintf(ra->url.host, sizeof(ra->url.host), "%s", host);
     ra->url.port = port;
     ra->have_master = 1;
+    ra->replicas = -1;              /* the new one's own, from its ROLE */
+    ra->replica_seen = 0;
     redis_url_describe(&ra->url, ra->where, sizeof(ra->where));
     if (first)
         log_info("redis: BOSH00705: master '%s' is %s (sentinel %s)", ra->sent.master,
@@ -391,6 +417,23 @@ static void set_master(redis_async *ra, const char *host, int port) {
 }
 
 static void schedule_ask(redis_async *ra, uint64_t delay);
+static ra_conn *pick_conn(redis_async *ra);
+
+static void role_answer(redisReply *rep, const char *err, void *ud) {
+    redis_async *ra = ud;
+    ra->role_asking = 0;
+    if (!err && rep && !ra->freeing) note_role(ra, rep);
+}
+
+/* With each poll: does the master still have its replicas? */
+static void ask_role(redis_async *ra) {
+    ra_conn *c = pick_conn(ra);
+    if (ra->role_asking || !c) return;
+    char *cmd = NULL;
+    int len = redisFormatCommand(&cmd, "ROLE");
+    ra->role_asking = 1;
+    submit_on(ra, c, role_answer, ra, cmd, len);
+}
 
 static void sentinel_answer(redisReply *rep, const char *err, void *ud) {
     redis_async *ra = ud;
@@ -416,6 +459,8 @@ static void sentinel_answer(redisReply *rep, const char *err, void *ud) {
     }
     if (!ra->have_master || strcmp(host, ra->url.host) != 0 || port != ra->url.port)
         set_master(ra, host, port);
+    else
+        ask_role(ra);
     schedule_ask(ra, RA_SENTINEL_POLL_MS);
 }
 
@@ -486,6 +531,7 @@ redis_async *redis_async_new_ha(loop *l, const char *url, int max_conns,
     redis_async *ra = calloc(1, sizeof(*ra));
     if (!ra) return NULL;
     ra->loop = l;
+    ra->replicas = -1;
     ra->seed = (unsigned)getpid() ^ (unsigned)loop_now_ms(l) ^ (unsigned)(uintptr_t)ra;
     if (max_conns < 1) max_conns = 1;
     ra->nconns = max_conns;
@@ -635,6 +681,102 @@ redis_async_req *redis_async_commandargv(redis_async *ra, redis_async_cb cb, voi
     char *cmd = NULL;
     int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     return submit(ra, cb, ud, cmd, len);
+}
+
+/* ---- durable writes: the command, then WAIT on the same connection ---- */
+
+typedef struct durable {
+    redis_async_cb cb;
+    void          *ud;
+    int            need;          /* replicas that must have it */
+    int            failed;
+    char           err[160];
+    int            type;          /* the command's reply, copied (scalar) */
+    long long      integer;
+    char          *str;
+    size_t         len;
+} durable;
+
+static void durable_first(redisReply *rep, const char *err, void *ud) {
+    durable *w = ud;
+    if (err || !rep) {
+        w->failed = 1;
+        snprintf(w->err, sizeof(w->err), "%s", err ? err : "no reply");
+        return;
+    }
+    w->type = rep->type;
+    w->integer = rep->integer;
+    if (rep->str) {
+        w->str = malloc(rep->len + 1);
+        if (!w->str) abort();
+        memcpy(w->str, rep->str, rep->len);
+        w->str[rep->len] = '\0';
+        w->len = rep->len;
+    }
+}
+
+static void durable_wait(redisReply *rep, const char *err, void *ud) {
+    durable *w = ud;
+    if (w->failed) {
+        w->cb(NULL, w->err, w->ud);
+    } else if (err || !rep) {
+        w->cb(NULL, err ? err : "no reply to WAIT", w->ud);
+    } else if (w->type != REDIS_REPLY_ERROR &&
+               (rep->type != REDIS_REPLY_INTEGER || rep->integer < w->need)) {
+        /* Written on this master only: a failover now would lose it. */
+        w->cb(NULL, "redis write not acknowledged by a replica in time", w->ud);
+    } else {
+        redisReply r;
+        memset(&r, 0, sizeof(r));
+        r.type = w->type;
+        r.integer = w->integer;
+        r.str = w->str;
+        r.len = w->len;
+        w->cb(&r, NULL, w->ud);
+    }
+    free(w->str);
+    free(w);
+}
+
+/* How many replicas a durable write waits for: as configured while the
+ * master has them (or had them RA_REPLICA_GRACE_MS ago: a failover may be
+ * under way); else as many as it has, 0 for a master alone (a promoted
+ * replica whose old master is gone: nothing to wait for, and no failover
+ * target either). Not known yet: as configured. */
+static int replicas_to_wait(redis_async *ra, int configured) {
+    if (configured <= 0 || ra->replicas < 0 || ra->replicas >= configured) return configured;
+    if (ra->replica_seen && loop_now_ms(ra->loop) - ra->replica_seen < RA_REPLICA_GRACE_MS)
+        return configured;
+    return ra->replicas;
+}
+
+int redis_async_commandargv_keyed_durable(redis_async *ra, const char *key, int replicas,
+                                          int wait_ms, redis_async_cb cb, void *ud,
+                                          int argc, const char **argv, const size_t *argvlen) {
+    replicas = replicas_to_wait(ra, replicas);
+    if (replicas <= 0) {
+        redis_async_commandargv_keyed(ra, key, cb, ud, argc, argv, argvlen);
+        return 0;
+    }
+    durable *w = calloc(1, sizeof(*w));
+    if (!w) abort();
+    w->cb = cb;
+    w->ud = ud;
+    w->need = replicas;
+    ra_conn *c = pick_keyed(ra, key);
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (!submit_on(ra, c, durable_first, w, cmd, len)) {
+        /* durable_first already ran with the error */
+        cb(NULL, w->err, ud);
+        free(w);
+        return -1;
+    }
+    /* The same connection: WAIT counts this client's writes so far. */
+    char *wcmd = NULL;
+    int wlen = redisFormatCommand(&wcmd, "WAIT %d %d", replicas, wait_ms);
+    submit_on(ra, c, durable_wait, w, wcmd, wlen);
+    return 0;
 }
 
 void redis_async_forget(redis_async_req *req) {

@@ -188,44 +188,53 @@ static int ask_one(const redis_url *sent, const char *master_name, const char *n
     return rc == 0 ? 0 : -1;
 }
 
+int redis_sentinel_ask(const redis_sentinels *s, unsigned *next, const char *name,
+                       int connect_ms, int command_ms, char *host, size_t hostlen,
+                       int *port, char *err, size_t errlen) {
+    char why[1024] = "";
+    unsigned start = next ? *next : 0;
+    if (s->n <= 0) { set_err(err, errlen, "no sentinels configured%s", NULL); return -1; }
+    for (int i = 0; i < s->n; i++) {
+        unsigned k = (start + (unsigned)i) % (unsigned)s->n;
+        if (ask_one(&s->addr[k], s->master, name, connect_ms, command_ms, host, hostlen,
+                    port, why, sizeof why) == 0)
+            return 0;
+        if (next) *next = (k + 1) % (unsigned)s->n;   /* start elsewhere next time */
+    }
+    if (err && errlen) snprintf(err, errlen, "no sentinel answered (last: %s)", why);
+    return -1;
+}
+
 redisContext *redis_sentinel_open_master(const redis_sentinels *s, unsigned *next,
                                          const redis_url *master, const char *name,
                                          int connect_ms, int command_ms,
                                          redis_url *found, char *err, size_t errlen) {
     char host[256], why[1024] = "";
     int port = 0;
-    unsigned start = next ? *next : 0;
-    if (s->n <= 0) { set_err(err, errlen, "no sentinels configured%s", NULL); return NULL; }
-    for (int i = 0; i < s->n; i++) {
-        unsigned k = (start + (unsigned)i) % (unsigned)s->n;
-        if (ask_one(&s->addr[k], s->master, name, connect_ms, command_ms, host, sizeof host,
-                    &port, why, sizeof why) != 0) {
-            if (next) *next = (k + 1) % (unsigned)s->n;   /* start elsewhere next time */
-            continue;
-        }
-        redis_url u = *master;
-        snprintf(u.host, sizeof u.host, "%s", host);
-        u.port = port;
-        u.is_unix = 0;
-        if (found) *found = u;
-        redisContext *c = redis_conn_open(&u, name, connect_ms, command_ms, why, sizeof why);
-        if (!c) {
-            if (err && errlen) snprintf(err, errlen, "master %s:%d (from the sentinels): %s",
-                                        host, port, why);
-            return NULL;
-        }
-        redisReply *r = redisCommand(c, "ROLE");
-        int ok = redis_role_is_master(r);
-        if (r) freeReplyObject(r);
-        if (!ok) {
-            /* The sentinels have not caught up yet: a retry asks them again. */
-            if (err && errlen) snprintf(err, errlen, "%s:%d, named master by the sentinels, "
-                                        "is not a master (yet)", host, port);
-            redisFree(c);
-            return NULL;
-        }
-        return c;
+    if (redis_sentinel_ask(s, next, name, connect_ms, command_ms, host, sizeof host, &port,
+                           err, errlen) != 0)
+        return NULL;
+    redis_url u = *master;
+    snprintf(u.host, sizeof u.host, "%s", host);
+    u.port = port;
+    u.is_unix = 0;
+    if (found) *found = u;
+    redisContext *c = redis_conn_open(&u, name, connect_ms, command_ms, why, sizeof why);
+    memset(&u, 0, sizeof u);
+    if (!c) {
+        if (err && errlen) snprintf(err, errlen, "master %s:%d (from the sentinels): %s",
+                                    host, port, why);
+        return NULL;
     }
-    if (err && errlen) snprintf(err, errlen, "no sentinel answered (last: %s)", why);
-    return NULL;
+    redisReply *r = redisCommand(c, "ROLE");
+    int ok = redis_role_is_master(r);
+    if (r) freeReplyObject(r);
+    if (!ok) {
+        /* The sentinels have not caught up yet: a retry asks them again. */
+        if (err && errlen) snprintf(err, errlen, "%s:%d, named master by the sentinels, "
+                                    "is not a master (yet)", host, port);
+        redisFree(c);
+        return NULL;
+    }
+    return c;
 }

@@ -59,6 +59,12 @@ int redis_error_means_failover(const char *errstr);
  * d is that value (rnd: any random 32 bits). */
 unsigned redis_backoff_ms(unsigned attempt, unsigned min_ms, unsigned max_ms, uint32_t rnd);
 
+/* Blocking: ask the sentinels in turn (starting at *next, advanced past a
+ * failing one) where the master is. 0 with host/port, or -1 with err. */
+int redis_sentinel_ask(const redis_sentinels *s, unsigned *next, const char *name,
+                       int connect_ms, int command_ms, char *host, size_t hostlen,
+                       int *port, char *err, size_t errlen);
+
 /* Blocking: ask the sentinels in turn (starting at *next, which is
  * advanced past a failing one) for the master, then open a named,
  * validated connection to it (redis_conn_open: CLOEXEC, AUTH, SELECT,

@@ -870,8 +870,10 @@ static void *housekeeper_main(void *arg)
         if (housekeeper_stop)
             break;
         redis_cap_reap();               /* counts of children killed -9 */
-        if (ch->redis)
+        if (ch->redis) {
             redis_pool_maintain(ch->redis);
+            redis_pool_check_master(ch->redis);
+        }
         if (bosh_child_is_stopping())
             bosh_child_drain(1);
     }

@@ -57,6 +57,11 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out);
 void redis_pool_release(redis_pool *p, redisContext *c, int broken);
 /* Close idle connections older than idle_s. Cheap; call every second. */
 void redis_pool_maintain(redis_pool *p);
+/* With sentinels: at most every 2 s, while the child holds connections,
+ * ask whether the master moved; if so the connections to the old one are
+ * closed (idle ones now, busy ones on release). Blocking (a sentinel round
+ * trip): call from the housekeeping thread only. */
+void redis_pool_check_master(redis_pool *p);
 /* Child exit: refuse new acquires, close idle connections. Uses a
  * try-lock, so it is safe even from prefork's signal-handler exit. */
 void redis_pool_shutdown(redis_pool *p);
