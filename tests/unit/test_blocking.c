@@ -1,9 +1,9 @@
 /*
  * test_blocking: XEP-0191 item matching (XEP-0016 JID rules) in
- * chatd/blocking.c: which senders a blocklist item covers.
+ * chatd/features/blocking.c: which senders a blocklist item covers.
  */
 #include "unit.h"
-#include "../../chatd/blocking.h"
+#include "../../chatd/features/blocking.h"
 
 int main(void)
 {

@@ -14,7 +14,7 @@
 #define CHATD_BLOCKING_H
 
 #include "chatd.h"
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 #define NS_BLOCKING        "urn:xmpp:blocking"
 #define NS_BLOCKING_ERRORS "urn:xmpp:blocking:errors"

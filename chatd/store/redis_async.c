@@ -20,7 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <hiredis/async.h>
-#include "../common/redis_conn.h"
+#include "../../common/redis_conn.h"
 #include "log.h"
 
 #define RA_COMMAND_TIMEOUT_MS  2000
