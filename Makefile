@@ -7,8 +7,10 @@
 #   make unit / unit-asan / integration / fuzz   one kind of test
 #
 # Sources are picked up by wildcard: adding a .c file needs no edit here.
-# chatd/main.c and chatd/chatctl.c are the two programs; every other
-# chatd/*.c goes into build/libchatd.a so unit tests can link pure parts.
+# chatd/core/main.c and chatd/core/chatctl.c are the two programs; every
+# other chatd/<layer>/*.c goes into build/libchatd.a so unit tests can link
+# pure parts. chatd's folders are its layers (docs/architecture.md); headers
+# include each other by bare name, so every layer folder is on the path.
 
 # A bare `make` builds; nothing above `all` may become the default goal.
 .DEFAULT_GOAL := all
@@ -20,16 +22,19 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 WARN     = -Wall -Wextra -Werror
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS) $(EXPAT_CFLAGS) -MMD -MP
+CHATD_LAYERS := core transport session router features store
+CHATD_INC  := $(addprefix -Ichatd/,$(CHATD_LAYERS))
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(EXTRA_CFLAGS) $(PKG_CFLAGS) $(EXPAT_CFLAGS) $(CHATD_INC) -MMD -MP
 LDLIBS   = $(PKG_LIBS) -lm
 
 COMMON_SRC := $(wildcard common/*.c)
-CHATD_LIB_SRC := $(filter-out chatd/main.c chatd/chatctl.c,$(wildcard chatd/*.c))
+CHATD_LIB_SRC := $(filter-out chatd/core/main.c chatd/core/chatctl.c,\
+                   $(foreach l,$(CHATD_LAYERS),$(wildcard chatd/$(l)/*.c)))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 
 # Objects live under $(BUILD)/obj/ so that the program build/chatd and the
-# objects of chatd/*.c do not fight over the name build/chatd.
+# objects of chatd/<layer>/*.c do not fight over the name build/chatd.
 OBJ     := $(BUILD)/obj
 COMMON_OBJ := $(COMMON_SRC:%.c=$(OBJ)/%.o)
 CHATD_LIB_OBJ := $(CHATD_LIB_SRC:%.c=$(OBJ)/%.o)
@@ -65,11 +70,11 @@ $(BUILD)/libcommon.a: $(COMMON_OBJ)
 $(BUILD)/libchatd.a: $(CHATD_LIB_OBJ)
 	@rm -f $@; ar rcs $@ $^
 
-$(BUILD)/chatd: $(OBJ)/chatd/main.o $(BUILD)/libchatd.a $(BUILD)/libcommon.a
+$(BUILD)/chatd: $(OBJ)/chatd/core/main.o $(BUILD)/libchatd.a $(BUILD)/libcommon.a
 	@if [ -d $@ ]; then rm -rf $@; fi  # an old object directory of that name
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/chatctl: $(OBJ)/chatd/chatctl.o $(BUILD)/libchatd.a $(BUILD)/libcommon.a
+$(BUILD)/chatctl: $(OBJ)/chatd/core/chatctl.o $(BUILD)/libchatd.a $(BUILD)/libcommon.a
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(OBJ)/tests/unit/%.o $(UNIT_HELPER_OBJ) $(BUILD)/libchatd.a $(BUILD)/libcommon.a
@@ -147,7 +152,7 @@ clean:
 	rm -rf build build-asan mod_bosh/.libs mod_bosh/*.lo mod_bosh/*.slo mod_bosh/*.la \
 	       common/*.lo common/*.slo common/.libs
 
--include $(wildcard $(OBJ)/*/*.d $(OBJ)/tests/unit/*.d)
+-include $(wildcard $(OBJ)/*/*.d $(OBJ)/chatd/*/*.d $(OBJ)/tests/unit/*.d)
 
 # Fragments for other jobs (mk/install.mk: `make install`), after `all` so
 # the default goal stays `all`.

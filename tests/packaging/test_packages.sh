@@ -43,9 +43,9 @@ finish() {
 # and every chatctl command must be documented; every chatd key must be
 # in the packaged chatd.conf (set or commented with its default).
 directives=$(grep -ho 'AP_INIT_[A-Z0-9]*("[A-Za-z]*"' "$REPO"/mod_bosh/*.c | cut -d'"' -f2 | sort -u)
-keys=$( { grep -o '{ "[a-z_0-9]*", &c->' "$REPO/chatd/config.c" | cut -d'"' -f2
-          grep -o 'strcmp(key, "[a-z_0-9]*")' "$REPO/chatd/config.c" | cut -d'"' -f2; } | sort -u)
-ctlcmds=$(grep -o '^ *{ "[a-z]*", *-\?[0-9]' "$REPO/chatd/chatctl.c" | cut -d'"' -f2 | sort -u)
+keys=$( { grep -o '{ "[a-z_0-9]*", &c->' "$REPO/chatd/core/config.c" | cut -d'"' -f2
+          grep -o 'strcmp(key, "[a-z_0-9]*")' "$REPO/chatd/core/config.c" | cut -d'"' -f2; } | sort -u)
+ctlcmds=$(grep -o '^ *{ "[a-z]*", *-\?[0-9]' "$REPO/chatd/core/chatctl.c" | cut -d'"' -f2 | sort -u)
 missing=
 for d in $directives; do grep -q "\*\*$d\*\*" "$REPO/docs/configuration.md" || missing="$missing $d"; done
 if [ -n "$directives" ] && [ -z "$missing" ]; then

@@ -1,11 +1,11 @@
 /*
  * test_addr_count: the per-address live-session table behind
- * max_sessions_per_addr (chatd/addr_count.h), and the cap itself
+ * max_sessions_per_addr (chatd/session/addr_count.h), and the cap itself
  * (chatd_addr_slot_take/release in admin.c) on a bare chatd context.
  */
 #include "unit.h"
-#include "../../chatd/addr_count.h"
-#include "../../chatd/admin.h"
+#include "../../chatd/session/addr_count.h"
+#include "../../chatd/core/admin.h"
 
 #include <stdio.h>
 #include <string.h>

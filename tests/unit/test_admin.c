@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include "unit.h"
-#include "../../chatd/admin.h"
-#include "../../chatd/config.h"
+#include "../../chatd/core/admin.h"
+#include "../../chatd/core/config.h"
 
 static int load(chatd_config *c, const char *text, char *err, size_t errlen) {
     char path[] = "/tmp/test_admin_conf_XXXXXX";

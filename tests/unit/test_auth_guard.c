@@ -1,10 +1,10 @@
 /*
  * test_auth_guard: the per-account / per-address failure counters behind
- * the sign-in throttle (chatd/auth_guard.h): limits, decay, what a
+ * the sign-in throttle (chatd/session/auth_guard.h): limits, decay, what a
  * success clears, the cap on memory.
  */
 #include "unit.h"
-#include "../../chatd/auth_guard.h"
+#include "../../chatd/session/auth_guard.h"
 
 #include <stdio.h>
 

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <openssl/sha.h>
 #include "unit.h"
-#include "../../chatd/bosh_sm.h"
+#include "../../chatd/transport/bosh_sm.h"
 
 static int R[64];
 #define REQ(i) ((void *)&R[i])

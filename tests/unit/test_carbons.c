@@ -1,9 +1,9 @@
 /*
  * test_carbons: the XEP-0280 eligibility rule and the carbon wrapper
- * (chatd/carbons.c), on stanzas parsed as a client would send them.
+ * (chatd/features/carbons.c), on stanzas parsed as a client would send them.
  */
 #include "unit.h"
-#include "../../chatd/carbons.h"
+#include "../../chatd/features/carbons.h"
 #include "../../common/xml_stream.h"
 #include "../../common/strbuf.h"
 

@@ -2,8 +2,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include "unit.h"
-#include "../../chatd/config.h"
-#include "../../chatd/log.h"
+#include "../../chatd/core/config.h"
+#include "../../chatd/core/log.h"
 
 int main(void) {
     chatd_config c;

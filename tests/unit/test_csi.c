@@ -1,10 +1,10 @@
 /*
- * test_csi: XEP-0352 importance rule and hold queue (chatd/csi.c): what
+ * test_csi: XEP-0352 importance rule and hold queue (chatd/features/csi.c): what
  * an inactive client gets at once, what waits, latest-per-sender for
  * presence and chat states, per-sender order, the bound.
  */
 #include "unit.h"
-#include "../../chatd/csi.h"
+#include "../../chatd/features/csi.h"
 #include "../../common/strbuf.h"
 
 static xs_node *parse(const char *xml)

@@ -1,7 +1,7 @@
 /* test_jid: JID parsing, validation, bare forms and comparison. */
 #include <string.h>
 #include "unit.h"
-#include "../../chatd/jid.h"
+#include "../../chatd/core/jid.h"
 
 int main(void)
 {

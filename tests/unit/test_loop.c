@@ -4,7 +4,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include "unit.h"
-#include "../../chatd/loop.h"
+#include "../../chatd/core/loop.h"
 
 static char order[64];
 static size_t norder;

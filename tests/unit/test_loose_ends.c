@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include "unit.h"
-#include "../../chatd/config.h"
+#include "../../chatd/core/config.h"
 
 static int load(chatd_config *c, const char *text, char *err, size_t errlen) {
     const char *p = unit_write_tmp(text);

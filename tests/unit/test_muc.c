@@ -2,7 +2,7 @@
 #include <string.h>
 #include <stdlib.h>
 #include "unit.h"
-#include "../../chatd/muc_room.h"
+#include "../../chatd/features/muc_room.h"
 
 static void test_occupants_and_join(void)
 {

@@ -1,11 +1,11 @@
 /*
  * test_muc_history: the XEP-0045 §7.2.14 history request
- * (chatd/muc_history.c): maxstanzas, maxchars, seconds, since, together;
+ * (chatd/features/muc_history.c): maxstanzas, maxchars, seconds, since, together;
  * XEP-0082 DateTime parsing; the stamp of a stored entry.
  */
 #include "unit.h"
-#include "../../chatd/muc_history.h"
-#include "../../chatd/xmpp_internal.h"
+#include "../../chatd/features/muc_history.h"
+#include "../../chatd/router/xmpp_internal.h"
 
 /* An entry as muc.c stores it: the message, then the room's <delay/>. */
 static void push(muc_room *r, const char *body, time_t t)

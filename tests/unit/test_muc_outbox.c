@@ -1,8 +1,8 @@
 /* test_muc_outbox: unwritten room history, its retries and its bounds
- * (chatd/muc_outbox.c). */
+ * (chatd/features/muc_outbox.c). */
 #include <string.h>
 #include "unit.h"
-#include "../../chatd/muc_outbox.h"
+#include "../../chatd/features/muc_outbox.h"
 
 static void add(mob_set *s, mob_box *b, const char *x, unsigned *dropped)
 {

@@ -1,10 +1,10 @@
 /*
- * test_occupant_id: XEP-0421 ids (chatd/occupant_id.c): a known answer
+ * test_occupant_id: XEP-0421 ids (chatd/features/occupant_id.c): a known answer
  * computed independently (Python hmac), stability, separation between
  * users and rooms, and that a client's own <occupant-id/> is replaced.
  */
 #include "unit.h"
-#include "../../chatd/occupant_id.h"
+#include "../../chatd/features/occupant_id.h"
 #include "../../common/xml_stream.h"
 #include "../../common/strbuf.h"
 

@@ -1,11 +1,11 @@
 /*
- * test_pw_pool: PLAIN's PBKDF2 on worker threads (chatd/pw_pool.h): right
+ * test_pw_pool: PLAIN's PBKDF2 on worker threads (chatd/session/pw_pool.h): right
  * and wrong passwords come back on the loop thread, a full queue refuses
  * at once, a forgotten job's callback never runs, runs are counted.
  */
 #include "unit.h"
-#include "../../chatd/pw_pool.h"
-#include "../../chatd/loop.h"
+#include "../../chatd/session/pw_pool.h"
+#include "../../chatd/core/loop.h"
 
 #include <pthread.h>
 

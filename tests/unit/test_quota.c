@@ -1,6 +1,6 @@
-/* test_quota: issue 14's per-user limits (chatd/quota.c). */
+/* test_quota: issue 14's per-user limits (chatd/features/quota.c). */
 #include "unit.h"
-#include "../../chatd/quota.h"
+#include "../../chatd/features/quota.h"
 
 int main(void)
 {

@@ -1,6 +1,6 @@
 /* rate.c: token bucket and read budget maths, with a fake clock. */
 #include "unit.h"
-#include "../../chatd/rate.h"
+#include "../../chatd/session/rate.h"
 
 static void test_bucket_burst_then_rate(void) {
     token_bucket b = {0};

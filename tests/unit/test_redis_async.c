@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 #include "unit.h"
-#include "../../chatd/loop.h"
-#include "../../chatd/redis_async.h"
+#include "../../chatd/core/loop.h"
+#include "../../chatd/store/redis_async.h"
 
 static loop *L;
 static char dir[64], sock[128];

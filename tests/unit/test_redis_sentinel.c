@@ -7,7 +7,7 @@
  */
 #include "unit.h"
 #include "../../common/redis_sentinel.h"
-#include "../../chatd/config.h"
+#include "../../chatd/core/config.h"
 
 static void test_list(void) {
     redis_sentinels s;

@@ -11,7 +11,7 @@
 #include "unit.h"
 #include "../../common/relay_proto.h"
 #include "../../common/relay_secret.h"
-#include "../../chatd/config.h"
+#include "../../chatd/core/config.h"
 
 /* unit_write_tmp's path is overwritten by the next call: keep a copy. */
 static char *tmp_file(const char *text, mode_t mode) {

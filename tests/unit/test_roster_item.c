@@ -1,7 +1,7 @@
 /* test_roster_item: roster records in Redis and subscription states. */
 #include <string.h>
 #include "unit.h"
-#include "../../chatd/roster_item.h"
+#include "../../chatd/features/roster_item.h"
 
 int main(void)
 {

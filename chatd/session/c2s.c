@@ -32,8 +32,8 @@
 #include "router.h"
 #include "csi.h"
 #include "users.h"
-#include "../common/scram.h"
-#include "../common/strbuf.h"
+#include "../../common/scram.h"
+#include "../../common/strbuf.h"
 
 #define NS_CLIENT   "jabber:client"
 #define NS_STREAMS  "http://etherx.jabber.org/streams"

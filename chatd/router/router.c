@@ -19,6 +19,7 @@
 #include "blocking.h"
 #include "log.h"
 #include "xmpp_internal.h"
+#include "iq_dispatch.h"
 
 struct router {
     apr_pool_t *pool;
@@ -355,12 +356,12 @@ static void route_iq(chatd *d, rsession *rs, const jid *to, xs_node *st)
 {
     if (!to->local[0]) {
         if (to->resource[0]) router_bounce(d, st, "cancel", "service-unavailable");
-        else iq_server_handle(d, rs, st, NULL);
+        else iq_dispatch(d, rs, st, NULL);
         return;
     }
     char addr[JID_MAX + 1];
     if (!to->resource[0]) {
-        iq_server_handle(d, rs, st, jid_bare(to, addr, sizeof(addr)));
+        iq_dispatch(d, rs, st, jid_bare(to, addr, sizeof(addr)));
         return;
     }
     rsession *target = router_session(d, jid_full(to, addr, sizeof(addr)));

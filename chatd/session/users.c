@@ -28,7 +28,7 @@
 #include "log.h"
 #include "pw_pool.h"
 #include "redis_async.h"
-#include "../common/scram.h"
+#include "../../common/scram.h"
 
 typedef enum { MECH_PLAIN, MECH_SCRAM, MECH_EXTERNAL } mech_kind;
 typedef enum { ST_START, ST_WAIT_LOOKUP, ST_WAIT_FINAL, ST_DONE } sasl_state;

@@ -13,7 +13,7 @@
 
 #include <hiredis/hiredis.h>
 #include "loop.h"
-#include "../common/redis_sentinel.h"
+#include "../../common/redis_sentinel.h"
 
 typedef struct redis_async redis_async;
 typedef struct redis_async_req redis_async_req;

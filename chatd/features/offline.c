@@ -45,6 +45,7 @@
 #include <time.h>
 #include "router.h"
 #include "quota.h"
+#include "blocking.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -107,10 +108,17 @@ static const char ack_script[] =
     "if redis.call('LLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end "
     "return done";
 
-/* KEYS: subin hash, account hash.  ARGV: contact, request, cap.
- * 0: no such account, -1: full, 1: kept (a repeat replaces the old one). */
+/* KEYS: subin hash, account hash, blocklist set.  ARGV: contact, request,
+ * cap, then the blocklist items that would match the sender (XEP-0191:
+ * blocking_candidates; "" for none).
+ * 0: no such account, -1: full, -2: the account blocks the sender,
+ * 1: kept (a repeat replaces the old one). The blocklist is asked here
+ * because the account may have no session, so no list in memory. */
 static const char subin_script[] =
     "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end "
+    "for i = 4, #ARGV do "
+    "  if ARGV[i] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 1 then return -2 end "
+    "end "
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and "
     "   redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end "
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
@@ -167,6 +175,10 @@ static void stored(redisReply *reply, const char *err, void *ud)
         router_bounce(ctx->d, ctx->st, "wait", "internal-server-error");
     } else if (reply->integer == 0) {
         router_bounce(ctx->d, ctx->st, "cancel", "service-unavailable");
+    } else if (reply->integer == -2) {
+        /* XEP-0191: presence from a blocked JID is dropped, not answered. */
+        log_debug("offline: %s blocks %s, its subscription request is dropped",
+                  xs_attr_get(ctx->st, "to"), xs_attr_get(ctx->st, "from"));
     } else if (reply->integer < 0) {
         log_info("offline: BOSH00253: %s is over its quota for stored stanzas "
                  "(offline_max_*, offline_sender_share or max_roster_items), refusing one from %s",
@@ -349,10 +361,12 @@ void offline_subin_store(chatd *d, ruser *u, const xs_node *st)
     strbuf xml = STRBUF_INIT;
     xs_serialize(copy, NULL, &xml);
     xs_free(copy);
+    char cand[BLOCKING_CANDIDATES][JID_MAX + 1];
+    blocking_candidates(xs_attr_get(st, "from"), cand);
     redis_async_command(d->redis, stored, store_ctx_new(d, st),
-                        "EVAL %s 2 chat:subin:%s chat:user:%s %s %b %u", subin_script,
-                        u->local, u->local, sender, xml.data, xml.len,
-                        d->cfg.max_roster_items);
+                        "EVAL %s 3 chat:subin:%s chat:user:%s chat:blocklist:%s %s %b %u %s %s %s %s",
+                        subin_script, u->local, u->local, u->local, sender, xml.data, xml.len,
+                        d->cfg.max_roster_items, cand[0], cand[1], cand[2], cand[3]);
     sb_free(&xml);
 }
 

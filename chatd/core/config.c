@@ -15,7 +15,7 @@
 #include <strings.h>
 #include <pwd.h>
 #include <sys/stat.h>
-#include "../common/relay_secret.h"
+#include "../../common/relay_secret.h"
 #include "log.h"
 
 static int set_str(char **dst, const char *v) {

@@ -12,7 +12,7 @@
  *   chatctl ... signin open
  *   chatctl ... signin status
  *   chatctl -c chatd.conf stats             (these ask the running chatd over
- *   chatctl -c chatd.conf sessions list      its admin_socket, chatd/admin.h)
+ *   chatctl -c chatd.conf sessions list      its admin_socket, chatd/core/admin.h)
  *   chatctl -c chatd.conf sessions kick JID
  *   chatctl -c chatd.conf rooms list
  *   chatctl -c chatd.conf rooms destroy ROOM
@@ -40,10 +40,10 @@
 
 #include "config.h"
 #include "users.h"
-#include "../common/admission.h"
-#include "../common/redis_conn.h"
-#include "../common/redis_sentinel.h"
-#include "../common/scram.h"
+#include "../../common/admission.h"
+#include "../../common/redis_conn.h"
+#include "../../common/redis_sentinel.h"
+#include "../../common/scram.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3 };
 

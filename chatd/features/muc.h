@@ -12,7 +12,7 @@
 
 #include "chatd.h"
 #include "c2s.h"
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 int   muc_init(chatd *d);
 void  muc_free(chatd *d);

@@ -9,7 +9,7 @@
 #define CHATD_CARBONS_H
 
 #include "chatd.h"
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 #define NS_CARBONS "urn:xmpp:carbons:2"
 #define NS_FORWARD "urn:xmpp:forward:0"

@@ -1,9 +1,9 @@
 /*
  * iq_server: iqs the server answers itself, for the server's own JID
  * (disco, ping, version, time, vCard) and on behalf of an account's bare
- * JID (roster for its owner, disco, ping, vCard stored in Redis). Anything else
- * of type get/set gets service-unavailable (RFC 6120 §8.2.3); results
- * and errors addressed to us are dropped.
+ * JID (disco, ping, vCard stored in Redis). Each function here is one row
+ * of the iq table (router/iq_table.c), which routes by namespace and
+ * addressee and answers service-unavailable for what no row serves.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,21 +11,7 @@
 #include "router.h"
 #include "log.h"
 #include "users.h"
-#include "xmpp_internal.h"
-#include "carbons.h"
-#include "blocking.h"
-
-#define NS_PING     "urn:xmpp:ping"
-#define NS_VERSION  "jabber:iq:version"
-#define NS_TIME     "urn:xmpp:time"
-#define NS_VCARD    "vcard-temp"
-#define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
-#define NS_MUC      "http://jabber.org/protocol/muc"
-
-static const char *server_features[] = {
-    NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME, NS_VCARD,
-    NS_ROSTER, NS_SESSION, NS_CARBONS, NS_BLOCKING, NULL
-};
+#include "iq_server.h"
 
 static void reply(chatd *d, rsession *rs, xs_node *res)
 {
@@ -34,6 +20,15 @@ static void reply(chatd *d, rsession *rs, xs_node *res)
     else
         router_deliver(d, xs_attr_get(res, "to"), res);
     xs_free(res);
+}
+
+/* A result for req, from the domain when the request had no 'to'. */
+static xs_node *result_for(const iq_request *req)
+{
+    xs_node *res = iq_result(req->st);
+    if (req->to == IQ_TO_SERVER && !xs_attr_get(req->st, "to"))
+        xs_set_attr(res, "from", req->d->cfg.domain);
+    return res;
 }
 
 static void add_identity(xs_node *q, const char *category, const char *type,
@@ -45,7 +40,7 @@ static void add_identity(xs_node *q, const char *category, const char *type,
     if (name) xs_set_attr(id, "name", name);
 }
 
-static void add_feature(xs_node *q, const char *var)
+static void add_feature(const char *var, void *q)
 {
     xs_set_attr(xs_add_elem(q, NS_DISCO_INFO, "feature"), "var", var);
 }
@@ -57,61 +52,78 @@ static void add_text_elem(xs_node *parent, const char *ns, const char *name,
     xs_add_text(e, text, strlen(text));
 }
 
-/* Answers for the server's own JID. Returns the result, or NULL. */
-static xs_node *server_answer(chatd *d, const xs_node *st, const xs_node *q, int get)
+/* XEP-0030 disco#info: the server lists the iq table's features; an
+ * account is just a registered account. Nodes are not served. */
+int iq_disco_info(const iq_request *req)
 {
-    xs_node *res = iq_result(st);
-    if (!xs_attr_get(st, "to")) xs_set_attr(res, "from", d->cfg.domain);
-    if (get && xs_is(q, NS_DISCO_INFO, "query") && !xs_attr_get(q, "node")) {
-        xs_node *r = xs_add_elem(res, NS_DISCO_INFO, "query");
+    if (!req->get || xs_attr_get(req->q, "node")) return -1;
+    xs_node *res = result_for(req);
+    xs_node *r = xs_add_elem(res, NS_DISCO_INFO, "query");
+    if (req->to == IQ_TO_SERVER) {
         add_identity(r, "server", "im", "chatd");
-        for (const char **f = server_features; *f; f++) add_feature(r, *f);
-    } else if (get && xs_is(q, NS_DISCO_ITEMS, "query") && !xs_attr_get(q, "node")) {
-        xs_node *r = xs_add_elem(res, NS_DISCO_ITEMS, "query");
-        if (d->cfg.muc_domain) {
-            xs_node *it = xs_add_elem(r, NS_DISCO_ITEMS, "item");
-            xs_set_attr(it, "jid", d->cfg.muc_domain);
-            xs_set_attr(it, "name", "Chatrooms");
-        }
-    } else if (get && xs_is(q, NS_PING, "ping")) {
-        /* empty result */
-    } else if (get && xs_is(q, NS_VERSION, "query")) {
-        xs_node *r = xs_add_elem(res, NS_VERSION, "query");
-        add_text_elem(r, NS_VERSION, "name", "chatd");
-        add_text_elem(r, NS_VERSION, "version", "0.1");
-    } else if (get && xs_is(q, NS_TIME, "time")) {
-        char stamp[32];
-        xs_node *r = xs_add_elem(res, NS_TIME, "time");
-        add_text_elem(r, NS_TIME, "tzo", "+00:00");
-        add_text_elem(r, NS_TIME, "utc", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
-    } else if (get && xs_is(q, NS_VCARD, "vCard")) {
-        xs_add_elem(res, NS_VCARD, "vCard");
-    } else if (!get && xs_is(q, NS_SESSION, "session")) {
-        /* RFC 3921 session establishment: a no-op today */
+        iq_foreach_feature(add_feature, r);
     } else {
-        xs_free(res);
-        return NULL;
+        add_identity(r, "account", "registered", NULL);
+        add_feature(NS_DISCO_INFO, r);
     }
-    return res;
+    reply(req->d, req->rs, res);
+    return 0;
 }
 
-/* Answers for an account's bare JID; own: the sender is that account. */
-static xs_node *account_answer(const xs_node *st, const xs_node *q, int get, int own)
+/* XEP-0030 disco#items: the server's items are its MUC service. */
+int iq_disco_items(const iq_request *req)
 {
-    xs_node *res = iq_result(st);
-    if (get && xs_is(q, NS_DISCO_INFO, "query") && !xs_attr_get(q, "node")) {
-        xs_node *r = xs_add_elem(res, NS_DISCO_INFO, "query");
-        add_identity(r, "account", "registered", NULL);
-        add_feature(r, NS_DISCO_INFO);
-    } else if (get && xs_is(q, NS_DISCO_ITEMS, "query")) {
-        xs_add_elem(res, NS_DISCO_ITEMS, "query");
-    } else if (own && xs_is(q, NS_PING, "ping")) {
-        /* empty result */
-    } else {
-        xs_free(res);
-        return NULL;
+    if (!req->get || (req->to == IQ_TO_SERVER && xs_attr_get(req->q, "node"))) return -1;
+    xs_node *res = result_for(req);
+    xs_node *r = xs_add_elem(res, NS_DISCO_ITEMS, "query");
+    if (req->to == IQ_TO_SERVER && req->d->cfg.muc_domain) {
+        xs_node *it = xs_add_elem(r, NS_DISCO_ITEMS, "item");
+        xs_set_attr(it, "jid", req->d->cfg.muc_domain);
+        xs_set_attr(it, "name", "Chatrooms");
     }
-    return res;
+    reply(req->d, req->rs, res);
+    return 0;
+}
+
+/* XEP-0199 ping of the server or of the sender's own account. */
+int iq_ping(const iq_request *req)
+{
+    if (!req->get) return -1;
+    reply(req->d, req->rs, result_for(req));
+    return 0;
+}
+
+/* XEP-0092 software version. */
+int iq_version(const iq_request *req)
+{
+    if (!req->get) return -1;
+    xs_node *res = result_for(req);
+    xs_node *r = xs_add_elem(res, NS_VERSION, "query");
+    add_text_elem(r, NS_VERSION, "name", "chatd");
+    add_text_elem(r, NS_VERSION, "version", "0.1");
+    reply(req->d, req->rs, res);
+    return 0;
+}
+
+/* XEP-0202 entity time, in UTC. */
+int iq_time(const iq_request *req)
+{
+    if (!req->get) return -1;
+    char stamp[32];
+    xs_node *res = result_for(req);
+    xs_node *r = xs_add_elem(res, NS_TIME, "time");
+    add_text_elem(r, NS_TIME, "tzo", "+00:00");
+    add_text_elem(r, NS_TIME, "utc", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
+    reply(req->d, req->rs, res);
+    return 0;
+}
+
+/* RFC 3921 session establishment: a no-op kept for old clients. */
+int iq_session(const iq_request *req)
+{
+    if (req->get) return -1;
+    reply(req->d, req->rs, result_for(req));
+    return 0;
 }
 
 /* ---- vCard-temp (XEP-0054): chat:vcard:<localpart> holds the owner's
@@ -204,13 +216,23 @@ out:
     vcard_ctx_free(ctx);
 }
 
-/* A vCard get for any account, or a set by its owner. 0 if handled. */
-static int vcard_iq(chatd *d, const xs_node *st, const xs_node *q, const char *to_bare,
-                    int get, int own)
+/* XEP-0054: a vCard get for the server (always empty) or any account, or
+ * a set by the account's owner. */
+int iq_vcard(const iq_request *req)
 {
-    if (!xs_is(q, NS_VCARD, "vCard") || (!get && !own)) return -1;
+    chatd *d = req->d;
+    const xs_node *st = req->st, *q = req->q;
+    int get = req->get;
+    if (req->to == IQ_TO_SERVER) {
+        if (!get) return -1;
+        xs_node *res = result_for(req);
+        xs_add_elem(res, NS_VCARD, "vCard");
+        reply(d, req->rs, res);
+        return 0;
+    }
+    if (!get && req->to != IQ_TO_OWN) return -1;
     jid j;
-    if (jid_parse(to_bare, &j) < 0 || !j.local[0]) return -1;
+    if (jid_parse(req->to_bare, &j) < 0 || !j.local[0]) return -1;
     vcard_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) abort();
     ctx->d = d;
@@ -226,36 +248,4 @@ static int vcard_iq(chatd *d, const xs_node *st, const xs_node *q, const char *t
         sb_free(&xml);
     }
     return 0;
-}
-
-void iq_server_handle(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
-{
-    const char *type = xs_attr_get(st, "type");
-    if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return;
-    int get = strcmp(type, "get") == 0;
-    xs_node *q = xs_child(st, NULL, NULL);
-    if (!q) { router_bounce(d, st, "modify", "bad-request"); return; }
-
-    /* XEP-0280 enable/disable: to the own account (or the server). */
-    if (rs && (!to_bare || strcmp(rs->user->bare, to_bare) == 0) &&
-        carbons_iq(d, rs, st) == 0)
-        return;
-    /* XEP-0191 blocklist/block/unblock: the own account only. */
-    if (rs && to_bare && strcmp(rs->user->bare, to_bare) == 0 && blocking_iq(d, rs, st) == 0)
-        return;
-
-    xs_node *res;
-    if (!to_bare) {
-        res = server_answer(d, st, q, get);
-    } else {
-        int own = rs && strcmp(rs->user->bare, to_bare) == 0;
-        if (own && xs_is(q, NS_ROSTER, "query")) {
-            roster_iq(d, rs, xs_copy(st));
-            return;
-        }
-        if (vcard_iq(d, st, q, to_bare, get, own) == 0) return;
-        res = account_answer(st, q, get, own);
-    }
-    if (res) reply(d, rs, res);
-    else router_bounce(d, st, "cancel", "service-unavailable");
 }

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 #include "chatd.h"
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 typedef struct c2s c2s;
 

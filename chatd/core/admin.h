@@ -22,7 +22,7 @@
 
 #include <stddef.h>
 #include "chatd.h"
-#include "../common/strbuf.h"
+#include "../../common/strbuf.h"
 
 /* 1 when cfg.max_sessions (0 = unlimited) sessions, native and BOSH
  * together, already exist: a new session must be refused. Native streams

@@ -19,7 +19,7 @@
 #define CHATD_PW_POOL_H
 
 #include "chatd.h"
-#include "../common/scram.h"
+#include "../../common/scram.h"
 
 typedef struct pw_pool pw_pool;
 typedef struct pw_job pw_job;

@@ -67,9 +67,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/rand.h>
-#include "../common/strbuf.h"
-#include "../common/xml_stream.h"
-#include "../common/admission.h"
+#include "../../common/strbuf.h"
+#include "../../common/xml_stream.h"
+#include "../../common/admission.h"
 #include "admin.h"
 #include "c2s.h"
 #include "log.h"

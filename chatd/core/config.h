@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
-#include "../common/redis_sentinel.h"
+#include "../../common/redis_sentinel.h"
 
 #define RELAY_PEER_UIDS_MAX 8
 
@@ -86,7 +86,7 @@ typedef struct chatd_config {
                                    burst must not overflow a recipient) */
     size_t   bosh_ack_buffer;   /* bosh_ack_buffer 1048576 (bytes of unacknowledged
                                    BOSH responses kept per session) */
-    /* Password sign-ins (issue 13): chatd/auth_guard.h, chatd/pw_pool.h. */
+    /* Password sign-ins (issue 13): chatd/session/auth_guard.h, chatd/session/pw_pool.h. */
     unsigned auth_fail_account; /* auth_fail_account 5 (failed sign-ins per account,
                                    then throttled; 0 = no per-account limit) */
     unsigned auth_fail_addr;    /* auth_fail_addr 20 (failed sign-ins per client address;

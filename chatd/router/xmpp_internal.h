@@ -1,6 +1,6 @@
 /*
  * xmpp_internal: state shared by router.c, presence.c, roster.c,
- * iq_server.c and offline.c (not by c2s or transports).
+ * iq_server.c, iq_table.c and offline.c (not by c2s or transports).
  *
  * Two records: rsession (one per bound session, hung off
  * c2s_router_slot) and ruser (one per account with a session online or a
@@ -15,7 +15,7 @@
 #include "c2s.h"
 #include "jid.h"
 #include "roster_item.h"
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 #define NS_CLIENT   "jabber:client"
 #define NS_STANZAS  "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -134,11 +134,6 @@ void      roster_user_free(chatd *d, ruser *u);
 void      presence_handle(chatd *d, rsession *rs, xs_node *st);
 void      presence_session_gone(chatd *d, rsession *rs);
 void      presence_free_session(rsession *rs);
-
-/* ---- iq_server.c ---- */
-/* An iq addressed to the server (to_bare NULL) or an account's bare JID. */
-void      iq_server_handle(chatd *d, rsession *rs, const xs_node *st,
-                           const char *to_bare);
 
 /* ---- offline.c ---- */
 /* A message for local with no available resource: kept within the quotas

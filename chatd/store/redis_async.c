@@ -28,8 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <hiredis/async.h>
-#include "../common/redis_conn.h"
-#include "../common/redis_sentinel.h"
+#include "../../common/redis_conn.h"
+#include "../../common/redis_sentinel.h"
 #include "log.h"
 
 #define RA_COMMAND_TIMEOUT_MS  2000

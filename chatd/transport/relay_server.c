@@ -40,9 +40,9 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-#include "../common/relay_proto.h"
-#include "../common/relay_secret.h"
-#include "../common/strbuf.h"
+#include "../../common/relay_proto.h"
+#include "../../common/relay_secret.h"
+#include "../../common/strbuf.h"
 #include "log.h"
 
 #define RELAY_READ_CHUNK   65536

@@ -25,7 +25,7 @@
 #include <strings.h>
 #include <openssl/sha.h>
 #include "bosh_sm.h"
-#include "../common/strbuf.h"
+#include "../../common/strbuf.h"
 
 #define HTTPBIND_NS "http://jabber.org/protocol/httpbind"
 #define STREAMS_NS  "http://etherx.jabber.org/streams"

@@ -10,7 +10,7 @@
 #define CHATD_MUC_ROOM_H
 
 #include <stddef.h>
-#include "../common/strbuf.h"
+#include "../../common/strbuf.h"
 
 typedef enum {
     MUC_AFF_OUTCAST = -1, MUC_AFF_NONE = 0, MUC_AFF_MEMBER = 1,

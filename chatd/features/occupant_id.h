@@ -12,7 +12,7 @@
 #ifndef CHATD_OCCUPANT_ID_H
 #define CHATD_OCCUPANT_ID_H
 
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 #define NS_OCCUPANT_ID  "urn:xmpp:occupant-id:0"
 #define OCCUPANT_ID_KEY 32

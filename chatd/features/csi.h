@@ -13,7 +13,7 @@
 #define CHATD_CSI_H
 
 #include <stddef.h>
-#include "../common/xml_stream.h"
+#include "../../common/xml_stream.h"
 
 #define NS_CSI "urn:xmpp:csi:0"
 /* Held stanzas per inactive session; a full queue is flushed whole

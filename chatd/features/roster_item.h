@@ -11,7 +11,7 @@
 #define CHATD_ROSTER_ITEM_H
 
 #include <stddef.h>
-#include "../common/strbuf.h"
+#include "../../common/strbuf.h"
 
 typedef enum { SUB_NONE = 0, SUB_TO = 1, SUB_FROM = 2, SUB_BOTH = 3 } roster_sub;
 
