@@ -263,9 +263,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
                 if (rep && rep->type != REDIS_REPLY_ERROR)
                     log_warn("redis: BOSH00702: %s, named master by the sentinels, is not "
                              "a master (yet); asking them again", conn_where(c));
-                else
+                else if (rep)
                     log_warn("redis %s: connection %d setup failed: %s", conn_where(c),
-                             c->n, rep ? rep->str : err);
+                             c->n, rep->str);
+                /* !rep: the connection went; why was logged where it went */
                 if (rep) {
                     /* Not inside a hiredis free: drop after the callback. */
                     c->drop_reason = "redis setup failed";
@@ -393,6 +394,9 @@ static redis_async_req *submit_on(redis_async *ra, ra_conn *c, redis_async_cb cb
 static void set_master(redis_async *ra, const char *host, int port) {
     int first = !ra->have_master;
     char old[300];
+    /* Drop first: pending commands fail with the old address in the log. */
+    for (int i = 0; i < ra->nconns; i++)
+        if (ra->conns[i].ac) conn_drop(&ra->conns[i], "redis master changed");
     snprintf(old, sizeof(old), "%s", ra->where);
     snprintf(ra->url.host, sizeof(ra->url.host), "%s", host);
     ra->url.port = port;
@@ -408,7 +412,7 @@ static void set_master(redis_async *ra, const char *host, int port) {
                  "reconnecting", ra->sent.master, old, ra->where, ra->swhere);
     for (int i = 0; i < ra->nconns; i++) {
         ra_conn *c = &ra->conns[i];
-        if (c->ac) conn_drop(c, "redis master changed");
+        if (c->ac) conn_drop(c, "redis master changed");   /* reconnected meanwhile */
         loop_timer_cancel(ra->loop, c->reconnect);
         c->reconnect = NULL;
         c->attempt = 0;
