@@ -37,6 +37,7 @@ typedef struct idle_conn {
  * master up and writable for a while; its connections would go on being
  * used). */
 #define RP_SENTINEL_CHECK_MS 2000
+#define RP_SENTINEL_RETRY_MS 10000
 
 struct redis_pool {
     server_rec       *s;
@@ -226,8 +227,15 @@ void redis_pool_check_master(redis_pool *p)
     if (redis_sentinel_ask(p->cfg.sentinels, &next, p->prefix, p->cfg.connect_ms,
                            p->cfg.command_ms, host, sizeof(host), &port, err,
                            sizeof(err)) != 0) {
+        /* Not every 2 s while they are away: this thread also notices a
+         * stopping child (prefork) and each try may take connect_ms per
+         * sentinel. */
+        pthread_mutex_lock(&p->mu);
+        p->next_check_ms = relay_now_ms() + RP_SENTINEL_RETRY_MS;
+        pthread_mutex_unlock(&p->mu);
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, p->s,
-                     "mod_bosh: BOSH00716: Redis sentinels: %s", err);
+                     "mod_bosh: BOSH00716: Redis sentinels: %s; asking again in %d s",
+                     err, RP_SENTINEL_RETRY_MS / 1000);
         return;
     }
     pthread_mutex_lock(&p->mu);
