@@ -675,7 +675,9 @@ class Stack:
         if self.relay_secret is not None:
             settings["relay_secret_file"] = self.relay_secret_file
         if self.ha:
-            settings["redis"] = f"redis://127.0.0.1:{self.redis_port}/0"
+            # Not the master's address: only the sentinels tell it (a host
+            # that does not resolve, so nothing can connect to it by mistake).
+            settings["redis"] = self.httpd_redis_url
             settings["redis_sentinels"] = ",".join(f"127.0.0.1:{p}" for p in self.ha.ports)
             settings["redis_sentinel_master"] = self.ha.name
         settings.update(self.chatd_extra)
@@ -746,7 +748,7 @@ Include {quoted(SITE_CONF)}
     @property
     def httpd_redis_url(self):
         if self.ha:
-            return f"redis://127.0.0.1:{self.redis_port}/0"
+            return "redis://sentinel-managed.invalid/0"
         return "unix://" + self.redis_sock
 
     # -- start --------------------------------------------------------------

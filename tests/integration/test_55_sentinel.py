@@ -24,7 +24,9 @@ sign-in works again without restarting anything; and CLIENT LIST on the
 new master shows chatd's and mod_bosh's named connections (and chatd's
 named connection on a sentinel).
 
-On the old code (a fixed Redis address, no sentinel keys) chatd and mod_bosh
+chatd.conf and httpd are given no usable master address (redis://sentinel-managed.invalid/0:
+only its password and database would be used), so only the sentinels can
+lead them to the master. On the old code (a fixed Redis address, no sentinel keys) chatd and mod_bosh
 keep talking to the dead or demoted server: sign-in never comes back.
 """
 
@@ -299,3 +301,20 @@ def test_master_killed(ha):
     assert kind == "503" and val and int(val) > 0, \
         f"a BOSH sign-in while the master is down: want 503 + Retry-After, got {ans}"
     assert "temporary-auth-failure" in refused["native"], refused["native"]
+
+
+def test_maxclients_check_asks_the_sentinels(tmp_path):
+    """The start-up maxclients check (BoshRedisCheck refuse) runs against
+    the master the sentinels name: with maxclients 16 there (and on the
+    replica) httpd refuses to start and says which server it checked."""
+    import chatstack
+    st = chatstack.Stack(str(tmp_path), foreground=True, sentinels=3,
+                         redis_extra="maxclients 16")
+    try:
+        with pytest.raises(chatstack.StackError):
+            st.start()
+        with open(st.httpd_error_log, errors="replace") as f:
+            log = f.read()
+        assert f"Redis 127.0.0.1:{st.redis_port} maxclients is 16" in log, log[-2000:]
+    finally:
+        st.stop()
