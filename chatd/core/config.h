@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include "../../common/redis_sentinel.h"
 
 #define RELAY_PEER_UIDS_MAX 8
 
@@ -16,6 +17,13 @@ typedef struct chatd_config {
     char    *node_id;           /* node_id       n1  ([a-z0-9]{1,16}; prefix of every BOSH sid) */
     char    *redis_url;         /* redis         redis://127.0.0.1:6379/0 (or unix:///path?db=N) */
     int      redis_max_conns;   /* redis_max_conns 4 */
+    unsigned redis_wait_replicas; /* redis_wait_replicas 1 with sentinels, else 0: an
+                                     offline message counts as stored once WAIT says
+                                     this many replicas have it */
+    unsigned redis_wait_timeout;  /* redis_wait_timeout 200 (ms, WAIT's timeout) */
+    redis_sentinels redis_sentinels; /* redis_sentinels h:p,h:p,...  redis_sentinel_master
+                                        name  redis_sentinel_password pw  (issue 16: the
+                                        master is asked for; redis then gives pw and db) */
     char    *relay_listen;      /* relay_listen  unix:/run/chatd/relay.sock | tcp:127.0.0.1:5281 */
     char    *c2s_listen;        /* c2s_listen    127.0.0.1:5222 ("off" disables) */
     char    *tls_cert, *tls_key;/* tls_cert/tls_key  (STARTTLS offered when both set) */

@@ -203,7 +203,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     loop_watch(d.loop, sigfd, LOOP_READ, on_signal, &d);
-    d.redis = redis_async_new(d.loop, d.cfg.redis_url, d.cfg.redis_max_conns);
+    d.redis = redis_async_new_ha(d.loop, d.cfg.redis_url, d.cfg.redis_max_conns,
+                                 &d.cfg.redis_sentinels);
     if (!d.redis) { log_error("cannot create the Redis pool"); goto out; }
     if (tls_init(&d) < 0) goto out;
     if (xmpp_init(&d) < 0) { log_error("xmpp_init failed"); goto out; }
