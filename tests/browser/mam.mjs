@@ -96,6 +96,7 @@ try {
     });
     await step('scrolling up in the lobby loads older messages', () =>
         scrollUpUntil(alice, opts['room-first']));
+    report({ shown: await alice.room().locator('.chat-msg__text').allTextContents() });
 
     await step('the chat with bob shows the 1:1 messages from the other device', async () => {
         await openChat(alice);
