@@ -326,3 +326,65 @@ def test_redis_stall_loses_and_doubles_nothing(capped_stack):
     finally:
         a.close()
         b.close()
+
+
+def commandstats(st):
+    """{command: calls} from INFO commandstats."""
+    out = {}
+    for line in st.redis_cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            out[name] = int(rest.split("calls=", 1)[1].split(",", 1)[0])
+    return out
+
+
+@pytest.fixture
+def plain_stack():
+    with private_stack("chatmamb-") as st:
+        yield st
+
+
+def test_archiving_costs_one_write_per_archive_per_second(plain_stack):
+    """No Redis command on the path of a message: a burst of 1:1 messages
+    reaches both archives in a few batched EVALs, not one per message."""
+    st = plain_stack
+    a, b = client_on(st, "ba"), client_on(st, "bb")
+    try:
+        before = commandstats(st)
+        said = [f"burst {i} {secrets.token_hex(2)}" for i in range(60)]
+        b0 = len(b.events)
+        t0 = time.monotonic()
+        for s in said:
+            chat(a, b.bound, s)
+        b.wait_stanza(start=b0, name="message", body=said[-1], what="last of the burst")
+        for who in (a, b):
+            outage.wait_until(
+                lambda who=who: st.redis_cli("XLEN", f"chat:mam:{bare(who.bound)}").strip() == "60",
+                15, f"the burst in {who.jid}'s archive")
+        elapsed = time.monotonic() - t0
+        evals = commandstats(st).get("eval", 0) - before.get("eval", 0)
+        # two archives, each written at most once a second (+1 for a partial second)
+        assert evals <= 2 * (int(elapsed) + 2), (evals, elapsed)
+        assert commandstats(st).get("xadd", 0) - before.get("xadd", 0) == 120
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sigterm_writes_the_archive(plain_stack):
+    st = plain_stack
+    a, b = client_on(st, "ta"), client_on(st, "tb")
+    try:
+        b0 = len(b.events)
+        said = [f"last words {i}" for i in range(5)]
+        for s in said:
+            chat(a, b.bound, s)
+        b.wait_stanza(start=b0, name="message", body=said[-1])
+        # SIGTERM at once, inside the batching second: the shutdown writes
+        assert st._stop_one("chatd", st.chatd_pidfile, timeout=30) == 0, st.logs_tail(20)
+        for who in (a, b):
+            key = f"chat:mam:{bare(who.bound)}"
+            assert st.redis_cli("XLEN", key).strip() == "5", st.logs_tail(20)
+    finally:
+        a.close()
+        b.close()
