@@ -93,6 +93,9 @@ static void set_defaults(chatd_config *c) {
     c->muc_history_buffer = 4u << 20;
     c->muc_max_rooms_per_user = 20;
     c->muc_room_idle = 300;
+    c->mam_max_messages = 10000;
+    c->mam_retention_days = 0;
+    c->mam_buffer = 4u << 20;
     c->max_sessions = 0;
     c->log_level = LOG_INFO;
     c->daemonize = 0;
@@ -146,6 +149,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "muc_history_buffer", &c->muc_history_buffer, 1u << 30 },
         { "muc_max_rooms_per_user", &c->muc_max_rooms_per_user, 1000000 },
         { "muc_room_idle", &c->muc_room_idle, 30u * 86400 },
+        { "mam_max_messages", &c->mam_max_messages, 10000000 },
+        { "mam_retention_days", &c->mam_retention_days, 36500 },
+        { "mam_buffer", &c->mam_buffer, 1u << 30 },
         { "max_sessions", &c->max_sessions, 10000000 },
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },

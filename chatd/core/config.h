@@ -41,6 +41,11 @@ typedef struct chatd_config {
     unsigned muc_history_buffer;/* muc_history_buffer 4194304 (bytes of room history whose
                                    write to Redis failed, kept for retries; 0 = no cap) */
     unsigned max_sessions;      /* max_sessions  0 = unlimited */
+    /* XEP-0313 archives (mam.c) */
+    unsigned mam_max_messages;  /* mam_max_messages 10000 (per archive; 0 = no cap) */
+    unsigned mam_retention_days;/* mam_retention_days 0 (0 = kept until the cap) */
+    unsigned mam_buffer;        /* mam_buffer 4194304 (bytes of archive entries not yet
+                                   written to Redis, all archives; 0 = no cap) */
     unsigned muc_max_rooms_per_user; /* muc_max_rooms_per_user 20 (rooms one user may have
                                    created and not destroyed; 0 = no cap) */
     unsigned muc_room_idle;     /* muc_room_idle 300 (seconds a persistent room stays in

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "rate.h"
 #include "muc.h"
+#include "mam.h"
 #include "router.h"
 #include "csi.h"
 #include "users.h"
@@ -855,10 +856,17 @@ int xmpp_init(chatd *d) {
         users_free(d);
         return -1;
     }
+    if (mam_init(d) != 0) {
+        muc_free(d);
+        router_free(d);
+        users_free(d);
+        return -1;
+    }
     return 0;
 }
 
 void xmpp_free(chatd *d) {
+    mam_free(d);
     muc_free(d);
     router_free(d);
     users_free(d);
