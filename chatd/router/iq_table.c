@@ -13,6 +13,7 @@
 #include "iq_server.h"
 #include "carbons.h"
 #include "blocking.h"
+#include "upload.h"
 #include "router.h"
 
 /* Adapters for features whose handlers predate the table. */
@@ -36,6 +37,10 @@ static const iq_handler iq_table[] = {
     { NS_SESSION,     "session",   IQ_TO_SERVER,             NS_SESSION,     iq_session },
     { NS_CARBONS,     NULL,        IQ_TO_SERVER | IQ_TO_OWN, NS_CARBONS,     carbons_row },  /* XEP-0280 */
     { NS_BLOCKING,    NULL,        IQ_TO_OWN,                NS_BLOCKING,    blocking_row }, /* XEP-0191 */
+    /* XEP-0363: the upload service's own JID (upload_domain). */
+    { NS_DISCO_INFO,  "query",     IQ_TO_UPLOAD,             NULL,           upload_disco_info },
+    { NS_DISCO_ITEMS, "query",     IQ_TO_UPLOAD,             NULL,           upload_disco_items },
+    { NS_HTTP_UPLOAD, "request",   IQ_TO_UPLOAD,             NULL,           upload_request },
 };
 #define IQ_TABLE_ROWS (sizeof(iq_table) / sizeof(iq_table[0]))
 
@@ -61,7 +66,8 @@ void iq_foreach_feature(void (*fn)(const char *feature, void *ud), void *ud)
     }
 }
 
-void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
+static void dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare,
+                     unsigned to)
 {
     const char *type = xs_attr_get(st, "type");
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return;
@@ -70,11 +76,21 @@ void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
 
     iq_request req = {
         .d = d, .rs = rs, .st = st, .q = q, .to_bare = to_bare,
-        .get = strcmp(type, "get") == 0,
-        .to = !to_bare ? IQ_TO_SERVER
-            : (rs && strcmp(rs->user->bare, to_bare) == 0) ? IQ_TO_OWN : IQ_TO_OTHER,
+        .get = strcmp(type, "get") == 0, .to = to,
     };
     const iq_handler *h = iq_lookup(q->ns, q->name, req.to);
     if (!h || h->fn(&req) != 0)
         router_bounce(d, st, "cancel", "service-unavailable");
+}
+
+void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
+{
+    dispatch(d, rs, st, to_bare,
+             !to_bare ? IQ_TO_SERVER
+             : (rs && strcmp(rs->user->bare, to_bare) == 0) ? IQ_TO_OWN : IQ_TO_OTHER);
+}
+
+void iq_dispatch_service(chatd *d, rsession *rs, const xs_node *st, unsigned to)
+{
+    dispatch(d, rs, st, NULL, to);
 }
