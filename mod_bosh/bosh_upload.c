@@ -178,7 +178,8 @@ static int handle_options(request_rec *r, bosh_server_conf *conf)
  * 413 more than the slot's size, 400 fewer, 500 a write failed. */
 static int store_body(request_rec *r, int fd, apr_int64_t size)
 {
-    char buf[65536];
+    enum { BUFSZ = 65536 };
+    char *buf = apr_palloc(r->pool, BUFSZ);   /* not on a 256 KiB thread stack */
     apr_int64_t total = 0;
     long n;
     int rv = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
@@ -187,7 +188,7 @@ static int store_body(request_rec *r, int fd, apr_int64_t size)
         return rv;
     if (!ap_should_client_block(r))
         return size == 0 ? OK : HTTP_BAD_REQUEST;
-    while ((n = ap_get_client_block(r, buf, sizeof(buf))) > 0) {
+    while ((n = ap_get_client_block(r, buf, BUFSZ)) > 0) {
         char *p = buf;
         if (total + n > size)
             return HTTP_REQUEST_ENTITY_TOO_LARGE;
@@ -291,8 +292,8 @@ static int handle_put(request_rec *r, bosh_server_conf *c, const char *id,
     switch (rv) {
     case OK:
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                      "mod_bosh: BOSH00816: upload: stored %s-%s, %lld bytes, for %s",
-                      id, name, size, user);
+                      "mod_bosh: BOSH00816: upload: stored %s-%s, %" APR_INT64_T_FMT
+                      " bytes, for %s", id, name, (apr_int64_t)size, user);
         apr_table_setn(r->headers_out, "Location",
                        ap_construct_url(r->pool, apr_pstrcat(r->pool, r->uri, NULL), r));
         return answer(r, HTTP_CREATED, "stored\n");
@@ -309,11 +310,6 @@ static int handle_put(request_rec *r, bosh_server_conf *c, const char *id,
 
 /* ---- GET ---- */
 
-static apr_status_t close_file(void *f)
-{
-    return apr_file_close(f);
-}
-
 static int expired_file(const bosh_server_conf *c, apr_time_t mtime, apr_time_t now)
 {
     return c->upload_retention > 0 &&
@@ -326,17 +322,20 @@ static int handle_get(request_rec *r, bosh_server_conf *c, const char *id, const
     apr_file_t *f;
     apr_finfo_t fi;
     apr_bucket_brigade *bb;
-    int fd, rv;
+    struct stat st;
+    int rv;
 
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
+    /* Only a regular file under exactly this name, never through a link:
+     * lstat first, then check that what was opened is that same file
+     * (httpd's own file cleanup stays on it, so the file bucket may be set
+     * aside past this request as the default handler's is). */
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
         return answer(r, HTTP_NOT_FOUND, "no such file\n");
-    if (apr_os_file_put(&f, &fd, APR_FOPEN_READ, r->pool) != APR_SUCCESS) {
-        close(fd);
-        return answer(r, HTTP_INTERNAL_SERVER_ERROR, "cannot read the file\n");
-    }
-    apr_pool_cleanup_register(r->pool, f, close_file, apr_pool_cleanup_null);
+    if (apr_file_open(&f, path, APR_FOPEN_READ | APR_FOPEN_BINARY |
+                      APR_FOPEN_SENDFILE_ENABLED, 0, r->pool) != APR_SUCCESS)
+        return answer(r, HTTP_NOT_FOUND, "no such file\n");
     if (apr_file_info_get(&fi, APR_FINFO_NORM, f) != APR_SUCCESS || fi.filetype != APR_REG ||
+        fi.inode != st.st_ino || fi.device != st.st_dev ||
         expired_file(c, fi.mtime, apr_time_now()))
         return answer(r, HTTP_NOT_FOUND, "no such file\n");
 
