@@ -287,3 +287,37 @@ def test_script_uploads_are_inert_attachments(uploader, stack, name, content):
     assert body == content                       # the bytes, not their output
     assert h["content-type"] == "application/octet-stream"
     assert_protected(h, name)
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+BROWSER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "browser", "upload.mjs")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
+def test_converse_upload_shown_to_the_other_user(stack, users):
+    """tests/browser/upload.mjs: alice uploads a picture with Converse's
+    upload button, bob's Converse shows it loaded from the GET URL."""
+    import json
+    import shutil
+    import subprocess
+    if not shutil.which("node"):
+        pytest.fail("node is not installed (make deps)")
+    artifacts = os.path.join(stack.root, "browser-upload")
+    r = subprocess.run(
+        ["node", BROWSER_SCRIPT, "--base", stack.base_url,
+         "--alice-password", users["alice"], "--bob-password", users["bob"],
+         "--artifacts", artifacts],
+        capture_output=True, text=True, timeout=240,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(BROWSER_SCRIPT))))
+    steps = []
+    for line in r.stdout.splitlines():
+        try:
+            steps.append(json.loads(line))
+        except ValueError:
+            pass
+    passed = [s["step"] for s in steps if s.get("ok")]
+    assert r.returncode == 0, (
+        f"browser run failed (exit {r.returncode}); steps passed: {passed}\n"
+        f"{r.stdout[-4000:]}\n{r.stderr[-2000:]}\nscreenshots/logs: {artifacts}")
+    assert "bob sees the picture, loaded from the upload URL" in passed
