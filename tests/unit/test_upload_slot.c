@@ -5,9 +5,12 @@
  * path, no hidden file, idempotent), content-type normalizing, the type
  * a stored file is served with, and query escaping.
  */
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "unit.h"
 #include "../../common/upload_slot.h"
+#include "../../chatd/core/config.h"
 
 static const unsigned char KEY[] = "0123456789abcdef0123456789abcdef";
 #define KEYLEN (sizeof(KEY) - 1)
@@ -188,8 +191,75 @@ static void test_escape(void)
     CHECK(upload_query_escape("&", out, 4) == 3);
 }
 
+/* unit_write_tmp's path is overwritten by the next call: keep a copy. */
+static char *tmp_file(const char *text, mode_t mode)
+{
+    const char *p = unit_write_tmp(text);
+    if (!p) return NULL;
+    chmod(p, mode);
+    return strdup(p);
+}
+
+/* chatd's upload keys: off by default; upload_url needs a key file that
+ * others cannot read; upload_domain defaults to upload.<domain>. */
+static void test_config(void)
+{
+    chatd_config c;
+    char err[512], text[1024];
+    char *key = tmp_file("0123456789abcdef0123456789abcdef\n", 0600);
+    char *open_key = tmp_file("0123456789abcdef0123456789abcdef\n", 0644);
+    const char *p;
+
+    CHECK(config_load(&c, NULL, err, sizeof(err)) == 0);
+    CHECK(c.upload_url == NULL && c.upload_key == NULL && c.upload_domain == NULL);
+    CHECK(c.upload_max_size == 10485760 && c.upload_quota == 104857600);
+    CHECK(c.upload_slot_ttl == 300 && c.upload_retention == 30);
+    config_free(&c);
+
+    p = unit_write_tmp("upload_url https://chat.example.com/upload\n");
+    CHECK(config_load(&c, p, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "upload_key_file") != NULL);
+
+    snprintf(text, sizeof(text), "domain example.com\nupload_url https://chat.example.com/upload/\n"
+             "upload_key_file %s\nupload_max_size 1000\nupload_quota 0\n"
+             "upload_slot_ttl 60\nupload_retention 0\n", key);
+    p = unit_write_tmp(text);
+    CHECK(config_load(&c, p, err, sizeof(err)) == 0);
+    CHECK_STR(c.upload_url, "https://chat.example.com/upload");      /* no trailing / */
+    CHECK_STR(c.upload_domain, "upload.example.com");
+    CHECK(c.upload_key && c.upload_key_len == 32);
+    CHECK(c.upload_max_size == 1000 && c.upload_quota == 0);
+    CHECK(c.upload_slot_ttl == 60 && c.upload_retention == 0);
+    config_free(&c);
+
+    snprintf(text, sizeof(text), "upload_url https://x/upload\nupload_key_file %s\n", open_key);
+    p = unit_write_tmp(text);
+    CHECK(config_load(&c, p, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "readable") != NULL);
+
+    static const char *bad[] = {
+        "upload_url ftp://x/upload\n", "upload_url https://x/up?a=1\n",
+        "upload_max_size 0\n", "upload_slot_ttl 5\n", "upload_quota -1\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), "%supload_key_file %s\n", bad[i], key);
+        p = unit_write_tmp(text);
+        CHECK(config_load(&c, p, err, sizeof(err)) == -1);
+    }
+    snprintf(text, sizeof(text), "upload_url https://x/u\nupload_key_file %s\n"
+             "upload_domain localhost\n", key);
+    p = unit_write_tmp(text);
+    CHECK(config_load(&c, p, err, sizeof(err)) == -1);
+    CHECK(strstr(err, "upload_domain") != NULL);
+    unlink(key);
+    unlink(open_key);
+    free(key);
+    free(open_key);
+}
+
 int main(void)
 {
+    test_config();
     test_sign_verify();
     test_expiry();
     test_ids();
