@@ -219,6 +219,7 @@ static void test_config(void)
     p = unit_write_tmp("upload_url https://chat.example.com/upload\n");
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     CHECK(strstr(err, "upload_key_file") != NULL);
+    config_free(&c);
 
     snprintf(text, sizeof(text), "domain example.com\nupload_url https://chat.example.com/upload/\n"
              "upload_key_file %s\nupload_max_size 1000\nupload_quota 0\n"
@@ -236,6 +237,7 @@ static void test_config(void)
     p = unit_write_tmp(text);
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     CHECK(strstr(err, "readable") != NULL);
+    config_free(&c);
 
     static const char *bad[] = {
         "upload_url ftp://x/upload\n", "upload_url https://x/up?a=1\n",
@@ -245,12 +247,14 @@ static void test_config(void)
         snprintf(text, sizeof(text), "%supload_key_file %s\n", bad[i], key);
         p = unit_write_tmp(text);
         CHECK(config_load(&c, p, err, sizeof(err)) == -1);
+        config_free(&c);
     }
     snprintf(text, sizeof(text), "upload_url https://x/u\nupload_key_file %s\n"
              "upload_domain localhost\n", key);
     p = unit_write_tmp(text);
     CHECK(config_load(&c, p, err, sizeof(err)) == -1);
     CHECK(strstr(err, "upload_domain") != NULL);
+    config_free(&c);
     unlink(key);
     unlink(open_key);
     free(key);
