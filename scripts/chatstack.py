@@ -1028,6 +1028,8 @@ def print_info(stack, users):
     for name, pw in users.items():
         print(f"  User:        {name}  password {pw}")
     print(f"  Room:        lobby@{stack.muc_domain} (created on first join)")
+    print(f"  Uploads:     {stack.upload_url}/ (XEP-0363, service upload.{stack.domain}; "
+          f"files in {stack.upload_dir})")
     print(f"  Add a user:  {shlex.quote(stack.chatctl_bin)} -c {shlex.quote(stack.chatd_conf)}"
           " adduser NAME PASSWORD")
     sso = getattr(stack, "sso_users", None) or {}
