@@ -351,7 +351,6 @@ static int handle_get(request_rec *r, bosh_server_conf *c, const char *id, const
      * which may be another site (BoshAllowOrigin): only no-cors loads
      * need this, and a stored file is no secret from its URL holder. */
     apr_table_setn(r->headers_out, "Cross-Origin-Resource-Policy", "cross-origin");
-    bosh_add_cors(r, c);
     if ((rv = ap_meets_conditions(r)) != OK)
         return rv;
     ap_set_content_length(r, fi.size);
@@ -376,6 +375,9 @@ int bosh_upload_handler(request_rec *r)
                  (AP_METHOD_BIT << M_OPTIONS);
     if (r->method_number == M_OPTIONS)
         return handle_options(r, c);
+    /* A page on another allowed origin (BoshAllowOrigin) reads the PUT's
+     * answer and may fetch the file. */
+    bosh_add_cors(r, c);
     if (!c->upload_dir || !c->upload_key) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
                       "mod_bosh: BOSH00810: upload: SetHandler bosh-upload needs "
