@@ -289,6 +289,61 @@ def test_script_uploads_are_inert_attachments(uploader, stack, name, content):
     assert_protected(h, name)
 
 
+def test_files_past_retention_are_not_served(uploader, stack):
+    c = uploader()
+    data = b"old news"
+    p, g = slot(c, f"upload.{stack.domain}", "old.txt", len(data), "text/plain")
+    assert put(p, data, "text/plain")[0] == 201
+    assert http_req("GET", g)[0] == 200
+    slot_id = g.rsplit("/", 2)[1]
+    path = os.path.join(stack.upload_dir, f"{slot_id}-old.txt")
+    old = time.time() - 31 * 86400                 # BoshUploadRetention 30 days
+    os.utime(path, (old, old))
+    assert http_req("GET", g)[0] == 404
+
+
+def test_retention_sweep_deletes_old_files():
+    """A fresh httpd's children sweep BoshUploadDir at their first
+    housekeeping tick: files past BoshUploadRetention and temporary files
+    of aborted uploads go; recent files and files that are not uploads
+    stay."""
+    import shutil
+    import tempfile
+    import chatstack
+    import outage
+    root = tempfile.mkdtemp(prefix="chatupload-")
+    st = chatstack.Stack(root, mpm=os.environ.get("MPM", "event"), foreground=True)
+    ok = False
+    try:
+        st.write_configs()                         # makes upload_dir
+        month = time.time() - 31 * 86400
+        files = {
+            f"{secrets.token_hex(16)}-expired.png": month,
+            f".tmp-{secrets.token_hex(16)}-123-abc": time.time() - 2 * 3600,
+            f"{secrets.token_hex(16)}-fresh.png": time.time() - 86400,
+            f".tmp-{secrets.token_hex(16)}-456-def": time.time() - 60,
+            "not-an-upload.txt": month,
+        }
+        for name, mtime in files.items():
+            path = os.path.join(st.upload_dir, name)
+            with open(path, "wb") as f:
+                f.write(b"x")
+            os.utime(path, (mtime, mtime))
+        st.start()
+        names = list(files)
+        outage.wait_until(lambda: not any(os.path.exists(os.path.join(st.upload_dir, n))
+                                          for n in names[:2]), 30, "the sweep")
+        for n in names[2:]:
+            assert os.path.exists(os.path.join(st.upload_dir, n)), n
+        with open(st.httpd_error_log) as f:
+            assert "BOSH00817" in f.read()
+        ok = True
+    finally:
+        st.stop()
+        if ok:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 BROWSER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                               "browser", "upload.mjs")
