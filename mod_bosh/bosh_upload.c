@@ -246,7 +246,8 @@ static int handle_put(request_rec *r, bosh_server_conf *c, const char *id,
         s.content_type = "";
         if (!upload_slot_verify((const unsigned char *)c->upload_key, c->upload_key_len,
                                 &s, sig)) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+            /* info, not warning: anyone can send these, one line each. */
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                           "mod_bosh: BOSH00813: upload: PUT %s with a signature that does "
                           "not match (forged, altered, or another Content-Type)", r->uri);
             return answer(r, HTTP_FORBIDDEN, "upload slot signature does not match\n");
