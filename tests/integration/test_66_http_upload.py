@@ -241,6 +241,12 @@ def test_put_refusals(uploader, stack):
     assert http_req("GET", f"{stack.upload_url}/{secrets.token_hex(16)}/notes.txt")[0] == 404
     assert http_req("GET", a_get.rsplit("/", 1)[0] + "/other.txt")[0] == 404
     assert http_req("GET", f"{stack.upload_url}/..%2f..%2fchatd.conf/x")[0] == 404
+    # Other methods: 405, with the protective headers on httpd's own answer.
+    status, h, _ = http_req("DELETE", a_get)
+    assert status == 405 and "PUT" in h.get("allow", "")
+    assert h.get("x-content-type-options") == "nosniff" and "sandbox" in h.get(
+        "content-security-policy", "")
+    assert http_req("GET", a_get)[0] == 200
 
 
 def test_client_file_name_is_sanitized(uploader, stack):
