@@ -396,6 +396,40 @@ int bosh_upload_handler(request_rec *r)
     return handle_get(r, c, id, name);
 }
 
+/* ---- start-up check (also apachectl configtest) ---- */
+
+/* Say at start what would otherwise only show as 503/500 on the first
+ * upload: one of the two directives without the other, a directory that
+ * is not there, a directory anyone may write or read. Warnings: the rest
+ * of the site must still start. */
+void bosh_upload_check_config(server_rec *s)
+{
+    bosh_server_conf *c = bosh_conf(s);
+    struct stat st;
+
+    if (!c->upload_dir && !c->upload_key)
+        return;
+    if (!c->upload_dir || !c->upload_key) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_WARNING, 0, s,
+                     "mod_bosh: BOSH00818: upload: %s is set but not %s: the "
+                     "bosh-upload handler answers 503",
+                     c->upload_dir ? "BoshUploadDir" : "BoshUploadKeyFile",
+                     c->upload_dir ? "BoshUploadKeyFile" : "BoshUploadDir");
+        return;
+    }
+    if (stat(c->upload_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_WARNING, errno, s,
+                     "mod_bosh: BOSH00819: upload: BoshUploadDir %s is not a directory; "
+                     "create it, writable by Apache's user only (e.g. install -d -m 0750 "
+                     "-o www-data -g www-data %s)", c->upload_dir, c->upload_dir);
+    else if (st.st_mode & (S_IWOTH | S_IROTH))
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_WARNING, 0, s,
+                     "mod_bosh: BOSH00819: upload: BoshUploadDir %s is %s by everyone "
+                     "(mode %04o): chmod o-rwx it", c->upload_dir,
+                     (st.st_mode & S_IWOTH) ? "writable" : "readable",
+                     (unsigned)(st.st_mode & 07777));
+}
+
 /* ---- retention ---- */
 
 /* Delete files past BoshUploadRetention and temp files of aborted PUTs.

@@ -519,6 +519,7 @@ static int bosh_check_config(apr_pool_t *pconf, apr_pool_t *plog,
             rv = HTTP_INTERNAL_SERVER_ERROR;
         }
     }
+    bosh_upload_check_config(s);
     return rv;
 }
 

@@ -134,6 +134,7 @@ int bosh_upload_handler(request_rec *r);
 const char *bosh_set_upload_key_file(cmd_parms *cmd, void *dummy, const char *path);
 const char *bosh_set_upload_dir(cmd_parms *cmd, void *dummy, const char *path);
 void bosh_upload_cleanup(server_rec *s);
+void bosh_upload_check_config(server_rec *s);
 
 /* Single sign-on (bosh_sso.c, issue 8): per-directory configuration,
  * vouching for r->user, and the bosh-prebind handler. */
