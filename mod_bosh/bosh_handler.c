@@ -295,7 +295,7 @@ static int send_unavailable(request_rec *r, bosh_child *ch, const char *why,
  * only through "*" gets "*" and never credentials (browsers refuse the
  * pair, and a wildcard must not open cookie-bearing requests). Returns 1
  * if the origin is allowed. */
-static int add_cors(request_rec *r, bosh_server_conf *conf)
+int bosh_add_cors(request_rec *r, bosh_server_conf *conf)
 {
     const char *origin = apr_table_get(r->headers_in, "Origin");
     const char *const *list = (const char *const *)conf->allow_origins->elts;
@@ -321,7 +321,7 @@ static int add_cors(request_rec *r, bosh_server_conf *conf)
 
 static int handle_options(request_rec *r, bosh_server_conf *conf)
 {
-    if (add_cors(r, conf)) {
+    if (bosh_add_cors(r, conf)) {
         apr_table_setn(r->headers_out, "Access-Control-Allow-Methods",
                        "POST, GET, OPTIONS");
         apr_table_setn(r->headers_out, "Access-Control-Allow-Headers",
@@ -902,10 +902,10 @@ int bosh_handler(request_rec *r)
     case M_OPTIONS:
         return handle_options(r, conf);
     case M_GET:
-        add_cors(r, conf);
+        bosh_add_cors(r, conf);
         return handle_get(r, conf);
     case M_POST:
-        add_cors(r, conf);
+        bosh_add_cors(r, conf);
         return handle_post(r, conf, bosh_child_state);
     default:
         r->allowed = (AP_METHOD_BIT << M_POST) | (AP_METHOD_BIT << M_GET) |

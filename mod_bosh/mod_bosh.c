@@ -106,6 +106,7 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     c->relay_ping_timeout_s = BOSH_UNSET;
     c->max_held_share = BOSH_UNSET;
     c->max_sessions = BOSH_UNSET;
+    c->upload_retention = BOSH_UNSET;
     return c;
 }
 
@@ -122,6 +123,9 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     m->relay_secret_file = base->relay_secret_file;   /* global only */
     m->relay_secret = base->relay_secret;
     m->relay_secret_len = base->relay_secret_len;
+    m->upload_dir = base->upload_dir;                 /* global only */
+    m->upload_key = base->upload_key;
+    m->upload_key_len = base->upload_key_len;
     m->allow_origins = add->allow_origins->nelts ? add->allow_origins
                                                  : base->allow_origins;
     m->trusted_proxies = add->trusted_proxies->nelts ? add->trusted_proxies
@@ -147,6 +151,7 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(relay_ping_timeout_s);
     MERGE_INT(max_held_share);
     MERGE_INT(max_sessions);
+    MERGE_INT(upload_retention);
     return m;
 }
 
@@ -175,6 +180,7 @@ static void bosh_conf_finalize(bosh_server_conf *c)
     DEFAULT_INT(relay_ping_timeout_s, DEFAULT_RELAY_PING_TIMEOUT_S);
     DEFAULT_INT(max_held_share, WORKER_BUDGET_DEFAULT_SHARE);
     DEFAULT_INT(max_sessions, 0);
+    DEFAULT_INT(upload_retention, 30);
 }
 
 static const char *set_chatd(cmd_parms *cmd, void *dummy, const char *id,
@@ -454,6 +460,7 @@ INT_PARAM(redis_reserve, 0, 1000000);
 INT_PARAM(signin_per_addr, 0, 1000000);
 INT_PARAM(max_held_share, 1, 100);
 INT_PARAM(max_sessions, 0, 10000000);
+INT_PARAM(upload_retention, 0, 36500);
 
 static const char *set_int(cmd_parms *cmd, void *dummy, const char *arg)
 {
@@ -541,6 +548,16 @@ static const command_rec bosh_cmds[] = {
                     "X-Forwarded-Proto: https lets chatd offer SASL PLAIN"),
     AP_INIT_ITERATE("BoshHostMetaURL", add_hostmeta_url, NULL, RSRC_CONF,
                     "BOSH URL(s) advertised by the bosh-hostmeta handler (XEP-0156)"),
+    /* XEP-0363 upload (bosh_upload.c): SetHandler bosh-upload. */
+    AP_INIT_TAKE1("BoshUploadDir", bosh_set_upload_dir, NULL, RSRC_CONF,
+                  "Directory the bosh-upload handler stores uploads in (writable by "
+                  "httpd's user, outside any DocumentRoot)"),
+    AP_INIT_TAKE1("BoshUploadKeyFile", bosh_set_upload_key_file, NULL, RSRC_CONF,
+                  "File with the key upload slots are signed with (chatd's "
+                  "upload_key_file); read as root at start-up"),
+    AP_INIT_TAKE1("BoshUploadRetention", set_int, (void *)&param_upload_retention,
+                  RSRC_CONF, "Days an uploaded file is served and kept, then deleted "
+                  "(chatd's upload_retention; default 30, 0 = for ever)"),
     /* Single sign-on (bosh_sso.c): per location, never in .htaccess. */
     AP_INIT_FLAG("BoshAuthFromApache", bosh_set_auth_from_apache, NULL,
                  ACCESS_CONF | RSRC_CONF,
@@ -579,6 +596,7 @@ static int bosh_check_config(apr_pool_t *pconf, apr_pool_t *plog,
             rv = HTTP_INTERNAL_SERVER_ERROR;
         }
     }
+    bosh_upload_check_config(s);
     return rv;
 }
 
@@ -876,6 +894,8 @@ static void *housekeeper_main(void *arg)
         }
         if (bosh_child_is_stopping())
             bosh_child_drain(1);
+        else
+            bosh_upload_cleanup(ch->s);     /* XEP-0363 retention, rarely */
     }
     return NULL;
 }
@@ -997,7 +1017,8 @@ static void bosh_insert_error_filter(request_rec *r)
     if (r->handler && (strcmp(r->handler, "bosh") == 0 ||
                        strcmp(r->handler, "bosh-prebind") == 0 ||
                        strcmp(r->handler, "bosh-status") == 0 ||
-                       strcmp(r->handler, "bosh-hostmeta") == 0))
+                       strcmp(r->handler, "bosh-hostmeta") == 0 ||
+                       strcmp(r->handler, "bosh-upload") == 0))
         bosh_protect_answer(r);
 }
 
@@ -1012,6 +1033,7 @@ static void bosh_register_hooks(apr_pool_t *p)
     ap_hook_handler(bosh_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bosh_prebind_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(bosh_hostmeta_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(bosh_upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_insert_error_filter(bosh_insert_error_filter, NULL, NULL,
                                 APR_HOOK_MIDDLE);
     /* After mod_headers (AP_FTYPE_CONTENT_SET), before the HTTP header. */

@@ -64,6 +64,12 @@ typedef struct bosh_server_conf {
     apr_array_header_t *trusted_proxies; /* apr_ipsubnet_t *, BoshTrustedProxy */
     int  max_held_share;                /* BoshMaxHeldShare, percent */
     int  max_sessions;                  /* BoshMaxSessions: start-up check only */
+    /* XEP-0363 upload (bosh_upload.c), main server only. BoshUploadKeyFile
+     * is read as root at configuration time, like the relay secret. */
+    const char *upload_dir;             /* BoshUploadDir */
+    const char *upload_key;             /* NULL: none */
+    apr_size_t  upload_key_len;
+    int  upload_retention;              /* BoshUploadRetention, days (0 = for ever) */
 } bosh_server_conf;
 
 /* Everything one child owns. One instance, created in child_init. */
@@ -119,6 +125,17 @@ apr_status_t bosh_headers_filter(ap_filter_t *f, apr_bucket_brigade *bb);
  * idempotent. bosh_handler.c. */
 void bosh_protect_answer(request_rec *r);
 int bosh_status_hook(request_rec *r, int flags);   /* mod_status */
+/* CORS headers for an allowed Origin (BoshAllowOrigin); 1 if added.
+ * bosh_handler.c. */
+int bosh_add_cors(request_rec *r, bosh_server_conf *conf);
+
+/* XEP-0363 upload (bosh_upload.c, issue 17): the bosh-upload handler,
+ * its directives, and the retention sweep the housekeeper runs. */
+int bosh_upload_handler(request_rec *r);
+const char *bosh_set_upload_key_file(cmd_parms *cmd, void *dummy, const char *path);
+const char *bosh_set_upload_dir(cmd_parms *cmd, void *dummy, const char *path);
+void bosh_upload_cleanup(server_rec *s);
+void bosh_upload_check_config(server_rec *s);
 
 /* Single sign-on (bosh_sso.c, issue 8): per-directory configuration,
  * vouching for r->user, and the bosh-prebind handler. */

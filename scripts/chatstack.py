@@ -410,6 +410,9 @@ class Stack:
         # Read by chatd and by httpd's parent as root: they stay under root.
         self.relay_secret_file = os.path.join(r, "relay.secret")
         self.httpd_relay_secret_file = os.path.join(r, "httpd-relay.secret")
+        # XEP-0363 upload: the key slots are signed with (chatd's
+        # upload_key_file = BoshUploadKeyFile, read by both as root here).
+        self.upload_key_file = os.path.join(r, "upload.key")
         self.chatd_conf = os.path.join(r, "chatd.conf")
         self.chatd_pidfile = os.path.join(r, "chatd.pid")
         self.chatd_log = os.path.join(r, "chatd.log")
@@ -434,6 +437,8 @@ class Stack:
         self.redis_url = "unix://" + self.redis_sock
         self.relay_sock = os.path.join(p, "chatd-relay.sock")
         self.htpasswd = os.path.join(p, "htpasswd")           # /sso/ Basic auth
+        # BoshUploadDir: written by httpd's children (www-data as root).
+        self.upload_dir = os.path.join(p, "uploads")
 
     # -- urls ---------------------------------------------------------------
     @property
@@ -457,6 +462,11 @@ class Stack:
         return f"http://127.0.0.1:{self.http_port}/sso/prebind"
 
     @property
+    def upload_url(self):
+        """Base of the bosh-upload location (demo-site.conf /upload/)."""
+        return f"http://127.0.0.1:{self.http_port}/upload"
+
+    @property
     def status_url(self):
         return f"http://127.0.0.1:{self.http_port}/bosh-status"
 
@@ -473,6 +483,7 @@ class Stack:
         self._place_site()
         self._write_redis_conf()
         self._write_relay_secrets()
+        self._write_upload_key()
         self._make_tls_pair()
         self._write_htpasswd()
         self._write_chatd_conf()
@@ -608,6 +619,21 @@ class Stack:
                 f.write(value + "\n")
             os.chmod(path, 0o600)
 
+    def _write_upload_key(self):
+        """XEP-0363: the upload key (kept across restarts, so slots handed
+        out before a restart still work) and the directory uploads go to,
+        owned by the user httpd's children run as."""
+        if not os.path.exists(self.upload_key_file):
+            fd = os.open(self.upload_key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        os.chmod(self.upload_key_file, 0o600)
+        os.makedirs(self.upload_dir, mode=0o700, exist_ok=True)
+        if self.httpd_user:
+            pw = pwd.getpwnam(self.httpd_user)
+            os.chown(self.upload_dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.upload_dir, 0o700)
+
     @property
     def relay_url(self):
         if self.relay_tcp_port:
@@ -671,6 +697,8 @@ class Stack:
             "logfile": self.chatd_log,
             "log_level": "debug" if self.foreground else "info",
             "daemonize": "no" if self.foreground else "yes",
+            "upload_url": self.upload_url,
+            "upload_key_file": self.upload_key_file,
         }
         if self.relay_secret is not None:
             settings["relay_secret_file"] = self.relay_secret_file
@@ -736,6 +764,8 @@ Define CHAT_DOMAIN {self.domain}
 Define CHAT_RELAY_URL {quoted(self.relay_url)}
 Define CHAT_REDIS_URL {quoted(self.httpd_redis_url)}
 Define CHAT_HTPASSWD {quoted(self.htpasswd)}
+Define CHAT_UPLOAD_DIR {quoted(self.upload_dir)}
+Define CHAT_UPLOAD_KEY {quoted(self.upload_key_file)}
 Include {quoted(SITE_CONF)}
 {relay_secret}
 {self.ha.httpd_directives() if self.ha else ""}
@@ -1122,6 +1152,8 @@ def print_info(stack, users):
     for name, pw in users.items():
         print(f"  User:        {name}  password {pw}")
     print(f"  Room:        lobby@{stack.muc_domain} (created on first join)")
+    print(f"  Uploads:     {stack.upload_url}/ (XEP-0363, service upload.{stack.domain}; "
+          f"files in {stack.upload_dir})")
     print(f"  Add a user:  {shlex.quote(stack.chatctl_bin)} -c {shlex.quote(stack.chatd_conf)}"
           " adduser NAME PASSWORD")
     sso = getattr(stack, "sso_users", None) or {}

@@ -14,6 +14,7 @@ PACKAGES=(
     openssl binutils
     python3-pytest python3-pytest-xdist
     python3-slixmpp valgrind
+    python3-aiohttp   # slixmpp's XEP-0363 plugin imports it (upload tests)
     chromium
     clang libclang-rt-14-dev
     zlib1g-dev

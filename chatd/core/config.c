@@ -123,6 +123,10 @@ static void set_defaults(chatd_config *c) {
     c->offline_sender_share = 25;
     c->max_roster_items = 2000;
     c->max_directed_presences = 1000;
+    c->upload_max_size = 10485760;
+    c->upload_quota = 104857600;
+    c->upload_slot_ttl = 300;
+    c->upload_retention = 30;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -138,6 +142,8 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "relay_peer_user", &c->relay_peer_user },
         { "relay_secret_file", &c->relay_secret_file },
         { "auth_secret", &c->auth_secret },
+        { "upload_url", &c->upload_url }, { "upload_domain", &c->upload_domain },
+        { "upload_key_file", &c->upload_key_file },
     };
     struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
         { "bosh_max_wait", &c->bosh_max_wait, 3600 },
@@ -172,6 +178,7 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "offline_max_messages", &c->offline_max_messages, 100000 },
         { "max_roster_items", &c->max_roster_items, 1000000 },
         { "max_directed_presences", &c->max_directed_presences, 1000000 },
+        { "upload_retention", &c->upload_retention, 36500 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
@@ -262,6 +269,23 @@ static int apply(chatd_config *c, const char *key, const char *val,
             return -1;
         }
         c->offline_sender_share = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "upload_max_size") || !strcmp(key, "upload_quota")) {
+        if (parse_ulong(val, 1ull << 40, &n) < 0 || (key[7] == 'm' && n < 1)) {
+            snprintf(err, errlen, "%s: expected a byte count %d..2^40, got '%s'", key,
+                     key[7] == 'm' ? 1 : 0, val);
+            return -1;
+        }
+        *(key[7] == 'm' ? &c->upload_max_size : &c->upload_quota) = n;
+        return 0;
+    }
+    if (!strcmp(key, "upload_slot_ttl")) {
+        if (parse_ulong(val, 86400, &n) < 0 || n < 10) {
+            snprintf(err, errlen, "%s: expected seconds 10..86400, got '%s'", key, val);
+            return -1;
+        }
+        c->upload_slot_ttl = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "relay_max_output")) {
@@ -390,6 +414,50 @@ static int load_relay_secret(chatd_config *c, char *err, size_t errlen) {
     return 0;
 }
 
+/* XEP-0363 (issue 17): with upload_url the service exists, and its slots
+ * are signed with the key in upload_key_file (the file mod_bosh reads as
+ * BoshUploadKeyFile), so the key is required then. upload_domain defaults
+ * to upload.<domain>. */
+static int load_upload(chatd_config *c, char *err, size_t errlen) {
+    if (!c->upload_url) return 0;
+    if (strncmp(c->upload_url, "https://", 8) != 0 && strncmp(c->upload_url, "http://", 7) != 0) {
+        snprintf(err, errlen, "upload_url: expected an absolute http:// or https:// URL, got '%s'",
+                 c->upload_url);
+        return -1;
+    }
+    for (const char *p = c->upload_url; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#' || *p == '"' ||
+            *p == '<' || *p == '>' || *p == '\\' || *p == '\'') {
+            snprintf(err, errlen, "upload_url: '%s' has a character a slot URL cannot carry "
+                     "(blank, quote, ?, #)", c->upload_url);
+            return -1;
+        }
+    size_t ul = strlen(c->upload_url);
+    while (ul > 8 && c->upload_url[ul - 1] == '/') c->upload_url[--ul] = '\0';
+    if (!c->upload_key_file) {
+        snprintf(err, errlen, "upload_url needs upload_key_file (the key slots are signed "
+                 "with; mod_bosh's BoshUploadKeyFile names the same file)");
+        return -1;
+    }
+    char why[512];
+    if (relay_secret_load(c->upload_key_file, &c->upload_key, &c->upload_key_len,
+                          why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "upload_key_file: %s", why);
+        return -1;
+    }
+    if (!c->upload_domain) {
+        size_t n = strlen(c->domain) + sizeof("upload.");
+        if (!(c->upload_domain = malloc(n))) { snprintf(err, errlen, "out of memory"); return -1; }
+        snprintf(c->upload_domain, n, "upload.%s", c->domain);
+    }
+    if (!strcmp(c->upload_domain, c->domain) || !strcmp(c->upload_domain, c->muc_domain)) {
+        snprintf(err, errlen, "upload_domain %s must differ from domain and muc_domain",
+                 c->upload_domain);
+        return -1;
+    }
+    return 0;
+}
+
 static char *trim(char *s) {
     while (isspace((unsigned char)*s)) s++;
     char *e = s + strlen(s);
@@ -444,6 +512,7 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
     if (admin_socket_default(c) < 0) { snprintf(err, errlen, "out of memory"); return -1; }
     if (resolve_peer_users(c, err, errlen) < 0) return -1;
     if (load_relay_secret(c, err, errlen) < 0) return -1;
+    if (load_upload(c, err, errlen) < 0) return -1;
     if (c->byte_burst == BYTE_BURST_AUTO) {
         c->byte_burst = BYTE_BURST_DEFAULT;
         if (c->byte_burst > c->max_output / 4) c->byte_burst = (unsigned)(c->max_output / 4);
@@ -490,5 +559,9 @@ void config_free(chatd_config *c) {
     free(c->relay_secret_file);
     relay_secret_free(c->relay_secret, c->relay_secret_len);
     free(c->auth_secret);
+    free(c->upload_url);
+    free(c->upload_domain);
+    free(c->upload_key_file);
+    relay_secret_free(c->upload_key, c->upload_key_len);
     memset(c, 0, sizeof(*c));
 }

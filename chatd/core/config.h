@@ -113,6 +113,21 @@ typedef struct chatd_config {
     unsigned max_roster_items;  /* max_roster_items 2000 (per user; also caps
                                    stored pending subscription requests) */
     unsigned max_directed_presences; /* max_directed_presences 1000 (per session) */
+    /* XEP-0363 HTTP File Upload (issue 17, chatd/features/upload.c): chatd
+     * signs slots, mod_bosh's bosh-upload handler stores and serves. */
+    char    *upload_url;        /* upload_url (none: no upload service) base URL of the
+                                   bosh-upload location, e.g. https://chat.example.com/upload */
+    char    *upload_domain;     /* upload_domain upload.<domain> (the service's JID) */
+    char    *upload_key_file;   /* upload_key_file (required with upload_url; the same
+                                   file as mod_bosh's BoshUploadKeyFile) */
+    char    *upload_key;        /* its content (relay_secret_load), or NULL */
+    size_t   upload_key_len;
+    unsigned long long upload_max_size; /* upload_max_size 10485760 (bytes per file) */
+    unsigned long long upload_quota;    /* upload_quota 104857600 (bytes per user within
+                                   upload_retention; 0 = no quota) */
+    unsigned upload_slot_ttl;   /* upload_slot_ttl 300 (s a slot may be used for its PUT) */
+    unsigned upload_retention;  /* upload_retention 30 (days a file counts against the
+                                   quota; = BoshUploadRetention; 0 = for ever) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

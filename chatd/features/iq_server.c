@@ -12,6 +12,7 @@
 #include "log.h"
 #include "users.h"
 #include "iq_server.h"
+#include "upload.h"
 
 static void reply(chatd *d, rsession *rs, xs_node *res)
 {
@@ -75,7 +76,7 @@ int iq_disco_info(const iq_request *req)
     return 0;
 }
 
-/* XEP-0030 disco#items: the server's items are its MUC service. */
+/* XEP-0030 disco#items: the server's items are its MUC and upload services. */
 int iq_disco_items(const iq_request *req)
 {
     if (!req->get || (req->to == IQ_TO_SERVER && xs_attr_get(req->q, "node"))) return -1;
@@ -85,6 +86,11 @@ int iq_disco_items(const iq_request *req)
         xs_node *it = xs_add_elem(r, NS_DISCO_ITEMS, "item");
         xs_set_attr(it, "jid", req->d->cfg.muc_domain);
         xs_set_attr(it, "name", "Chatrooms");
+    }
+    if (req->to == IQ_TO_SERVER && upload_is_service(req->d, req->d->cfg.upload_domain)) {
+        xs_node *it = xs_add_elem(r, NS_DISCO_ITEMS, "item");      /* XEP-0363 §2 */
+        xs_set_attr(it, "jid", req->d->cfg.upload_domain);
+        xs_set_attr(it, "name", "HTTP File Upload");
     }
     reply(req->d, req->rs, res);
     return 0;

@@ -15,7 +15,8 @@ enum {
     IQ_TO_SERVER = 1 << 0,   /* the domain (or no 'to') */
     IQ_TO_OWN    = 1 << 1,   /* the sender's own bare JID */
     IQ_TO_OTHER  = 1 << 2,   /* another local account's bare JID */
-    IQ_TO_ANY    = IQ_TO_SERVER | IQ_TO_OWN | IQ_TO_OTHER
+    IQ_TO_ANY    = IQ_TO_SERVER | IQ_TO_OWN | IQ_TO_OTHER,
+    IQ_TO_UPLOAD = 1 << 3    /* the XEP-0363 upload service (upload_domain) */
 };
 
 typedef struct iq_request {
@@ -42,6 +43,10 @@ typedef struct iq_handler {
 
 /* An iq addressed to the server (to_bare NULL) or a bare JID. */
 void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare);
+
+/* An iq addressed to one of the server's services (`to` is its IQ_TO_*
+ * bit, e.g. IQ_TO_UPLOAD): the same table, rows for that service only. */
+void iq_dispatch_service(chatd *d, rsession *rs, const xs_node *st, unsigned to);
 
 /* The row for a payload (ns, name) sent to `to`; NULL: none. */
 const iq_handler *iq_lookup(const char *ns, const char *name, unsigned to);

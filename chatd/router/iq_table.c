@@ -14,6 +14,7 @@
 #include "carbons.h"
 #include "blocking.h"
 #include "mam.h"
+#include "upload.h"
 #include "router.h"
 
 /* Adapters for features whose handlers predate the table. */
@@ -41,6 +42,10 @@ static const iq_handler iq_table[] = {
     /* No payload is in this namespace: the row only advertises that the
      * query above takes the form fields before-id/after-id. */
     { NS_MAM_EXT,     NULL,        IQ_TO_OWN,                NS_MAM_EXT,     mam_iq },
+    /* XEP-0363: the upload service's own JID (upload_domain). */
+    { NS_DISCO_INFO,  "query",     IQ_TO_UPLOAD,             NULL,           upload_disco_info },
+    { NS_DISCO_ITEMS, "query",     IQ_TO_UPLOAD,             NULL,           upload_disco_items },
+    { NS_HTTP_UPLOAD, "request",   IQ_TO_UPLOAD,             NULL,           upload_request },
 };
 #define IQ_TABLE_ROWS (sizeof(iq_table) / sizeof(iq_table[0]))
 
@@ -72,7 +77,8 @@ void iq_foreach_feature_to(unsigned to, void (*fn)(const char *feature, void *ud
     }
 }
 
-void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
+static void dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare,
+                     unsigned to)
 {
     const char *type = xs_attr_get(st, "type");
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return;
@@ -81,11 +87,21 @@ void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
 
     iq_request req = {
         .d = d, .rs = rs, .st = st, .q = q, .to_bare = to_bare,
-        .get = strcmp(type, "get") == 0,
-        .to = !to_bare ? IQ_TO_SERVER
-            : (rs && strcmp(rs->user->bare, to_bare) == 0) ? IQ_TO_OWN : IQ_TO_OTHER,
+        .get = strcmp(type, "get") == 0, .to = to,
     };
     const iq_handler *h = iq_lookup(q->ns, q->name, req.to);
     if (!h || h->fn(&req) != 0)
         router_bounce(d, st, "cancel", "service-unavailable");
+}
+
+void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
+{
+    dispatch(d, rs, st, to_bare,
+             !to_bare ? IQ_TO_SERVER
+             : (rs && strcmp(rs->user->bare, to_bare) == 0) ? IQ_TO_OWN : IQ_TO_OTHER);
+}
+
+void iq_dispatch_service(chatd *d, rsession *rs, const xs_node *st, unsigned to)
+{
+    dispatch(d, rs, st, NULL, to);
 }

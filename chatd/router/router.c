@@ -21,6 +21,7 @@
 #include "log.h"
 #include "xmpp_internal.h"
 #include "iq_dispatch.h"
+#include "upload.h"
 
 struct router {
     apr_pool_t *pool;
@@ -422,6 +423,14 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
         carbons_sent(rs, stanza);
     if (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0) {
         muc_route(d, origin, stanza);
+        xs_free(stanza);
+        return;
+    }
+    if (upload_is_service(d, j.domain)) {        /* XEP-0363: only iqs, to the service */
+        if (is_iq && !j.local[0] && !j.resource[0])
+            iq_dispatch_service(d, rs, stanza, IQ_TO_UPLOAD);
+        else if (!is_presence)
+            router_bounce(d, stanza, "cancel", "service-unavailable");
         xs_free(stanza);
         return;
     }

@@ -10,6 +10,7 @@
 #include "../../chatd/features/carbons.h"
 #include "../../chatd/features/blocking.h"
 #include "../../chatd/features/mam_query.h"
+#include "../../chatd/features/upload.h"
 
 static char features[4096];
 static int  feature_count;
@@ -53,6 +54,16 @@ int main(void)
     CHECK(iq_lookup(NS_BLOCKING, "block", IQ_TO_OWN) != NULL);
     CHECK(iq_lookup(NS_BLOCKING, "block", IQ_TO_SERVER) == NULL);
     CHECK(iq_lookup("urn:example:none", "query", IQ_TO_ANY) == NULL);
+    /* XEP-0363: the upload service's own rows, for it alone: a slot
+     * request to the server or an account is not served, and the server's
+     * disco rows do not answer for the upload service. */
+    CHECK(iq_lookup(NS_HTTP_UPLOAD, "request", IQ_TO_UPLOAD) != NULL);
+    CHECK(iq_lookup(NS_HTTP_UPLOAD, "request", IQ_TO_ANY) == NULL);
+    CHECK(iq_lookup(NS_DISCO_INFO, "query", IQ_TO_UPLOAD) != NULL);
+    CHECK(iq_lookup(NS_DISCO_INFO, "query", IQ_TO_UPLOAD)->fn !=
+          iq_lookup(NS_DISCO_INFO, "query", IQ_TO_SERVER)->fn);
+    CHECK(iq_lookup(NS_PING, "ping", IQ_TO_UPLOAD) == NULL);
+    CHECK(iq_lookup(NS_ROSTER, "query", IQ_TO_UPLOAD) == NULL);
     CHECK(iq_lookup(NULL, "query", IQ_TO_ANY) == NULL);
 
     iq_foreach_feature(collect, NULL);
@@ -61,6 +72,7 @@ int main(void)
     for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++)
         CHECK(advertised(expect[i]) == 1);
     CHECK(feature_count >= (int)(sizeof(expect) / sizeof(expect[0])));
+    CHECK(advertised(NS_HTTP_UPLOAD) == 0);     /* the service's, not the server's */
 
     /* XEP-0313: the archive is queried at the own bare JID only, and the
      * account's disco#info (rows served there) lists it, each once; a
