@@ -116,6 +116,10 @@ static void set_defaults(chatd_config *c) {
     c->offline_sender_share = 25;
     c->max_roster_items = 2000;
     c->max_directed_presences = 1000;
+    c->pep_max_nodes = 20;
+    c->pep_max_items = 100;
+    c->pep_max_item_bytes = 131072;
+    c->pep_max_bytes = 1048576;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -162,6 +166,10 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "offline_max_messages", &c->offline_max_messages, 100000 },
         { "max_roster_items", &c->max_roster_items, 1000000 },
         { "max_directed_presences", &c->max_directed_presences, 1000000 },
+        { "pep_max_nodes", &c->pep_max_nodes, 10000 },
+        { "pep_max_items", &c->pep_max_items, 100000 },
+        { "pep_max_item_bytes", &c->pep_max_item_bytes, 1u << 30 },
+        { "pep_max_bytes", &c->pep_max_bytes, 1u << 30 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)

@@ -100,6 +100,11 @@ typedef struct chatd_config {
     unsigned max_roster_items;  /* max_roster_items 2000 (per user; also caps
                                    stored pending subscription requests) */
     unsigned max_directed_presences; /* max_directed_presences 1000 (per session) */
+    /* XEP-0163 PEP (pep.c), per account. */
+    unsigned pep_max_nodes;     /* pep_max_nodes 20 */
+    unsigned pep_max_items;     /* pep_max_items 100 (per node) */
+    unsigned pep_max_item_bytes; /* pep_max_item_bytes 131072 (one item, serialized) */
+    unsigned pep_max_bytes;     /* pep_max_bytes 1048576 (all items of the account) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

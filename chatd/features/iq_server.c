@@ -12,6 +12,7 @@
 #include "log.h"
 #include "users.h"
 #include "iq_server.h"
+#include "pep.h"
 
 static void reply(chatd *d, rsession *rs, xs_node *res)
 {
@@ -65,6 +66,7 @@ int iq_disco_info(const iq_request *req)
     } else {
         add_identity(r, "account", "registered", NULL);
         add_feature(NS_DISCO_INFO, r);
+        pep_disco_account(r);                   /* XEP-0163 */
     }
     reply(req->d, req->rs, res);
     return 0;

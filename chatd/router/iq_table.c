@@ -13,6 +13,7 @@
 #include "iq_server.h"
 #include "carbons.h"
 #include "blocking.h"
+#include "pep.h"
 #include "router.h"
 
 /* Adapters for features whose handlers predate the table. */
@@ -36,6 +37,10 @@ static const iq_handler iq_table[] = {
     { NS_SESSION,     "session",   IQ_TO_SERVER,             NS_SESSION,     iq_session },
     { NS_CARBONS,     NULL,        IQ_TO_SERVER | IQ_TO_OWN, NS_CARBONS,     carbons_row },  /* XEP-0280 */
     { NS_BLOCKING,    NULL,        IQ_TO_OWN,                NS_BLOCKING,    blocking_row }, /* XEP-0191 */
+    /* XEP-0163 PEP: served on account JIDs, so its features are in the
+     * account's disco#info (pep_disco_account), not the server's. */
+    { NS_PUBSUB,      "pubsub",    IQ_TO_OWN | IQ_TO_OTHER,  NULL,           pep_iq },
+    { NS_PUBSUB_OWNER, "pubsub",   IQ_TO_OWN,                NULL,           pep_owner_iq },
 };
 #define IQ_TABLE_ROWS (sizeof(iq_table) / sizeof(iq_table[0]))
 
@@ -64,6 +69,10 @@ void iq_foreach_feature(void (*fn)(const char *feature, void *ud), void *ud)
 void iq_dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_bare)
 {
     const char *type = xs_attr_get(st, "type");
+    if (type && !to_bare && (strcmp(type, "result") == 0 || strcmp(type, "error") == 0)) {
+        iq_await_reply(st);     /* an answer to an iq the server sent */
+        return;
+    }
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return;
     const xs_node *q = xs_child(st, NULL, NULL);
     if (!q) { router_bounce(d, st, "modify", "bad-request"); return; }

@@ -17,6 +17,7 @@
 #include "carbons.h"
 #include "csi.h"
 #include "blocking.h"
+#include "caps.h"
 #include "log.h"
 #include "xmpp_internal.h"
 #include "iq_dispatch.h"
@@ -57,6 +58,7 @@ void router_free(chatd *d)
         presence_free_session(rs);
         free(rs->offline_token);
         csi_queue_free(rs->csi);
+        caps_session_free(rs);
         free(rs->full);
         free(rs);
     }
@@ -68,6 +70,7 @@ void router_free(chatd *d)
         free(u->bare);
         free(u);
     }
+    iq_await_free();
     apr_pool_destroy(r->pool);
     free(r);
     d->router = NULL;
@@ -181,6 +184,7 @@ void router_session_gone(chatd *d, c2s *s)
     presence_free_session(rs);
     free(rs->offline_token);
     csi_queue_free(rs->csi);        /* the client is gone: nothing to flush to */
+    caps_session_free(rs);
     free(rs->full);
     free(rs);
     *c2s_router_slot(s) = NULL;

@@ -53,6 +53,8 @@ struct rsession {
     int         carbons;          /* XEP-0280 enabled (carbons.c) */
     struct csi_queue *csi;        /* XEP-0352: non-NULL while inactive (csi.c) */
     int         blocklist_wanted; /* XEP-0191: asked for the blocklist, gets pushes */
+    char       *caps_ver;         /* XEP-0115 ver of its last presence (caps.c) */
+    char       *pep_notify;       /* "\n<node>\n..." it wants PEP events for, or NULL */
     rsession   *next;             /* in user->sessions */
 };
 

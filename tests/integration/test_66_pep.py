@@ -1,0 +1,305 @@
+"""XEP-0163 PEP with stock slixmpp (issue 17): XEP-0402 bookmarks and
+XEP-0084 avatars on the account's bare JID.
+
+Clients announce what they want with XEP-0115 caps: slixmpp's xep_0163 /
+xep_0084 plugins put "<node>+notify" in their disco#info, chatd asks for
+it once (node#ver) and sends events only to sessions that asked.
+
+- the account's disco#info: identity pubsub/pep and #publish-options
+  (what Converse checks before it uses PEP bookmarks);
+- a bookmark published with publish-options whitelist reaches the user's
+  other resource as a headline event, and nobody else: a contact's items
+  request is refused (closed-node), the owner reads it back;
+- avatar metadata (presence access) reaches contacts with a subscription
+  (event, and the last item when a contact's next session comes online),
+  a stranger's items request is refused (presence-subscription-required);
+- limits: payload-too-big, pep_max_nodes, max_items trimming, and a
+  publish-options precondition that does not match (conflict).
+
+"Gets nothing" is checked without sleeping: after the event that would
+have produced a notification, a marker message is sent from the same
+publisher session; chatd handles one connection in order, so once the
+marker arrived an earlier notification would have too.
+"""
+
+import base64
+import hashlib
+import secrets
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from native_client import NativeClient
+from scenarios import iq
+
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+NS_EVENT = "http://jabber.org/protocol/pubsub#event"
+NS_ERRORS = "http://jabber.org/protocol/pubsub#errors"
+NS_BM = "urn:xmpp:bookmarks:1"
+NS_AV_DATA = "urn:xmpp:avatar:data"
+NS_AV_META = "urn:xmpp:avatar:metadata"
+
+
+class PepClient(NativeClient):
+    """slixmpp with the stock PEP, caps and avatar plugins, and an
+    interest in XEP-0402 bookmarks."""
+
+    def _build(self, jid, password):
+        super()._build(jid, password)
+        self.x.register_plugin("xep_0060")
+        self.x.register_plugin("xep_0115")
+        self.x.register_plugin("xep_0163")
+        self.x.register_plugin("xep_0084")
+
+    async def _cmd_online(self, kw):
+        """Announce the interests in caps, then send available presence."""
+        if kw.get("bookmarks", True):
+            self.x["xep_0030"].add_feature(f"{NS_BM}+notify")
+        await self.x["xep_0115"].update_caps(broadcast=False)
+        self.x.send_presence()
+        self._emit({"event": "online", "id": kw.get("id")})
+
+    async def _cmd_avatar(self, kw):
+        data = kw["data"]
+        await self._iq(kw, self.x["xep_0084"].publish_avatar(data))
+        aid = hashlib.sha1(data).hexdigest()
+        await self._iq({"id": kw["id"] + "-meta"}, self.x["xep_0084"].publish_avatar_metadata(
+            {"id": aid, "type": "image/png", "bytes": len(data)}))
+
+
+@pytest.fixture
+def pep(stack):
+    made = []
+
+    def make(user=None, password=None, resource="r", bookmarks=True):
+        if user is None:
+            user = f"p{secrets.token_hex(3)}"
+            password = stack.add_user(user)
+        c = PepClient("127.0.0.1", stack.xmpp_port, f"{user}@{stack.domain}/{resource}",
+                      password)
+        made.append(c)
+        c.user, c.password = user, password
+        c.bare = f"{user}@{stack.domain}"
+        c.bound = c.connect()
+        mark = len(c.events)
+        c.send("online", id="online", bookmarks=bookmarks)
+        c.wait_event(lambda e: e.get("event") == "online", 20, "online", mark)
+        return c
+    yield make
+    for c in made:
+        c.close()
+
+
+def account(stack):
+    user = f"p{secrets.token_hex(3)}"
+    return user, stack.add_user(user)
+
+
+def befriend(stack, a, b):
+    """Mutual subscriptions, written before sign-in (the roster is loaded
+    with the first presence)."""
+    for x, y in ((a, b), (b, a)):
+        stack.redis_cli("HSET", f"chat:roster:{x}", f"{y}@{stack.domain}",
+                        "sub=both;ask=;name=;groups=")
+
+
+def publish_xml(node, item_id, payload, options=None):
+    opts = ""
+    if options:
+        fields = "".join(f"<field var='pubsub#{k}'><value>{v}</value></field>"
+                         for k, v in options.items())
+        opts = ("<publish-options><x xmlns='jabber:x:data' type='submit'>"
+                "<field var='FORM_TYPE' type='hidden'>"
+                f"<value>{NS_PUBSUB}#publish-options</value></field>{fields}</x>"
+                "</publish-options>")
+    return (f"<pubsub xmlns='{NS_PUBSUB}'><publish node='{node}'>"
+            f"<item id='{item_id}'>{payload}</item></publish>{opts}</pubsub>")
+
+
+def bookmark(room, autojoin="true"):
+    return f"<conference xmlns='{NS_BM}' name='Team' autojoin='{autojoin}'><nick>me</nick></conference>"
+
+
+BM_OPTIONS = {"persist_items": "true", "max_items": "max",
+              "send_last_published_item": "never", "access_model": "whitelist"}
+
+
+def items(c, owner, node):
+    return iq(c, "iq_get", to=owner, child=f"<pubsub xmlns='{NS_PUBSUB}'><items node='{node}'/></pubsub>")
+
+
+def pubsub_error(ev):
+    """(condition, pubsub#errors condition) of an iq error event."""
+    root = ET.fromstring(ev["xml"])
+    err = next((c for c in root if c.tag.split("}")[-1] == "error"), None)
+    assert err is not None, ev["xml"]
+    cond = app = None
+    for c in err:
+        ns, name = c.tag[1:].split("}", 1)
+        if ns == "urn:ietf:params:xml:ns:xmpp-stanzas" and name != "text":
+            cond = name
+        elif ns == NS_ERRORS:
+            app = name
+    return cond, app
+
+
+def events(c, start, node):
+    """PEP event messages for node since start: (from, <items/> element)."""
+    out = []
+    for ev in c.stanzas(start, name="message"):
+        root = ET.fromstring(ev["xml"])
+        e = root.find(f"{{{NS_EVENT}}}event")
+        its = e.find(f"{{{NS_EVENT}}}items") if e is not None else None
+        if its is not None and its.get("node") == node:
+            out.append((ev["from"], its))
+    return out
+
+
+def wait_event(c, start, node, timeout=20):
+    c.wait_event(lambda e: e.get("event") == "stanza" and e.get("name") == "message"
+                 and f"node=\"{node}\"" in e["xml"] and NS_EVENT in e["xml"],
+                 timeout, f"PEP event on {node}", start)
+    return events(c, start, node)
+
+
+def marker(sender, receivers):
+    """A chat message from sender to each receiver, waited for."""
+    body = "marker-" + secrets.token_hex(4)
+    marks = [len(r.events) for r in receivers]
+    for r in receivers:
+        sender.send("chat", to=r.bound, body=body)
+    for r, m in zip(receivers, marks):
+        r.wait_stanza(start=m, name="message", body=body)
+
+
+def test_account_disco_announces_pep(pep):
+    a = pep()
+    info = iq(a, "iq_get", to=a.bare, child="<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    root = ET.fromstring(info["xml"])
+    q = root.find("{http://jabber.org/protocol/disco#info}query")
+    ids = {(i.get("category"), i.get("type")) for i in q.findall("{http://jabber.org/protocol/disco#info}identity")}
+    feats = {f.get("var") for f in q.findall("{http://jabber.org/protocol/disco#info}feature")}
+    assert ("pubsub", "pep") in ids
+    assert f"{NS_PUBSUB}#publish-options" in feats
+    assert f"{NS_PUBSUB}#access-whitelist" in feats
+
+
+def test_bookmark_reaches_own_resources_only(pep, stack):
+    me, bob_acct = account(stack), account(stack)
+    befriend(stack, me[0], bob_acct[0])
+    desk = pep(*me, resource="desk")
+    phone = pep(*me, resource="phone")
+    bob = pep(*bob_acct)
+    stranger = pep()
+    room = f"team@conference.{stack.domain}"
+    p0, b0 = len(phone.events), len(bob.events)
+
+    ev = iq(desk, "iq_set", to=desk.bare,
+            child=publish_xml(NS_BM, room, bookmark(room), BM_OPTIONS))
+    assert ev["type"] == "result", ev
+    got = wait_event(phone, p0, NS_BM)
+    frm, its = got[0]
+    assert frm == desk.bare
+    item = its.find(f"{{{NS_EVENT}}}item")
+    assert item.get("id") == room
+    conf = item.find(f"{{{NS_BM}}}conference")
+    assert conf.get("autojoin") == "true"
+    # bob has a subscription, but bookmarks are whitelisted: no event ...
+    marker(desk, [bob])
+    assert events(bob, b0, NS_BM) == []
+    # ... and his request is refused, like a stranger's
+    for other in (bob, stranger):
+        ev = items(other, desk.bare, NS_BM)
+        assert ev["type"] == "error"
+        assert pubsub_error(ev) == ("not-allowed", "closed-node"), ev["xml"]
+    # the owner reads it back, on any resource
+    ev = items(phone, desk.bare, NS_BM)
+    assert ev["type"] == "result", ev
+    assert f"id=\"{room}\"" in ev["xml"] and "autojoin=\"true\"" in ev["xml"]
+    assert stack.redis_cli("HEXISTS", f"chat:pep-items:{desk.user}:{NS_BM}", room) == "1"
+
+    # a retract with notify reaches the other resource
+    p1 = len(phone.events)
+    ev = iq(desk, "iq_set", to=desk.bare,
+            child=f"<pubsub xmlns='{NS_PUBSUB}'><retract node='{NS_BM}' notify='true'>"
+                  f"<item id='{room}'/></retract></pubsub>")
+    assert ev["type"] == "result", ev
+    _, its = wait_event(phone, p1, NS_BM)[0]
+    assert its.find(f"{{{NS_EVENT}}}retract").get("id") == room
+    ev = items(desk, desk.bare, NS_BM)
+    assert ev["type"] == "result" and room not in ev["xml"]
+
+
+def test_avatar_metadata_reaches_contacts(pep, stack):
+    alice_acct, bob_acct = account(stack), account(stack)
+    befriend(stack, alice_acct[0], bob_acct[0])
+    alice = pep(*alice_acct, resource="a")
+    bob = pep(*bob_acct, resource="b1")
+    stranger = pep()
+    b0, s0 = len(bob.events), len(stranger.events)
+    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(2000)
+    aid = hashlib.sha1(png).hexdigest()
+
+    alice.send("avatar", id="av", data=png)
+    ev = alice.wait_event(lambda e: e.get("event") == "iq" and e.get("id") == "av-meta", 20)
+    assert ev["type"] == "result", ev
+    frm, its = wait_event(bob, b0, NS_AV_META)[0]
+    assert frm == alice.bare
+    info = its.find(f"{{{NS_EVENT}}}item/{{{NS_AV_META}}}metadata/{{{NS_AV_META}}}info")
+    assert info.get("id") == aid and info.get("bytes") == str(len(png))
+    # bob fetches the data named by the metadata
+    ev = iq(bob, "iq_get", to=alice.bare,
+            child=f"<pubsub xmlns='{NS_PUBSUB}'><items node='{NS_AV_DATA}'><item id='{aid}'/></items></pubsub>")
+    assert ev["type"] == "result", ev
+    data = ET.fromstring(ev["xml"]).find(f".//{{{NS_AV_DATA}}}data").text
+    assert base64.b64decode(data) == png
+    # the stranger got nothing and may not read it
+    marker(alice, [stranger])
+    assert events(stranger, s0, NS_AV_META) == []
+    ev = items(stranger, alice.bare, NS_AV_META)
+    assert pubsub_error(ev) == ("not-authorized", "presence-subscription-required"), ev["xml"]
+    # bob's next device gets the last item when it comes online
+    bob2 = pep(bob.user, bob.password, resource="b2")
+    _, its = wait_event(bob2, 0, NS_AV_META)[0]
+    assert its.find(f"{{{NS_EVENT}}}item").get("id") == aid
+
+
+def test_limits_and_preconditions(pep, stack):
+    a = pep()
+    # one item over pep_max_item_bytes (131072 by default)
+    big = "x" * 140000
+    ev = iq(a, "iq_set", to=a.bare,
+            child=publish_xml("urn:example:big", "1", f"<blob xmlns='urn:example:big'>{big}</blob>"))
+    assert pubsub_error(ev) == ("not-acceptable", "payload-too-big"), ev["xml"][:400]
+    assert stack.redis_cli("HEXISTS", f"chat:pep:{a.user}", "urn:example:big") == "0"
+
+    # max_items 2: the oldest item goes
+    opts = {"max_items": "2", "access_model": "presence"}
+    for n in range(3):
+        ev = iq(a, "iq_set", to=a.bare,
+                child=publish_xml("urn:example:few", f"i{n}", f"<v xmlns='urn:example:few'>{n}</v>", opts))
+        assert ev["type"] == "result", ev
+    ev = items(a, a.bare, "urn:example:few")
+    got = [i.get("id") for i in ET.fromstring(ev["xml"]).iter(f"{{{NS_PUBSUB}}}item")]
+    assert sorted(got) == ["i1", "i2"], ev["xml"]
+
+    # a precondition the node does not meet
+    ev = iq(a, "iq_set", to=a.bare,
+            child=publish_xml("urn:example:few", "x", "<v xmlns='urn:example:few'/>",
+                              {"access_model": "open"}))
+    assert pubsub_error(ev) == ("conflict", "precondition-not-met"), ev["xml"]
+
+    # pep_max_nodes (20 by default): one node exists already
+    for n in range(19):
+        ev = iq(a, "iq_set", to=a.bare,
+                child=publish_xml(f"urn:example:n{n}", "1", f"<v xmlns='urn:example:n'/>"))
+        assert ev["type"] == "result", (n, ev)
+    ev = iq(a, "iq_set", to=a.bare,
+            child=publish_xml("urn:example:one-too-many", "1", "<v xmlns='urn:example:n'/>"))
+    assert pubsub_error(ev)[0] == "policy-violation", ev["xml"]
+    assert stack.redis_cli("HLEN", f"chat:pep:{a.user}") == "20"
+    # publishing to someone else's account is refused
+    b = pep()
+    ev = iq(b, "iq_set", to=a.bare,
+            child=publish_xml("urn:example:few", "z", "<v xmlns='urn:example:few'/>"))
+    assert pubsub_error(ev)[0] == "forbidden", ev["xml"]
