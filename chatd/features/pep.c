@@ -302,6 +302,14 @@ static void notify(chatd *d, const char *local, const char *owner_bare, const ch
     roster_with_fail(d, local, notify_action, notify_own_only, NULL, w);
 }
 
+void pep_notify(chatd *d, const char *local, const char *node, int access,
+                const xs_node *items)
+{
+    char bare[JID_MAX + 1];
+    snprintf(bare, sizeof(bare), "%s@%s", local, d->cfg.domain);
+    notify(d, local, bare, node, access, items);
+}
+
 /* ---- publish ---- */
 
 static void published(redisReply *r, const char *err, void *ud)
@@ -656,6 +664,8 @@ static const char *const features[] = {
     NS_PUBSUB "#access-whitelist", NS_PUBSUB "#auto-create", NS_PUBSUB "#auto-subscribe",
     NS_PUBSUB "#filtered-notifications", NS_PUBSUB "#last-published",
     NS_PUBSUB "#config-node", NS_PUBSUB "#config-node-max",
+    /* XEP-0402 §5.2: private storage bookmarks are these (private_storage.c) */
+    "urn:xmpp:bookmarks:1#compat",
 };
 
 void pep_disco_account(xs_node *q)

@@ -26,6 +26,12 @@
 int  pep_iq(const iq_request *req);
 int  pep_owner_iq(const iq_request *req);
 
+/* Events for `items` (an <items/> in NS_PUBSUB_EVENT) of local's node:
+ * to the owner's interested sessions, and unless access is whitelist to
+ * its subscribed contacts' (private_storage.c's XEP-0402 compat). */
+void pep_notify(chatd *d, const char *local, const char *node, int access,
+                const xs_node *items);
+
 /* An account's disco#info: identity pubsub/pep and the PEP features. */
 void pep_disco_account(xs_node *query);
 

@@ -14,6 +14,7 @@
 #include "carbons.h"
 #include "blocking.h"
 #include "pep.h"
+#include "private_storage.h"
 #include "router.h"
 
 /* Adapters for features whose handlers predate the table. */
@@ -41,6 +42,7 @@ static const iq_handler iq_table[] = {
      * account's disco#info (pep_disco_account), not the server's. */
     { NS_PUBSUB,      "pubsub",    IQ_TO_OWN | IQ_TO_OTHER,  NULL,           pep_iq },
     { NS_PUBSUB_OWNER, "pubsub",   IQ_TO_OWN,                NULL,           pep_owner_iq },
+    { NS_PRIVATE,     "query",     IQ_TO_OWN,                NS_PRIVATE,     private_iq },   /* XEP-0049 */
 };
 #define IQ_TABLE_ROWS (sizeof(iq_table) / sizeof(iq_table[0]))
 

@@ -2,7 +2,8 @@
 
 tests/browser/bookmarks.mjs drives Chromium in two phases:
   1. alice opens a room; Converse bookmarks it (autojoin) in her PEP
-     service, and chatd stores it (checked here in Redis);
+     service as an XEP-0402 item (chatd announces #compat), and chatd
+     stores it, whitelisted (checked here in Redis);
   2. after her session is gone (chatctl kick), a fresh browser profile
      signs in as alice and Converse joins the room by itself, because the
      server gave it the bookmark: bob, a slixmpp occupant of that room,
@@ -56,10 +57,12 @@ def test_converse_autojoins_bookmarked_room(stack, new_user, native_client):
 
     steps = run_phase(stack, alice, password, room, "bookmark")
     node = next(s["node"] for s in steps if s.get("step") == "bookmark node")
-    item = stack.redis_cli("HGET", f"chat:pep-items:{alice}:{node}", room) \
-        if node == "urn:xmpp:bookmarks:1" else \
-        stack.redis_cli("HGET", f"chat:pep-items:{alice}:{node}", "current")
-    assert room in item and "autojoin=\"true\"" in item.replace("'", "\""), item
+    # chatd advertises urn:xmpp:bookmarks:1#compat, so Converse uses XEP-0402:
+    # one item per room, its id the room's JID
+    assert node == "urn:xmpp:bookmarks:1", steps
+    item = stack.redis_cli("HGET", f"chat:pep-items:{alice}:{node}", room)
+    assert "autojoin='true'" in item.replace('"', "'"), item
+    assert "access_model=whitelist" in stack.redis_cli("HGET", f"chat:pep:{alice}", node)
     # the browser is closed; its BOSH session would linger: end it
     stack.chatctl("sessions", "kick", f"{alice}@{stack.domain}")
     wait_until(lambda: [e for e in bob.stanzas(b0, name="presence", type="unavailable")

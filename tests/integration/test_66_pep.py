@@ -303,3 +303,80 @@ def test_limits_and_preconditions(pep, stack):
     ev = iq(b, "iq_set", to=a.bare,
             child=publish_xml("urn:example:few", "z", "<v xmlns='urn:example:few'/>"))
     assert pubsub_error(ev)[0] == "forbidden", ev["xml"]
+
+
+NS_PRIVATE = "jabber:iq:private"
+NS_BM_OLD = "storage:bookmarks"
+
+
+def test_private_storage_bookmarks_are_native_bookmarks(pep, stack):
+    """XEP-0402 §5.2 (#compat): an old client's XEP-0048 bookmarks in
+    XEP-0049 private storage are the urn:xmpp:bookmarks:1 items, both ways."""
+    me = account(stack)
+    old = pep(*me, resource="old", bookmarks=False)
+    new = pep(*me, resource="new")
+    info = iq(new, "iq_get", to=new.bare, child="<query xmlns='http://jabber.org/protocol/disco#info'/>")
+    assert "urn:xmpp:bookmarks:1#compat" in info["xml"]
+    r1, r2 = (f"r{i}{secrets.token_hex(2)}@{stack.muc_domain}" for i in (1, 2))
+
+    n0 = len(new.events)
+    ev = iq(old, "iq_set", to=old.bare, child=(
+        f"<query xmlns='{NS_PRIVATE}'><storage xmlns='{NS_BM_OLD}'>"
+        f"<conference jid='{r1}' name='One' autojoin='1'><nick>me</nick></conference>"
+        f"<conference jid='{r2}' name='Two'/></storage></query>"))
+    assert ev["type"] == "result", ev
+    got = {}
+    def both():
+        for _, its in events(new, n0, NS_BM):
+            for it in its.findall(f"{{{NS_EVENT}}}item"):
+                got[it.get("id")] = it.find(f"{{{NS_BM}}}conference")
+        return len(got) == 2
+    new.wait_event(lambda e: both(), 20, "events for both bookmarks", n0)
+    assert got[r1].get("autojoin") == "true" and got[r1].find(f"{{{NS_BM}}}nick").text == "me"
+    assert got[r2].get("autojoin") == "false"
+    ev = items(new, new.bare, NS_BM)
+    assert r1 in ev["xml"] and r2 in ev["xml"]
+
+    # a native publish shows in private storage
+    r3 = f"r3{secrets.token_hex(2)}@{stack.muc_domain}"
+    ev = iq(new, "iq_set", to=new.bare, child=publish_xml(NS_BM, r3, bookmark(r3), BM_OPTIONS))
+    assert ev["type"] == "result", ev
+    ev = iq(old, "iq_get", to=old.bare,
+            child=f"<query xmlns='{NS_PRIVATE}'><storage xmlns='{NS_BM_OLD}'/></query>")
+    confs = {c.get("jid"): c for c in ET.fromstring(ev["xml"]).iter(f"{{{NS_BM_OLD}}}conference")}
+    assert set(confs) == {r1, r2, r3}, ev["xml"]
+    assert confs[r3].get("autojoin") == "true"
+
+    # dropping one in private storage retracts it for native clients
+    n1 = len(new.events)
+    ev = iq(old, "iq_set", to=old.bare, child=(
+        f"<query xmlns='{NS_PRIVATE}'><storage xmlns='{NS_BM_OLD}'>"
+        f"<conference jid='{r1}' autojoin='true'/><conference jid='{r3}' autojoin='true'/>"
+        f"</storage></query>"))
+    assert ev["type"] == "result", ev
+    new.wait_event(lambda e: any(its.find(f"{{{NS_EVENT}}}retract") is not None
+                                 and its.find(f"{{{NS_EVENT}}}retract").get("id") == r2
+                                 for _, its in events(new, n1, NS_BM)), 20, "retract of r2", n1)
+    assert stack.redis_cli("HEXISTS", f"chat:pep-items:{me[0]}:{NS_BM}", r2) == "0"
+
+
+def test_private_storage_other_namespaces(pep, stack):
+    a = pep()
+    empty = iq(a, "iq_get", to=a.bare,
+               child=f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:example:prefs'/></query>")
+    assert empty["type"] == "result" and "urn:example:prefs" in empty["xml"]
+    ev = iq(a, "iq_set", to=a.bare, child=(
+        f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:example:prefs'><theme>dark</theme></prefs></query>"))
+    assert ev["type"] == "result", ev
+    ev = iq(a, "iq_get", to=a.bare,
+            child=f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:example:prefs'/></query>")
+    assert "<theme>dark</theme>" in ev["xml"], ev["xml"]
+    # another account's storage is not reachable
+    b = pep()
+    ev = iq(b, "iq_get", to=a.bare,
+            child=f"<query xmlns='{NS_PRIVATE}'><prefs xmlns='urn:example:prefs'/></query>")
+    assert ev["type"] == "error" and "dark" not in ev["xml"]
+    # jabber:iq:private itself cannot be stored
+    ev = iq(a, "iq_set", to=a.bare,
+            child=f"<query xmlns='{NS_PRIVATE}'><query xmlns='{NS_PRIVATE}'/></query>")
+    assert ev["type"] == "error" and ev["cond"] == "not-acceptable", ev

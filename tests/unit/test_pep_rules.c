@@ -7,6 +7,7 @@
 #include "unit.h"
 #include "../../chatd/features/pep_rules.h"
 #include "../../chatd/features/caps.h"
+#include "../../chatd/features/private_storage.h"
 
 static xs_node *doc(const char *xml)
 {
@@ -155,6 +156,38 @@ int main(void)
     CHECK_STR(n, "\nurn:xmpp:bookmarks:1\nurn:xmpp:avatar:metadata\n");
     free(n);
     xs_free(x);
+
+    /* XEP-0402 §5.3 conversions, both ways */
+    strbuf sb = STRBUF_INIT;
+    char *id = NULL;
+    x = doc("<conference xmlns='storage:bookmarks' jid='team@conference.example' name='Team'"
+            " autojoin='1'><nick>al</nick><password>pw</password></conference>");
+    xs_node *nat = bookmark_to_native(x, &id);
+    CHECK_STR(id, "team@conference.example");
+    xs_serialize(nat, NULL, &sb);
+    CHECK_STR(sb.data, "<conference xmlns='urn:xmpp:bookmarks:1' name='Team' autojoin='true'>"
+                       "<nick>al</nick><password>pw</password></conference>");
+    xs_node *back = bookmark_to_legacy(id, nat);
+    sb_reset(&sb);
+    xs_serialize(back, NULL, &sb);
+    CHECK_STR(sb.data, "<conference xmlns='storage:bookmarks' jid='team@conference.example'"
+                       " name='Team' autojoin='true'><nick>al</nick><password>pw</password></conference>");
+    xs_free(back);
+    xs_free(nat);
+    xs_free(x);
+    free(id);
+    x = doc("<conference xmlns='storage:bookmarks' name='no jid'/>");
+    id = NULL;
+    CHECK(bookmark_to_native(x, &id) == NULL && id == NULL);
+    xs_free(x);
+    x = doc("<conference xmlns='urn:xmpp:bookmarks:1'/>");
+    back = bookmark_to_legacy("r@c", x);
+    sb_reset(&sb);
+    xs_serialize(back, NULL, &sb);
+    CHECK_STR(sb.data, "<conference xmlns='storage:bookmarks' jid='r@c' autojoin='false'/>");
+    xs_free(back);
+    xs_free(x);
+    sb_free(&sb);
 
     return unit_done("pep_rules");
 }
