@@ -46,7 +46,7 @@ static void strv_add(strv *s, char *str)
  * the values themselves), each followed by '<' when `lt`. Frees them. */
 static void strv_sorted_into(strv *s, strbuf *out, int lt)
 {
-    qsort(s->v, s->n, sizeof(*s->v), cmp_str);
+    if (s->n) qsort(s->v, s->n, sizeof(*s->v), cmp_str);
     for (size_t i = 0; i < s->n; i++) {
         sb_append(out, s->v[i], strlen(s->v[i]));
         if (lt) sb_append(out, "<", 1);
@@ -108,7 +108,7 @@ static char *form_string(const xs_node *x)
     }
     char *s = NULL;
     if (form_type) {
-        qsort(fields, nf, sizeof(*fields), cmp_field);
+        if (nf) qsort(fields, nf, sizeof(*fields), cmp_field);
         strbuf sb = STRBUF_INIT;
         sb_append(&sb, form_type, strlen(form_type));
         for (size_t i = 0; i < nf; i++) sb_append(&sb, fields[i].str, strlen(fields[i].str));
