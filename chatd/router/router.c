@@ -111,7 +111,8 @@ ruser *router_user_get(chatd *d, const char *local)
 
 void router_user_release(chatd *d, ruser *u)
 {
-    if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING) return;
+    if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING || u->roster_writes)
+        return;
     apr_hash_set(d->router->users, u->local, APR_HASH_KEY_STRING, NULL);
     roster_user_free(d, u);
     blocking_user_free(u);

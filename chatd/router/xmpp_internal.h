@@ -41,6 +41,7 @@ struct rsession {
     int         available;        /* initial presence sent, still available */
     int         priority;
     int         interested;       /* asked for the roster: gets pushes */
+    int         roster_ver_wanted; /* its roster get had 'ver': pushes carry one */
     xs_node    *presence;         /* last available broadcast presence */
     jid_list   *directed;         /* got directed presence from us */
     unsigned    ndirected;
@@ -78,6 +79,8 @@ struct ruser {
     int             roster_stale;       /* a write failed: reload at next use */
     int             running;            /* inside a roster action */
     struct redis_async_req *roster_req;
+    char           *roster_ver;         /* RFC 6121 §2.6 version of what Redis holds */
+    unsigned        roster_writes;      /* writes sent, not yet answered */
     pending_action *pending, *pending_tail;
     struct blocklist *blocklist;        /* XEP-0191 (blocking.c), or NULL */
 };
