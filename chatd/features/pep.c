@@ -253,6 +253,16 @@ static xs_node *event_message(const char *from_bare, const xs_node *items)
     return m;
 }
 
+/* Does s want events of node? Converse.js 14 announces only
+ * storage:bookmarks+notify, yet uses XEP-0402 when #compat is advertised
+ * and handles urn:xmpp:bookmarks:1 events: a client that asked for the old
+ * bookmarks node gets the native one's events too. */
+static int wants(const rsession *s, const char *node)
+{
+    return caps_wants(s, node) ||
+           (strcmp(node, "urn:xmpp:bookmarks:1") == 0 && caps_wants(s, "storage:bookmarks"));
+}
+
 static void send_event(chatd *d, rsession *s, xs_node *msg)
 {
     xs_set_attr(msg, "to", s->full);
@@ -270,7 +280,7 @@ static void notify_action(chatd *d, ruser *u, rsession *origin, xs_node *st)
     xs_node *msg = xs_child(st, NS_CLIENT, "message");
     if (!node || !msg) return;
     for (rsession *s = u->sessions; s; s = s->next)
-        if (s->available && caps_wants(s, node)) send_event(d, s, msg);
+        if (s->available && wants(s, node)) send_event(d, s, msg);
     if (access == PEP_ACCESS_WHITELIST || u->roster_state != ROSTER_LOADED) return;
     for (roster_item *it = u->roster; it; it = it->next) {
         jid j;
@@ -279,7 +289,7 @@ static void notify_action(chatd *d, ruser *u, rsession *origin, xs_node *st)
             continue;
         ruser *cu = router_user(d, j.local);
         for (rsession *s = cu ? cu->sessions : NULL; s; s = s->next)
-            if (s->available && caps_wants(s, node)) send_event(d, s, msg);
+            if (s->available && wants(s, node)) send_event(d, s, msg);
     }
 }
 

@@ -22,6 +22,7 @@ publisher session; chatd handles one connection in order, so once the
 marker arrived an earlier notification would have too.
 """
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -52,11 +53,41 @@ class PepClient(NativeClient):
         self.x.register_plugin("xep_0084")
 
     async def _cmd_online(self, kw):
-        """Announce the interests in caps, then send available presence."""
+        """Announce the interests in caps, send available presence, and
+        return once chatd knows them: chatd reads a connection in order,
+        so a ping's answer comes after it handled the presence (and sent
+        its caps query, if the ver was new), and a second ping's after it
+        handled our answer to that query."""
         if kw.get("bookmarks", True):
             self.x["xep_0030"].add_feature(f"{NS_BM}+notify")
+        if kw.get("old_bookmarks"):
+            self.x["xep_0030"].add_feature("storage:bookmarks+notify")
         await self.x["xep_0115"].update_caps(broadcast=False)
-        self.x.send_presence()
+        answered = asyncio.Event()
+        asked = []
+
+        def seen_in(st):
+            if st.xml.get("type") == "get" and st.xml.find(
+                    "{http://jabber.org/protocol/disco#info}query[@node]") is not None:
+                asked.append(st)
+            return st
+
+        def seen_out(st):
+            if st.xml.get("type") == "result" and st.xml.find(
+                    "{http://jabber.org/protocol/disco#info}query[@node]") is not None:
+                answered.set()
+            return st
+        self.x.add_filter("in", seen_in)
+        self.x.add_filter("out", seen_out)
+        try:
+            self.x.send_presence()
+            await self.x["xep_0199"].ping(self.x.boundjid.domain, timeout=20)
+            if asked:
+                await asyncio.wait_for(answered.wait(), 20)
+                await self.x["xep_0199"].ping(self.x.boundjid.domain, timeout=20)
+        finally:
+            self.x.del_filter("in", seen_in)
+            self.x.del_filter("out", seen_out)
         self._emit({"event": "online", "id": kw.get("id")})
 
     async def _cmd_avatar(self, kw):
@@ -71,7 +102,7 @@ class PepClient(NativeClient):
 def pep(stack):
     made = []
 
-    def make(user=None, password=None, resource="r", bookmarks=True):
+    def make(user=None, password=None, resource="r", bookmarks=True, old_bookmarks=False):
         if user is None:
             user = f"p{secrets.token_hex(3)}"
             password = stack.add_user(user)
@@ -82,7 +113,7 @@ def pep(stack):
         c.bare = f"{user}@{stack.domain}"
         c.bound = c.connect()
         mark = len(c.events)
-        c.send("online", id="online", bookmarks=bookmarks)
+        c.send("online", id="online", bookmarks=bookmarks, old_bookmarks=old_bookmarks)
         c.wait_event(lambda e: e.get("event") == "online", 20, "online", mark)
         return c
     yield make
@@ -380,3 +411,18 @@ def test_private_storage_other_namespaces(pep, stack):
     ev = iq(a, "iq_set", to=a.bare,
             child=f"<query xmlns='{NS_PRIVATE}'><query xmlns='{NS_PRIVATE}'/></query>")
     assert ev["type"] == "error" and ev["cond"] == "not-acceptable", ev
+
+
+def test_converse_style_interest_gets_native_bookmark_events(pep, stack):
+    """Converse.js 14 announces only storage:bookmarks+notify but uses
+    XEP-0402 (chatd advertises #compat) and handles its events: such a
+    session gets the urn:xmpp:bookmarks:1 events too."""
+    me = account(stack)
+    desk = pep(*me, resource="desk")
+    conv = pep(*me, resource="converse", bookmarks=False, old_bookmarks=True)
+    room = f"cv{secrets.token_hex(3)}@{stack.muc_domain}"
+    c0 = len(conv.events)
+    ev = iq(desk, "iq_set", to=desk.bare, child=publish_xml(NS_BM, room, bookmark(room), BM_OPTIONS))
+    assert ev["type"] == "result", ev
+    _, its = wait_event(conv, c0, NS_BM)[0]
+    assert its.find(f"{{{NS_EVENT}}}item").get("id") == room
