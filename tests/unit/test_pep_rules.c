@@ -8,6 +8,7 @@
 #include "../../chatd/features/pep_rules.h"
 #include "../../chatd/features/caps.h"
 #include "../../chatd/features/private_storage.h"
+#include "../../chatd/features/pep.h"
 
 static xs_node *doc(const char *xml)
 {
@@ -25,8 +26,30 @@ static xs_node *doc(const char *xml)
     "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>" fields "</x>"
 #define F(k, v) "<field var='pubsub#" k "'><value>" v "</value></field>"
 
+static int server_has_pubsub, server_has_private;
+static void feature(const char *f, void *ud)
+{
+    (void)ud;
+    if (strcmp(f, NS_PUBSUB) == 0) server_has_pubsub++;
+    if (strcmp(f, NS_PRIVATE) == 0) server_has_private++;
+}
+
 int main(void)
 {
+    /* iq table rows: PEP on account JIDs only (owner and others), its
+     * owner namespace and private storage for the owner only */
+    CHECK(iq_lookup(NS_PUBSUB, "pubsub", IQ_TO_OWN) != NULL);
+    CHECK(iq_lookup(NS_PUBSUB, "pubsub", IQ_TO_OTHER) != NULL);
+    CHECK(iq_lookup(NS_PUBSUB, "pubsub", IQ_TO_SERVER) == NULL);
+    CHECK(iq_lookup(NS_PUBSUB_OWNER, "pubsub", IQ_TO_OWN) != NULL);
+    CHECK(iq_lookup(NS_PUBSUB_OWNER, "pubsub", IQ_TO_OTHER) == NULL);
+    CHECK(iq_lookup(NS_PRIVATE, "query", IQ_TO_OWN) != NULL);
+    CHECK(iq_lookup(NS_PRIVATE, "query", IQ_TO_OTHER) == NULL);
+    /* the server's disco#info: private storage yes; pubsub is the
+     * account's (pep_disco_account), not the server's */
+    iq_foreach_feature(feature, NULL);
+    CHECK(server_has_private == 1 && server_has_pubsub == 0);
+
     char buf[PEP_CONFIG_MAX], pre[PEP_CONFIG_MAX];
     pep_config c;
 
