@@ -426,3 +426,60 @@ def test_converse_style_interest_gets_native_bookmark_events(pep, stack):
     assert ev["type"] == "result", ev
     _, its = wait_event(conv, c0, NS_BM)[0]
     assert its.find(f"{{{NS_EVENT}}}item").get("id") == room
+
+
+def test_owner_configures_node_access(pep, stack):
+    """pubsub#owner <configure/>: the form shows the node's configuration;
+    a submitted access_model open lets a stranger read it, a lowered
+    max_items trims the stored items."""
+    a = pep()
+    stranger = pep()
+    node = "urn:example:status"
+    for n in range(3):
+        ev = iq(a, "iq_set", to=a.bare, child=publish_xml(
+            node, f"s{n}", f"<s xmlns='{node}'>{n}</s>", {"max_items": "5"}))
+        assert ev["type"] == "result", ev
+    ev = items(stranger, a.bare, node)
+    assert pubsub_error(ev) == ("not-authorized", "presence-subscription-required")
+
+    owner = "http://jabber.org/protocol/pubsub#owner"
+    ev = iq(a, "iq_get", to=a.bare, child=f"<pubsub xmlns='{owner}'><configure node='{node}'/></pubsub>")
+    assert ev["type"] == "result", ev
+    form = {f.get("var"): f.find("{jabber:x:data}value").text
+            for f in ET.fromstring(ev["xml"]).iter("{jabber:x:data}field")}
+    assert form["pubsub#access_model"] == "presence" and form["pubsub#max_items"] == "5"
+
+    ev = iq(a, "iq_set", to=a.bare, child=(
+        f"<pubsub xmlns='{owner}'><configure node='{node}'><x xmlns='jabber:x:data' type='submit'>"
+        "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>"
+        "<field var='pubsub#access_model'><value>open</value></field>"
+        "<field var='pubsub#max_items'><value>2</value></field></x></configure></pubsub>"))
+    assert ev["type"] == "result", ev
+    ev = items(stranger, a.bare, node)
+    assert ev["type"] == "result", ev
+    got = sorted(i.get("id") for i in ET.fromstring(ev["xml"]).iter(f"{{{NS_PUBSUB}}}item"))
+    assert got == ["s1", "s2"], ev["xml"]
+    # another account cannot configure it
+    ev = iq(stranger, "iq_get", to=a.bare, child=f"<pubsub xmlns='{owner}'><configure node='{node}'/></pubsub>")
+    assert ev["type"] == "error"
+
+
+def test_last_item_when_subscription_is_approved(pep, stack):
+    """XEP-0163 §6.2: once alice approves bob's subscription, bob's
+    interested session gets her last avatar metadata."""
+    alice = pep(resource="a")
+    bob = pep(resource="b")
+    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(500)
+    alice.send("avatar", id="av", data=png)
+    ev = alice.wait_event(lambda e: e.get("event") == "iq" and e.get("id") == "av-meta", 20)
+    assert ev["type"] == "result", ev
+    b0 = len(bob.events)
+    marker(alice, [bob])
+    assert events(bob, b0, NS_AV_META) == []        # not a contact yet
+
+    a0 = len(alice.events)
+    bob.send("subscribe", to=alice.bare)
+    alice.wait_stanza(start=a0, name="presence", type="subscribe")
+    alice.send("subscribed", to=bob.bare)
+    _, its = wait_event(bob, b0, NS_AV_META)[0]
+    assert its.find(f"{{{NS_EVENT}}}item").get("id") == hashlib.sha1(png).hexdigest()
