@@ -325,6 +325,7 @@ void pep_notify(chatd *d, const char *local, const char *node, int access,
 static void published(redisReply *r, const char *err, void *ud)
 {
     op_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err);
     const char *status = why ? NULL : elem_str(r, 0);
     if (why || !status) {
@@ -427,6 +428,7 @@ static void do_publish(const iq_request *req, const xs_node *pub, const char *no
 static void retracted(redisReply *r, const char *err, void *ud)
 {
     op_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err);
     const char *status = why ? NULL : elem_str(r, 0);
     if (why || !status) {
@@ -495,6 +497,7 @@ static void items_presence_check(chatd *d, ruser *u, rsession *origin, xs_node *
 static void items_loaded(redisReply *r, const char *err, void *ud)
 {
     op_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err);
     if (why) {
         log_warn("pep: BOSH00906: reading %s of %s failed: %s", c->node, c->local, why);
@@ -595,6 +598,7 @@ static void add_field(xs_node *x, const char *var, const char *type, const char 
 static void config_loaded(redisReply *r, const char *err, void *ud)
 {
     op_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err);
     if (why) {
         log_warn("pep: BOSH00907: configuring %s of %s failed: %s", c->node, c->local, why);
@@ -697,6 +701,7 @@ typedef struct last_ctx {
 static void last_loaded(redisReply *r, const char *err, void *ud)
 {
     last_ctx *c = ud;
+    if (!c->d->router) { free(c->full); free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err);
     rsession *rs = router_session(c->d, c->full);
     if (why) log_warn("pep: BOSH00908: last items for %s not read: %s", c->full, why);

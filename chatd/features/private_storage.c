@@ -149,6 +149,7 @@ static const char *reply_err(redisReply *r, const char *err, int want)
 static void bookmarks_loaded(redisReply *r, const char *err, void *ud)
 {
     priv_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err, REDIS_REPLY_ARRAY);
     if (why) {
         log_warn("private: BOSH00910: reading the bookmarks of %s failed: %s", c->local, why);
@@ -175,6 +176,7 @@ static void bookmarks_loaded(redisReply *r, const char *err, void *ud)
 static void bookmarks_stored(redisReply *r, const char *err, void *ud)
 {
     priv_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err, REDIS_REPLY_ARRAY);
     const char *status = !why && r->elements && r->element[0]->type == REDIS_REPLY_STRING
                        ? r->element[0]->str : NULL;
@@ -270,6 +272,7 @@ static void bookmarks_set(const iq_request *req, const char *local, const xs_nod
 static void private_loaded(redisReply *r, const char *err, void *ud)
 {
     priv_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err, -1);
     if (why) {
         log_warn("private: BOSH00913: reading private data of %s failed: %s", c->local, why);
@@ -289,6 +292,7 @@ static void private_loaded(redisReply *r, const char *err, void *ud)
 static void private_stored(redisReply *r, const char *err, void *ud)
 {
     priv_ctx *c = ud;
+    if (!c->d->router) { ctx_free(c); return; }   /* shutting down */
     const char *why = reply_err(r, err, -1);
     if (why) {
         log_warn("private: BOSH00914: storing private data of %s failed: %s", c->local, why);

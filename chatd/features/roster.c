@@ -153,6 +153,14 @@ static void roster_invalidate(chatd *d, const char *local)
 static void written(redisReply *reply, const char *err, void *ud)
 {
     write_ctx *w = ud;
+    if (!w->d->router) {            /* shutting down: the router is gone */
+        xs_free(w->iq);
+        xs_free(w->item);
+        free(w->origin_full);
+        free(w->local);
+        free(w);
+        return;
+    }
     const char *why = err ? err : !reply ? "no reply"
                     : reply->type == REDIS_REPLY_ERROR ? reply->str : NULL;
     rsession *origin = w->origin_full ? router_session(w->d, w->origin_full) : NULL;
