@@ -483,3 +483,49 @@ def test_last_item_when_subscription_is_approved(pep, stack):
     alice.send("subscribed", to=bob.bare)
     _, its = wait_event(bob, b0, NS_AV_META)[0]
     assert its.find(f"{{{NS_EVENT}}}item").get("id") == hashlib.sha1(png).hexdigest()
+
+
+@pytest.fixture
+def small_pep():
+    """A stack of its own with small PEP limits."""
+    from signin_util import private_stack
+    with private_stack("chatpep-", chatd_extra={
+            "pep_max_bytes": "3000", "pep_max_item_bytes": "1200", "pep_max_items": "3"}) as st:
+        yield st
+
+
+def test_account_byte_limit_and_configured_caps(small_pep):
+    st = small_pep
+    user = f"q{secrets.token_hex(3)}"
+    pw = st.add_user(user)
+    c = PepClient("127.0.0.1", st.xmpp_port, f"{user}@{st.domain}/r", pw)
+    try:
+        c.user, c.bare = user, f"{user}@{st.domain}"
+        c.bound = c.connect()
+        def pub(node, item_id, size, opts=None):
+            return iq(c, "iq_set", to=c.bare, child=publish_xml(
+                node, item_id, f"<b xmlns='urn:example:b'>{'y' * size}</b>", opts))
+        # pep_max_item_bytes 1200
+        assert pubsub_error(pub("urn:example:one", "1", 1300)) == ("not-acceptable", "payload-too-big")
+        # 'max' is pep_max_items (3); 4 is more than this service keeps
+        assert pubsub_error(pub("urn:example:one", "1", 10, {"max_items": "4"})) == \
+            ("conflict", "precondition-not-met")
+        ev = pub("urn:example:one", "1", 1000, {"max_items": "max"})
+        assert ev["type"] == "result", ev
+        assert "max_items=3;" in st.redis_cli("HGET", f"chat:pep:{user}", "urn:example:one")
+        assert pub("urn:example:one", "2", 1000)["type"] == "result"
+        # pep_max_bytes 3000: a third 1000-byte item is over (with markup)
+        ev = pub("urn:example:two", "1", 1000)
+        assert ev["type"] == "error" and ev["cond"] == "resource-constraint", ev
+        assert st.redis_cli("HEXISTS", f"chat:pep:{user}", "urn:example:two") == "0"
+        # replacing an item with a smaller one fits, and the count follows
+        assert pub("urn:example:one", "2", 100)["type"] == "result"
+        used = int(st.redis_cli("GET", f"chat:pep-use:{user}"))
+        assert 1100 < used < 1300, used
+        # retracting frees the room
+        ev = iq(c, "iq_set", to=c.bare, child=(
+            f"<pubsub xmlns='{NS_PUBSUB}'><retract node='urn:example:one'><item id='1'/></retract></pubsub>"))
+        assert ev["type"] == "result", ev
+        assert pub("urn:example:two", "1", 1000)["type"] == "result"
+    finally:
+        c.close()
