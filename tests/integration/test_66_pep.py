@@ -529,3 +529,49 @@ def test_account_byte_limit_and_configured_caps(small_pep):
         assert pub("urn:example:two", "1", 1000)["type"] == "result"
     finally:
         c.close()
+
+
+class OldBookmarksClient(PepClient):
+    """slixmpp's stock XEP-0048 plugin, on XEP-0049 private storage."""
+
+    def _build(self, jid, password):
+        super()._build(jid, password)
+        self.x.register_plugin("xep_0049")
+        self.x.register_plugin("xep_0048")
+
+    async def _cmd_old_get(self, kw):
+        await self._iq(kw, self.x["xep_0048"].get_bookmarks())
+
+    async def _cmd_old_set(self, kw):
+        from slixmpp.plugins.xep_0048.stanza import Bookmarks
+        b = Bookmarks()
+        for room, autojoin in kw["rooms"]:
+            b.add_conference(room, "old", name="Old", autojoin=autojoin)
+        await self._iq(kw, self.x["xep_0048"].set_bookmarks(b))
+
+
+def test_stock_xep0048_client_shares_bookmarks(pep, stack):
+    me = account(stack)
+    new = pep(*me, resource="new")
+    old = OldBookmarksClient("127.0.0.1", stack.xmpp_port, f"{me[0]}@{stack.domain}/old", me[1])
+    try:
+        old.bound = old.connect()
+        r1 = f"n{secrets.token_hex(3)}@{stack.muc_domain}"
+        ev = iq(new, "iq_set", to=new.bare, child=publish_xml(NS_BM, r1, bookmark(r1), BM_OPTIONS))
+        assert ev["type"] == "result", ev
+        ev = iq(old, "old_get")
+        assert ev["type"] == "result", ev
+        confs = {c.get("jid"): c for c in ET.fromstring(ev["xml"]).iter(f"{{{NS_BM_OLD}}}conference")}
+        assert confs[r1].get("autojoin") in ("true", "1"), ev["xml"]
+
+        r2 = f"o{secrets.token_hex(3)}@{stack.muc_domain}"
+        n0 = len(new.events)
+        ev = iq(old, "old_set", rooms=[(r1, True), (r2, True)])
+        assert ev["type"] == "result", ev
+        new.wait_event(lambda e: any(it.get("id") == r2 for _, its in events(new, n0, NS_BM)
+                                     for it in its.findall(f"{{{NS_EVENT}}}item")),
+                       20, "event for the old client's bookmark", n0)
+        ev = items(new, new.bare, NS_BM)
+        assert r1 in ev["xml"] and r2 in ev["xml"]
+    finally:
+        old.close()
