@@ -4,9 +4,11 @@
  * page's chat.js states only how it signs in and where its BOSH URL is.
  *
  * Domain fixed to localhost, the session kept across page reloads
- * (keepalive), the team room joined on sign-in. Bookmarks and OMEMO are
- * off: they store server-side state (PEP) the demo does not need and would
- * leave leftovers between test runs. ?debug=1 turns on Converse's debug log.
+ * (keepalive), the team room joined on sign-in. Bookmarks are on: chatd
+ * keeps them in the user's PEP service (XEP-0402), so a room opened once
+ * is joined again on every device and after a reload. OMEMO is off (it
+ * needs PEP device lists the demo does not set up). ?debug=1 turns on
+ * Converse's debug log.
  *
  * History needs no setting: chatd advertises XEP-0313 archives (on the
  * account and in each room's disco#info), so Converse loads a room's and a
@@ -28,8 +30,6 @@ export function baseSettings(params) {
         assets_path: '/converse',
         allow_registration: false,
         blacklisted_plugins: [
-            'converse-bookmarks',
-            'converse-bookmark-views',
             'converse-omemo',
         ],
         show_client_info: false,

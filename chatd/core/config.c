@@ -127,6 +127,10 @@ static void set_defaults(chatd_config *c) {
     c->upload_quota = 104857600;
     c->upload_slot_ttl = 300;
     c->upload_retention = 30;
+    c->pep_max_nodes = 20;
+    c->pep_max_items = 100;
+    c->pep_max_item_bytes = 131072;
+    c->pep_max_bytes = 1048576;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -179,6 +183,10 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "max_roster_items", &c->max_roster_items, 1000000 },
         { "max_directed_presences", &c->max_directed_presences, 1000000 },
         { "upload_retention", &c->upload_retention, 36500 },
+        { "pep_max_nodes", &c->pep_max_nodes, 10000 },
+        { "pep_max_items", &c->pep_max_items, 100000 },
+        { "pep_max_item_bytes", &c->pep_max_item_bytes, 1u << 30 },
+        { "pep_max_bytes", &c->pep_max_bytes, 1u << 30 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)

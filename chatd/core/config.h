@@ -128,6 +128,11 @@ typedef struct chatd_config {
     unsigned upload_slot_ttl;   /* upload_slot_ttl 300 (s a slot may be used for its PUT) */
     unsigned upload_retention;  /* upload_retention 30 (days a file counts against the
                                    quota; = BoshUploadRetention; 0 = for ever) */
+    /* XEP-0163 PEP (pep.c), per account. */
+    unsigned pep_max_nodes;     /* pep_max_nodes 20 */
+    unsigned pep_max_items;     /* pep_max_items 100 (per node) */
+    unsigned pep_max_item_bytes; /* pep_max_item_bytes 131072 (one item, serialized) */
+    unsigned pep_max_bytes;     /* pep_max_bytes 1048576 (all items of the account) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

@@ -13,6 +13,7 @@
 #include "users.h"
 #include "iq_server.h"
 #include "upload.h"
+#include "pep.h"
 
 static void reply(chatd *d, rsession *rs, xs_node *res)
 {
@@ -68,9 +69,11 @@ int iq_disco_info(const iq_request *req)
     } else if (req->to == IQ_TO_OWN) {
         add_identity(r, "account", "registered", NULL);
         iq_foreach_feature_to(IQ_TO_OWN, add_feature, r);
+        pep_disco_account(r);                   /* XEP-0163 */
     } else {
         add_identity(r, "account", "registered", NULL);
         add_feature(NS_DISCO_INFO, r);
+        pep_disco_account(r);                   /* XEP-0163 */
     }
     reply(req->d, req->rs, res);
     return 0;

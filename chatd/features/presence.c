@@ -21,6 +21,8 @@
 #include "quota.h"
 #include "muc.h"
 #include "blocking.h"
+#include "caps.h"
+#include "pep.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
@@ -184,6 +186,7 @@ static void broadcast_action(chatd *d, ruser *u, rsession *rs, xs_node *st)
     send_to_subscribers(d, rs->user, pres);
     send_to_own(rs->user, NULL, pres);
     if (initial) fetch_contacts_presence(d, rs->user, rs);
+    caps_presence(d, rs, pres);     /* XEP-0115: which PEP events it wants */
     /* Until one read succeeded: a failed one is retried at the next
      * available presence instead of waiting for the next login. */
     offline_subin_flush(d, rs);
@@ -279,7 +282,10 @@ static void subscription_out(chatd *d, ruser *u, rsession *rs, xs_node *st)
     xs_node *fwd = stanza_new("presence", u->bare, contact, type, xs_attr_get(st, "id"));
     roster_with(d, cj.local, subscription_in, NULL, fwd);
 
-    if (strcmp(type, "subscribed") == 0) send_current_presence(d, u, contact);
+    if (strcmp(type, "subscribed") == 0) {
+        send_current_presence(d, u, contact);
+        pep_subscribed(d, u, contact);          /* XEP-0163 §6.2: last items */
+    }
     else if (strcmp(type, "unsubscribed") == 0) send_unavailable_all(d, u, contact);
 }
 

@@ -16,10 +16,22 @@
  * is answered only once its write is: result, or a 'wait' error. Reads
  * and writes of one roster are keyed to one connection, so they run in
  * Redis in the order issued. At most max_roster_items items per user.
+ *
+ * Roster versioning (RFC 6121 §2.6): the version is its own Redis key,
+ * chat:roster-ver:<localpart>, an integer that every write increments in
+ * the same script, before the write (a write that fails after the
+ * increment leaves a new version for an unchanged roster: harmless; the
+ * other order could leave a change under an old version). Its first value
+ * is the time in microseconds, so a lost key never brings old versions
+ * back. Pushes go out once Redis stored the change, carrying the version
+ * the script returned; a roster answered while a write is outstanding or
+ * after one failed carries a version no store ever has, so a client never
+ * caches a state Redis does not hold under a real version.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <time.h>
 #include "router.h"
 #include "quota.h"
 #include "log.h"
@@ -85,6 +97,8 @@ void roster_user_free(chatd *d, ruser *u)
     if (u->roster_req) redis_async_forget(u->roster_req);
     u->roster_req = NULL;
     free_items(u);
+    free(u->roster_ver);
+    u->roster_ver = NULL;
     while (u->pending) {
         pending_action *pa = u->pending;
         u->pending = pa->next;
@@ -100,7 +114,32 @@ typedef struct write_ctx {
     char    *local;
     xs_node *iq;            /* a roster set to answer, or NULL */
     char    *origin_full;   /* who sent it */
+    xs_node *item;          /* the <item/> to push once stored */
 } write_ctx;
+
+#define VER_KEY "chat:roster-ver:"
+
+/* KEYS: roster, version. ARGV: 'set' jid record | 'del' jid. The new
+ * version, first value the time in microseconds. */
+static const char LUA_WRITE[] =
+    "if redis.call('EXISTS', KEYS[2]) == 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])))\n"
+    "end\n"
+    "local v = redis.call('INCR', KEYS[2])\n"
+    "if ARGV[1] == 'set' then redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])\n"
+    "else redis.call('HDEL', KEYS[1], ARGV[2]) end\n"
+    "return v\n";
+
+/* KEYS: roster, version. {version, HGETALL} (the version created if absent). */
+static const char LUA_LOAD[] =
+    "if redis.call('EXISTS', KEYS[2]) == 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])))\n"
+    "end\n"
+    "return {redis.call('GET', KEYS[2]), redis.call('HGETALL', KEYS[1])}\n";
+
+static void push_stored(ruser *u, const xs_node *item, const char *ver);
 
 /* The cache may no longer match Redis: the next use reloads it (not now:
  * an action may be holding items, and actions queued behind it expect the
@@ -114,9 +153,27 @@ static void roster_invalidate(chatd *d, const char *local)
 static void written(redisReply *reply, const char *err, void *ud)
 {
     write_ctx *w = ud;
+    if (!w->d->router) {            /* shutting down: the router is gone */
+        xs_free(w->iq);
+        xs_free(w->item);
+        free(w->origin_full);
+        free(w->local);
+        free(w);
+        return;
+    }
     const char *why = err ? err : !reply ? "no reply"
                     : reply->type == REDIS_REPLY_ERROR ? reply->str : NULL;
     rsession *origin = w->origin_full ? router_session(w->d, w->origin_full) : NULL;
+    ruser *u = router_user(w->d, w->local);
+    if (u && u->roster_writes) u->roster_writes--;
+    if (!why && reply->type != REDIS_REPLY_INTEGER) why = "unexpected reply";
+    if (!why && u) {
+        char ver[32];
+        snprintf(ver, sizeof(ver), "%lld", reply->integer);
+        free(u->roster_ver);
+        if (!(u->roster_ver = strdup(ver))) abort();
+        if (w->item) push_stored(u, w->item, ver);
+    }
     if (why) {
         log_warn("roster: BOSH00257: write for %s failed, reloading it on next use: %s",
                  w->local, why);
@@ -129,9 +186,11 @@ static void written(redisReply *reply, const char *err, void *ud)
         xs_free(res);
     }
     xs_free(w->iq);
+    xs_free(w->item);
     free(w->origin_full);
     free(w->local);
     free(w);
+    if (u) router_user_release(u->d, u);    /* kept while its writes were out */
 }
 
 static write_ctx *write_ctx_new(chatd *d, ruser *u, const xs_node *iq, rsession *origin)
@@ -141,6 +200,7 @@ static write_ctx *write_ctx_new(chatd *d, ruser *u, const xs_node *iq, rsession 
     w->d = d;
     if (iq) w->iq = xs_copy(iq);
     if (origin && !(w->origin_full = strdup(origin->full))) abort();
+    u->roster_writes++;
     return w;
 }
 
@@ -191,6 +251,13 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
     chatd *d = u->d;
     u->roster_req = NULL;
     free_items(u);
+    redisReply *ver = NULL;
+    if (!err && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        ver = reply->element[0];
+        reply = reply->element[1];
+    } else if (!err) {
+        reply = NULL;
+    }
     if (err || !reply || reply->type != REDIS_REPLY_ARRAY) {
         log_warn("roster: BOSH00251: cannot load %s, refusing its roster work: %s", u->local,
                  err ? err : (reply && reply->str) ? reply->str : "bad reply");
@@ -213,6 +280,10 @@ static void roster_loaded(redisReply *reply, const char *err, void *ud)
         }
         u->roster_state = ROSTER_LOADED;
         u->roster_stale = 0;
+        free(u->roster_ver);
+        u->roster_ver = NULL;
+        if (ver && ver->type == REDIS_REPLY_STRING && !(u->roster_ver = strdup(ver->str)))
+            abort();
     }
     run_pending(d, u);
     router_user_release(d, u);
@@ -254,10 +325,11 @@ void roster_with_fail(chatd *d, const char *local, roster_action fn, roster_acti
 
     u->roster_state = ROSTER_LOADING;
     /* NULL: the callback already ran (and may have freed u). */
-    char key[300];
+    char key[300], vkey[300];
     snprintf(key, sizeof(key), "chat:roster:%s", local);
+    snprintf(vkey, sizeof(vkey), VER_KEY "%s", local);
     redis_async_req *req = redis_async_command_keyed(d->redis, key, roster_loaded, u,
-                                                     "HGETALL %s", key);
+                                                     "EVAL %s 2 %s %s", LUA_LOAD, key, vkey);
     if (req) u->roster_req = req;
 }
 
@@ -277,14 +349,28 @@ static void add_item_elem(xs_node *query, const roster_item *it, int removed)
     }
 }
 
-static void push(ruser *u, const roster_item *it, int removed)
+/* The <item/> of a push, built when the change is made. */
+static xs_node *item_elem(const roster_item *it, int removed)
+{
+    xs_node *q = xs_new(NS_ROSTER, "query");
+    add_item_elem(q, it, removed);
+    xs_node *e = xs_child(q, NS_ROSTER, "item");
+    xs_unlink(e);
+    xs_free(q);
+    return e;
+}
+
+/* Redis stored the change (version ver): push it to the interested. */
+static void push_stored(ruser *u, const xs_node *item, const char *ver)
 {
     for (rsession *rs = u->sessions; rs; rs = rs->next) {
         if (!rs->interested) continue;
         char id[32];
         snprintf(id, sizeof(id), "push%lu", ++push_seq);
         xs_node *iq = stanza_new("iq", NULL, rs->full, "set", id);
-        add_item_elem(xs_add_elem(iq, NS_ROSTER, "query"), it, removed);
+        xs_node *q = xs_add_elem(iq, NS_ROSTER, "query");
+        if (rs->roster_ver_wanted) xs_set_attr(q, "ver", ver);
+        xs_append_child(q, xs_copy(item));
         session_send(rs, iq);
         xs_free(iq);
     }
@@ -295,13 +381,15 @@ static void commit_answering(chatd *d, ruser *u, roster_item *it, const xs_node 
                              rsession *origin)
 {
     strbuf rec = STRBUF_INIT;
-    char key[300];
+    char key[300], vkey[300];
     roster_item_format(it, &rec);
     snprintf(key, sizeof(key), "chat:roster:%s", u->local);
-    redis_async_command_keyed(d->redis, key, written, write_ctx_new(d, u, iq, origin),
-                              "HSET %s %s %s", key, it->jid, rec.data);
+    snprintf(vkey, sizeof(vkey), VER_KEY "%s", u->local);
+    write_ctx *w = write_ctx_new(d, u, iq, origin);
+    w->item = item_elem(it, 0);
+    redis_async_command_keyed(d->redis, key, written, w, "EVAL %s 2 %s %s set %s %s",
+                              LUA_WRITE, key, vkey, it->jid, rec.data);
     sb_free(&rec);
-    push(u, it, 0);
 }
 
 void roster_commit(chatd *d, ruser *u, roster_item *it)
@@ -315,11 +403,13 @@ void roster_remove(chatd *d, ruser *u, const char *bare)
         if (strcmp((*pp)->jid, bare) != 0) continue;
         roster_item *it = *pp;
         *pp = it->next;
-        char key[300];
+        char key[300], vkey[300];
         snprintf(key, sizeof(key), "chat:roster:%s", u->local);
-        redis_async_command_keyed(d->redis, key, written, write_ctx_new(d, u, NULL, NULL),
-                                  "HDEL %s %s", key, it->jid);
-        push(u, it, 1);
+        snprintf(vkey, sizeof(vkey), VER_KEY "%s", u->local);
+        write_ctx *w = write_ctx_new(d, u, NULL, NULL);
+        w->item = item_elem(it, 1);
+        redis_async_command_keyed(d->redis, key, written, w, "EVAL %s 2 %s %s del %s",
+                                  LUA_WRITE, key, vkey, it->jid);
         roster_item_free(it);
         return;
     }
@@ -335,7 +425,23 @@ static void roster_get(chatd *d, ruser *u, rsession *rs, xs_node *st)
     xs_node *res = iq_result(st);
     xs_set_attr(res, "from", NULL);
     xs_set_attr(res, "to", rs->full);
+    xs_node *rq = xs_child(st, NS_ROSTER, "query");
+    const char *asked = rq ? xs_attr_get(rq, "ver") : NULL;
+    /* RFC 6121 §2.6: the version of what Redis holds, when the memory is
+     * exactly that; else one that no stored roster ever has. */
+    char ver[64];
+    int real = u->roster_ver && !u->roster_writes && !u->roster_stale;
+    static unsigned long transient;
+    if (real) snprintf(ver, sizeof(ver), "%s", u->roster_ver);
+    else snprintf(ver, sizeof(ver), "t%lx-%lu", (unsigned long)time(NULL), ++transient);
+    rs->roster_ver_wanted = asked != NULL;
+    if (asked && real && strcmp(asked, ver) == 0) {
+        session_send(rs, res);      /* unchanged: an empty result (§2.6.3) */
+        xs_free(res);
+        return;
+    }
     xs_node *q = xs_add_elem(res, NS_ROSTER, "query");
+    if (asked) xs_set_attr(q, "ver", ver);
     for (roster_item *it = u->roster; it; it = it->next) add_item_elem(q, it, 0);
     session_send(rs, res);
     xs_free(res);

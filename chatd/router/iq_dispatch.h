@@ -58,4 +58,15 @@ void iq_foreach_feature(void (*fn)(const char *feature, void *ud), void *ud);
  * advertised on the account). */
 void iq_foreach_feature_to(unsigned to, void (*fn)(const char *feature, void *ud), void *ud);
 
+/* ---- iq_await.c: iqs the server sends a client, and their answers ---- */
+/* reply: the client's result or error, or NULL when given up. */
+typedef void (*iq_reply_fn)(const xs_node *reply, void *ud);
+/* Send iq (its id, to and from are set here; it is not taken) to rs and
+ * call fn once with the answer that comes from rs's full JID. */
+void iq_await_send(chatd *d, rsession *rs, xs_node *iq, iq_reply_fn fn, void *ud);
+/* A result or error to the server: 1 if it answered an awaited iq. */
+int  iq_await_reply(const xs_node *st);
+/* Shutdown: every waiter gets NULL. */
+void iq_await_free(void);
+
 #endif

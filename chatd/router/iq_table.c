@@ -15,6 +15,8 @@
 #include "blocking.h"
 #include "mam.h"
 #include "upload.h"
+#include "pep.h"
+#include "private_storage.h"
 #include "router.h"
 
 /* Adapters for features whose handlers predate the table. */
@@ -46,6 +48,11 @@ static const iq_handler iq_table[] = {
     { NS_DISCO_INFO,  "query",     IQ_TO_UPLOAD,             NULL,           upload_disco_info },
     { NS_DISCO_ITEMS, "query",     IQ_TO_UPLOAD,             NULL,           upload_disco_items },
     { NS_HTTP_UPLOAD, "request",   IQ_TO_UPLOAD,             NULL,           upload_request },
+    /* XEP-0163 PEP: served on account JIDs, so its features are in the
+     * account's disco#info (pep_disco_account), not the server's. */
+    { NS_PUBSUB,      "pubsub",    IQ_TO_OWN | IQ_TO_OTHER,  NULL,           pep_iq },
+    { NS_PUBSUB_OWNER, "pubsub",   IQ_TO_OWN,                NULL,           pep_owner_iq },
+    { NS_PRIVATE,     "query",     IQ_TO_OWN,                NS_PRIVATE,     private_iq },   /* XEP-0049 */
 };
 #define IQ_TABLE_ROWS (sizeof(iq_table) / sizeof(iq_table[0]))
 
@@ -81,6 +88,10 @@ static void dispatch(chatd *d, rsession *rs, const xs_node *st, const char *to_b
                      unsigned to)
 {
     const char *type = xs_attr_get(st, "type");
+    if (type && !to_bare && (strcmp(type, "result") == 0 || strcmp(type, "error") == 0)) {
+        iq_await_reply(st);     /* an answer to an iq the server sent */
+        return;
+    }
     if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)) return;
     const xs_node *q = xs_child(st, NULL, NULL);
     if (!q) { router_bounce(d, st, "modify", "bad-request"); return; }

@@ -18,6 +18,7 @@
 #include "csi.h"
 #include "blocking.h"
 #include "mam.h"
+#include "caps.h"
 #include "log.h"
 #include "xmpp_internal.h"
 #include "iq_dispatch.h"
@@ -59,6 +60,7 @@ void router_free(chatd *d)
         presence_free_session(rs);
         free(rs->offline_token);
         csi_queue_free(rs->csi);
+        caps_session_free(rs);
         free(rs->full);
         free(rs);
     }
@@ -70,6 +72,7 @@ void router_free(chatd *d)
         free(u->bare);
         free(u);
     }
+    iq_await_free();
     apr_pool_destroy(r->pool);
     free(r);
     d->router = NULL;
@@ -110,7 +113,8 @@ ruser *router_user_get(chatd *d, const char *local)
 
 void router_user_release(chatd *d, ruser *u)
 {
-    if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING) return;
+    if (u->sessions || u->pending || u->roster_state == ROSTER_LOADING || u->roster_writes)
+        return;
     apr_hash_set(d->router->users, u->local, APR_HASH_KEY_STRING, NULL);
     roster_user_free(d, u);
     blocking_user_free(u);
@@ -183,6 +187,7 @@ void router_session_gone(chatd *d, c2s *s)
     presence_free_session(rs);
     free(rs->offline_token);
     csi_queue_free(rs->csi);        /* the client is gone: nothing to flush to */
+    caps_session_free(rs);
     free(rs->full);
     free(rs);
     *c2s_router_slot(s) = NULL;

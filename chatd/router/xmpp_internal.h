@@ -41,6 +41,7 @@ struct rsession {
     int         available;        /* initial presence sent, still available */
     int         priority;
     int         interested;       /* asked for the roster: gets pushes */
+    int         roster_ver_wanted; /* its roster get had 'ver': pushes carry one */
     xs_node    *presence;         /* last available broadcast presence */
     jid_list   *directed;         /* got directed presence from us */
     unsigned    ndirected;
@@ -53,6 +54,8 @@ struct rsession {
     int         carbons;          /* XEP-0280 enabled (carbons.c) */
     struct csi_queue *csi;        /* XEP-0352: non-NULL while inactive (csi.c) */
     int         blocklist_wanted; /* XEP-0191: asked for the blocklist, gets pushes */
+    char       *caps_ver;         /* XEP-0115 ver of its last presence (caps.c) */
+    char       *pep_notify;       /* "\n<node>\n..." it wants PEP events for, or NULL */
     rsession   *next;             /* in user->sessions */
 };
 
@@ -76,6 +79,8 @@ struct ruser {
     int             roster_stale;       /* a write failed: reload at next use */
     int             running;            /* inside a roster action */
     struct redis_async_req *roster_req;
+    char           *roster_ver;         /* RFC 6121 §2.6 version of what Redis holds */
+    unsigned        roster_writes;      /* writes sent, not yet answered */
     pending_action *pending, *pending_tail;
     struct blocklist *blocklist;        /* XEP-0191 (blocking.c), or NULL */
 };

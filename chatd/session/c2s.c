@@ -240,6 +240,8 @@ static void send_features(c2s *s) {
         xs_node *sess = xs_add_elem(f, NS_SESSION, "session");
         xs_add_elem(sess, NS_SESSION, "optional");
         xs_add_elem(f, NS_CSI, "csi");          /* XEP-0352 (csi.c via the router) */
+        /* RFC 6121 §2.6 roster versioning (roster.c) */
+        xs_add_elem(f, "urn:xmpp:features:rosterver", "ver");
     }
     send_node(s, f);
     xs_free(f);

@@ -32,6 +32,15 @@ export function parseArgs(argv, prog, required) {
     return o;
 }
 
+/* Wait until cond() is true (polled), or throw `what` after timeout ms. */
+export async function waitUntil(cond, what, timeout = STEP_TIMEOUT) {
+    const deadline = Date.now() + timeout;
+    while (!(await cond())) {
+        if (Date.now() > deadline) throw new Error(`${what}: not within ${timeout} ms`);
+        await new Promise((r) => setTimeout(r, 100));
+    }
+}
+
 export function report(obj) {
     process.stdout.write(JSON.stringify(obj) + '\n');
 }
@@ -63,6 +72,7 @@ export class ChatUser {
         this.artifactPrefix = artifactPrefix;
         this.console = [];
         this.boshBodies = [];      /* request bodies POSTed to .../http-bind */
+        this.boshAnswers = [];     /* response bodies of those requests */
         this.external = [];        /* requests that left 127.0.0.1 */
     }
 
@@ -81,6 +91,10 @@ export class ChatUser {
             if (u.pathname.endsWith('/http-bind') && r.method() === 'POST') {
                 this.boshBodies.push(r.postData() || '');
             }
+        });
+        this.page.on('response', async (r) => {
+            if (!new URL(r.url()).pathname.endsWith('/http-bind')) return;
+            try { this.boshAnswers.push(await r.text()); } catch { /* page gone */ }
         });
         await this.page.goto(url);
     }

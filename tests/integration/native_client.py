@@ -260,6 +260,12 @@ class NativeClient:
         self.x.disconnect(wait=1.0)
 
     async def _cmd_roster_get(self, kw):
+        # As a client that keeps no roster cache: slixmpp sends the version
+        # it holds when chatd offers roster versioning (RFC 6121 §2.6), and
+        # a current one is answered with an empty result; the scenarios
+        # compare the whole roster, so ask with ver='' (test_67 covers
+        # versions).
+        self.x.client_roster.version = ""
         await self._iq(kw, self.x.get_roster())
 
     async def _cmd_roster_add(self, kw):
