@@ -78,6 +78,12 @@ HTTPD_MODULES = [
     ("authn_core_module", "mod_authn_core.so"),
     ("authn_file_module", "mod_authn_file.so"),
     ("authz_user_module", "mod_authz_user.so"),
+    # XMPP over WebSocket (RFC 7395, issue 17): /xmpp-websocket is proxied
+    # to chatd's ws_listen socket (httpd 2.4.47+: mod_proxy_wstunnel hands
+    # the upgrade to mod_proxy_http's tunnel).
+    ("proxy_module", "mod_proxy.so"),
+    ("proxy_http_module", "mod_proxy_http.so"),
+    ("proxy_wstunnel_module", "mod_proxy_wstunnel.so"),
 ]
 
 # Users of the /sso/ demo path: they sign in to the site (HTTP Basic) and
@@ -430,6 +436,7 @@ class Stack:
         self.redis_sock = os.path.join(p, "redis.sock")
         self.redis_url = "unix://" + self.redis_sock
         self.relay_sock = os.path.join(p, "chatd-relay.sock")
+        self.ws_sock = os.path.join(p, "chatd-ws.sock")      # RFC 7395 (ws_listen)
         self.htpasswd = os.path.join(p, "htpasswd")           # /sso/ Basic auth
 
     # -- urls ---------------------------------------------------------------
@@ -452,6 +459,10 @@ class Stack:
     @property
     def prebind_url(self):
         return f"http://127.0.0.1:{self.http_port}/sso/prebind"
+
+    @property
+    def ws_url(self):
+        return f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
 
     @property
     def status_url(self):
@@ -540,7 +551,7 @@ class Stack:
             items += [(self.site_dir, "tree"), (self.htpasswd, "file")]
             if os.path.isdir(self.converse_dir):
                 items.append((self.converse_dir, "tree"))
-        for sock in (self.relay_sock, self.redis_sock):
+        for sock in (self.relay_sock, self.redis_sock, self.ws_sock):
             if os.path.exists(sock):
                 items.append((sock, "socket"))
             else:
@@ -661,6 +672,8 @@ class Stack:
             # chatd always lets its own uid in.
             "relay_peer_user": "www-data" if os.geteuid() == 0 else str(os.geteuid()),
             "c2s_listen": f"127.0.0.1:{self.xmpp_port}",
+            # XMPP over WebSocket, reached only through httpd's proxy.
+            "ws_listen": "unix:" + self.ws_sock,
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
             "plain_without_tls": "yes",
@@ -725,6 +738,7 @@ Define CHAT_CONVERSE {quoted(self.converse_dir)}
 Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
 Define CHAT_RELAY_URL {quoted(self.relay_url)}
+Define CHAT_WS_SOCK {quoted(self.ws_sock)}
 Define CHAT_REDIS_URL {quoted("unix://" + self.redis_sock)}
 Define CHAT_HTPASSWD {quoted(self.htpasswd)}
 Include {quoted(SITE_CONF)}

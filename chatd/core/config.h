@@ -100,6 +100,14 @@ typedef struct chatd_config {
     unsigned max_roster_items;  /* max_roster_items 2000 (per user; also caps
                                    stored pending subscription requests) */
     unsigned max_directed_presences; /* max_directed_presences 1000 (per session) */
+    /* XMPP over WebSocket (RFC 7395, issue 17): chatd/transport/ws.h. */
+    char    *ws_listen;         /* ws_listen  ws.sock next to a unix: relay socket, else off;
+                                   unix:/path or host:port (loopback: httpd proxies to it);
+                                   "off" disables (NULL when off) */
+    char    *ws_origin;         /* ws_origin  (none: same site only) origins allowed to open
+                                   a WebSocket, exact, space separated; "*" any */
+    char    *ws_trusted_proxy;  /* ws_trusted_proxy 127.0.0.1 ::1 (TCP peers whose
+                                   X-Forwarded-Proto/-For/-Host are believed) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given
