@@ -646,6 +646,7 @@ static int ws_handshake_done(native_conn *c, size_t *used) {
     snprintf(c->addr, sizeof(c->addr), "%s", v.client_addr);
     snprintf(c->peer, sizeof(c->peer), "%s", v.client_addr);
     c2s_set_client_addr(c->s, c->addr);
+    c2s_set_peer(c->s, c->peer);
     c2s_set_secure(c->s, v.secure);
     log_debug("ws %s: WebSocket open (%s)", c->peer, v.secure ? "https" : "http");
     feed(c, WS_ROOT, sizeof(WS_ROOT) - 1);
@@ -944,7 +945,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         c->fd = cfd;
         sb_init(&c->out);
         char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-        if (lst->is_unix) snprintf(host, sizeof(host), "unix");
+        if (lst->is_unix) snprintf(host, sizeof(host), "unix"), snprintf(port, sizeof(port), "-");
         else getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
                          NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
