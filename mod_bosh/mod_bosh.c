@@ -88,6 +88,7 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     c->allow_origins = apr_array_make(p, 2, sizeof(const char *));
     c->trusted_proxies = apr_array_make(p, 2, sizeof(apr_ipsubnet_t *));
     c->hostmeta_urls = apr_array_make(p, 1, sizeof(const char *));
+    c->hostmeta_ws_urls = apr_array_make(p, 1, sizeof(const char *));
     c->max_body = BOSH_UNSET;
     c->max_wait = BOSH_UNSET;
     c->redis_max_per_child = BOSH_UNSET;
@@ -127,6 +128,8 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
                                                      : base->trusted_proxies;
     m->hostmeta_urls = add->hostmeta_urls->nelts ? add->hostmeta_urls
                                                  : base->hostmeta_urls;
+    m->hostmeta_ws_urls = add->hostmeta_ws_urls->nelts ? add->hostmeta_ws_urls
+                                                       : base->hostmeta_ws_urls;
     m->domain = add->domain ? add->domain : base->domain;
     MERGE_INT(max_body);
     MERGE_INT(max_wait);
@@ -310,15 +313,19 @@ static const char *add_trusted_proxy(cmd_parms *cmd, void *dummy, const char *ar
 static const char *add_hostmeta_url(cmd_parms *cmd, void *dummy, const char *u)
 {
     const char *c;
+    int ws = cmd->info != NULL;     /* BoshHostMetaWebSocketURL */
     (void)dummy;
-    if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+    if (!ws && strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
         return "BoshHostMetaURL: expected an absolute http:// or https:// URL";
+    if (ws && strncmp(u, "wss://", 6) != 0 && strncmp(u, "ws://", 5) != 0)
+        return "BoshHostMetaWebSocketURL: expected an absolute ws:// or wss:// URL";
     for (c = u; *c; c++)
         if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == '"' || *c == '\\' ||
             *c == '\'' || *c == '<' || *c == '>' || *c == '&')
-            return "BoshHostMetaURL: the URL has a character that must be "
-                   "percent-encoded";
-    *(const char **)apr_array_push(bosh_conf(cmd->server)->hostmeta_urls) = u;
+            return apr_psprintf(cmd->pool, "%s: the URL has a character that must be "
+                                "percent-encoded", cmd->cmd->name);
+    *(const char **)apr_array_push(ws ? bosh_conf(cmd->server)->hostmeta_ws_urls
+                                      : bosh_conf(cmd->server)->hostmeta_urls) = u;
     return NULL;
 }
 
@@ -464,6 +471,9 @@ static const command_rec bosh_cmds[] = {
                     "X-Forwarded-Proto: https lets chatd offer SASL PLAIN"),
     AP_INIT_ITERATE("BoshHostMetaURL", add_hostmeta_url, NULL, RSRC_CONF,
                     "BOSH URL(s) advertised by the bosh-hostmeta handler (XEP-0156)"),
+    AP_INIT_ITERATE("BoshHostMetaWebSocketURL", add_hostmeta_url, "ws", RSRC_CONF,
+                    "XMPP-over-WebSocket URL(s) (RFC 7395) advertised by the "
+                    "bosh-hostmeta handler (XEP-0156)"),
     /* Single sign-on (bosh_sso.c): per location, never in .htaccess. */
     AP_INIT_FLAG("BoshAuthFromApache", bosh_set_auth_from_apache, NULL,
                  ACCESS_CONF | RSRC_CONF,

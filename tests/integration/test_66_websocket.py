@@ -13,14 +13,18 @@ Everything here goes through httpd, as a browser would:
   - PLAIN is offered only when the browser's connection was https;
   - stock clients: Strophe.js over WebSocket chats with a native slixmpp
     user and a BOSH user, every message arriving exactly once;
-  - the native port's protections hold (auth timeout).
+  - the native port's protections hold (auth timeout);
+  - XEP-0156 host-meta advertises the WebSocket URL next to BOSH.
 
 One stack of our own: `plain_without_tls no` (the shared stack allows PLAIN
 everywhere for its Strophe clients), a short auth timeout, and a TLS vhost.
 """
 
+import http.client
+import json
 import secrets
 import shutil
+import xml.etree.ElementTree as ET
 import struct
 import tempfile
 import time
@@ -28,6 +32,7 @@ import time
 import pytest
 
 import chatstack
+import outage
 from clients import BoshClient
 from conftest import MPM
 from ws_client import NS_FRAMING, NS_SASL, NS_STREAMS, Closed, WsClient, frame
@@ -44,6 +49,11 @@ def wstack():
                                       "c2s_auth_timeout": str(AUTH_TIMEOUT)})
     st.tls_port = chatstack.free_port()
     st.httpd_extra = f"""
+BoshHostMetaURL https://chat.example.com/http-bind
+BoshHostMetaWebSocketURL wss://chat.example.com/xmpp-websocket
+<LocationMatch "^/\\.well-known/host-meta(\\.json)?$">
+    SetHandler bosh-hostmeta
+</LocationMatch>
 <IfModule !ssl_module>
     LoadModule ssl_module {mods}/mod_ssl.so
 </IfModule>
@@ -64,6 +74,11 @@ Listen 127.0.0.1:{st.tls_port}
     yield st
     for c in st.open_clients:
         c.close()
+    # Stop httpd only once chatd has seen every tunnel end: an open tunnel
+    # holds its worker, and an httpd stop cannot end it (docs/operations.md,
+    # "WebSockets and stopping httpd").
+    outage.wait_until(lambda: "\nc2s_sessions 0\n" in "\n" + st.chatctl("stats").stdout,
+                      30, "no sessions left in chatd")
     result = st.stop()
     with open(st.httpd_error_log, errors="replace") as f:
         log = f.read()
@@ -261,3 +276,27 @@ def test_websocket_chats_with_native_and_bosh_exactly_once(trio):
     for to, body in sent:
         got = to.stanzas(start=marks[id(to)], name="message", type="chat", body=body)
         assert len(got) == 1, (body, got)
+
+
+# -- XEP-0156 ---------------------------------------------------------------------
+
+def host_meta(st, path):
+    conn = http.client.HTTPConnection("127.0.0.1", st.http_port, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    assert resp.status == 200, (resp.status, body)
+    return body
+
+
+def test_host_meta_advertises_websocket(wstack):
+    xrd = ET.fromstring(host_meta(wstack, "/.well-known/host-meta"))
+    links = [(link.get("rel"), link.get("href"))
+             for link in xrd.iter("{http://docs.oasis-open.org/ns/xri/xrd-1.0}Link")]
+    assert links == [("urn:xmpp:alt-connections:xbosh", "https://chat.example.com/http-bind"),
+                     ("urn:xmpp:alt-connections:websocket",
+                      "wss://chat.example.com/xmpp-websocket")]
+    doc = json.loads(host_meta(wstack, "/.well-known/host-meta.json"))
+    assert {"rel": "urn:xmpp:alt-connections:websocket",
+            "href": "wss://chat.example.com/xmpp-websocket"} in doc["links"]
