@@ -14,7 +14,8 @@ Everything here goes through httpd, as a browser would:
   - stock clients: Strophe.js over WebSocket chats with a native slixmpp
     user and a BOSH user, every message arriving exactly once;
   - the native port's protections hold (auth timeout);
-  - XEP-0156 host-meta advertises the WebSocket URL next to BOSH.
+  - XEP-0156 host-meta advertises the WebSocket URL next to BOSH;
+  - Converse.js in Chromium, given websocket_url, signs in and chats.
 
 One stack of our own: `plain_without_tls no` (the shared stack allows PLAIN
 everywhere for its Strophe clients), a short auth timeout, and a TLS vhost.
@@ -22,6 +23,8 @@ everywhere for its Strophe clients), a short auth timeout, and a TLS vhost.
 
 import http.client
 import json
+import os
+import subprocess
 import secrets
 import shutil
 import xml.etree.ElementTree as ET
@@ -300,3 +303,25 @@ def test_host_meta_advertises_websocket(wstack):
     doc = json.loads(host_meta(wstack, "/.well-known/host-meta.json"))
     assert {"rel": "urn:xmpp:alt-connections:websocket",
             "href": "wss://chat.example.com/xmpp-websocket"} in doc["links"]
+
+
+# -- Converse.js in Chromium ------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed")
+def test_converse_in_chromium_over_websocket(wstack):
+    script = os.path.join(chatstack.REPO, "tests", "browser", "websocket.mjs")
+    (an, ap), (bn, bp) = user(wstack, "wa"), user(wstack, "wb")
+    artifacts = os.path.join(wstack.root, "browser")
+    r = subprocess.run(["node", script, "--base", wstack.base_url, "--alice", an,
+                        "--alice-password", ap, "--bob", bn, "--bob-password", bp,
+                        "--artifacts", artifacts],
+                       capture_output=True, text=True, timeout=240, cwd=chatstack.REPO)
+    steps = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    passed = [s["step"] for s in steps if s.get("ok")]
+    assert r.returncode == 0, (f"browser run failed (exit {r.returncode}); passed: {passed}\n"
+                               f"{r.stdout[-4000:]}\n{r.stderr[-2000:]}\nartifacts: {artifacts}")
+    assert "both use /xmpp-websocket, not BOSH" in passed
+    assert "bob -> room, alice sees it" in passed
