@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "httpd.h"
@@ -130,6 +133,7 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
                                                  : base->hostmeta_urls;
     m->hostmeta_ws_urls = add->hostmeta_ws_urls->nelts ? add->hostmeta_ws_urls
                                                        : base->hostmeta_ws_urls;
+    m->ws_drain_path = add->ws_drain_path ? add->ws_drain_path : base->ws_drain_path;
     m->domain = add->domain ? add->domain : base->domain;
     MERGE_INT(max_body);
     MERGE_INT(max_wait);
@@ -329,6 +333,23 @@ static const char *add_hostmeta_url(cmd_parms *cmd, void *dummy, const char *u)
     return NULL;
 }
 
+/* BoshWebSocketDrain unix:PATH | none: chatd's WebSocket socket (its
+ * ws_listen), told when this child stops (ws_drain_notify). */
+static const char *set_ws_drain(cmd_parms *cmd, void *dummy, const char *v)
+{
+    (void)dummy;
+    if (strcasecmp(v, "none") == 0) {
+        bosh_conf(cmd->server)->ws_drain_path = NULL;
+        return NULL;
+    }
+    if (strncmp(v, "unix:", 5) != 0 || v[5] != '/')
+        return "BoshWebSocketDrain: expected unix:/absolute/path (chatd's ws_listen) or none";
+    if (strlen(v + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return "BoshWebSocketDrain: the socket path is too long";
+    bosh_conf(cmd->server)->ws_drain_path = v + 5;
+    return NULL;
+}
+
 static const char *set_signin(cmd_parms *cmd, void *dummy, int on)
 {
     (void)dummy;
@@ -471,6 +492,9 @@ static const command_rec bosh_cmds[] = {
                     "X-Forwarded-Proto: https lets chatd offer SASL PLAIN"),
     AP_INIT_ITERATE("BoshHostMetaURL", add_hostmeta_url, NULL, RSRC_CONF,
                     "BOSH URL(s) advertised by the bosh-hostmeta handler (XEP-0156)"),
+    AP_INIT_TAKE1("BoshWebSocketDrain", set_ws_drain, NULL, RSRC_CONF,
+                  "unix:PATH of chatd's WebSocket listener (ws_listen), told to close "
+                  "this child's proxied WebSockets when the child stops; or none"),
     AP_INIT_ITERATE("BoshHostMetaWebSocketURL", add_hostmeta_url, "ws", RSRC_CONF,
                     "XMPP-over-WebSocket URL(s) (RFC 7395) advertised by the "
                     "bosh-hostmeta handler (XEP-0156)"),
@@ -775,6 +799,52 @@ static void *housekeeper_main(void *arg)
     return NULL;
 }
 
+/*
+ * WebSocket tunnels (mod_proxy, /xmpp-websocket) hold a worker each for as
+ * long as the browser stays connected, and httpd's stop cannot end them:
+ * a graceful stop or reload waited for ever, a stop until SIGKILL
+ * (docs/operations.md). A tunnel ends when one side closes, so the
+ * stopping child asks chatd to close the WebSockets this process carries:
+ * chatd knows the process of each tunnel's connection (SO_PEERCRED) and
+ * of this request, and closes exactly those, with a WebSocket close frame
+ * the browser sees before it reconnects (to a live child).
+ * Fire and forget, nothing allocated or logged: prefork may run this from
+ * a signal handler, and socket/connect/write/close are
+ * async-signal-safe. The address is prepared in child_init.
+ */
+static struct sockaddr_un ws_drain_addr;
+static int ws_drain_ready;
+
+static void ws_drain_prepare(const bosh_server_conf *c)
+{
+    ws_drain_ready = 0;
+    if (!c->ws_drain_path)
+        return;
+    memset(&ws_drain_addr, 0, sizeof(ws_drain_addr));
+    ws_drain_addr.sun_family = AF_UNIX;
+    memcpy(ws_drain_addr.sun_path, c->ws_drain_path, strlen(c->ws_drain_path) + 1);
+    ws_drain_ready = 1;
+}
+
+static void ws_drain_notify(void)
+{
+    static const char req[] = "POST /.chatd/drain HTTP/1.1\r\nHost: chatd\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    static volatile int sent;
+    int fd;
+    if (!ws_drain_ready || sent)
+        return;
+    sent = 1;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&ws_drain_addr, sizeof(ws_drain_addr)) == 0) {
+        ssize_t n = write(fd, req, sizeof(req) - 1);
+        (void)n;
+    }
+    close(fd);
+}
+
 static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
 {
     bosh_child *ch = bosh_child_state;
@@ -785,6 +855,7 @@ static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
      * signal handler: never block there. Nor on an ungraceful stop: the
      * relays are broken just below, and a writer stuck on a full relay
      * socket must not hold the main thread past the parent's SIGKILL. */
+    ws_drain_notify();
     ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
     bosh_child_drain(threaded != AP_MPMQ_NOT_SUPPORTED && graceful);
     /* Ungraceful stop: event has already closed every client socket
@@ -831,6 +902,7 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
     const char *peer = apr_psprintf(pchild, "mod_bosh:%s:%d", host, (int)getpid());
     int i;
 
+    ws_drain_prepare(c);
     if (c->nodes->nelts == 0 && !c->redis_url)
         return;                         /* module loaded but not configured */
 

@@ -106,6 +106,7 @@ typedef struct ws_link {
     int         close_sent;     /* our close frame is queued: nothing after it */
     int         elems;          /* elements seen in the message being parsed */
     int         peer_trusted;   /* httpd: its X-Forwarded-* are believed */
+    pid_t       peer_pid;       /* unix peer: the httpd child carrying it (0: unknown) */
     strbuf      in;             /* handshake bytes, then an incomplete frame */
     ws_reader   rd;
 } ws_link;
@@ -269,7 +270,8 @@ static void op_close(void *t, const char *condition, const char *text) {
         /* Before the 101 there is no WebSocket to say anything on. */
         if (c->ws->upgraded && !c->ws->close_sent) {
             ws_put_close(&c->out, condition, text);
-            ws_close_put(&c->out, condition && !strcmp(condition, "system-shutdown")
+            ws_close_put(&c->out, condition && (!strcmp(condition, "system-shutdown") ||
+                                                !strcmp(condition, "reset"))
                          ? WS_CLOSE_GOING_AWAY : WS_CLOSE_NORMAL, NULL);
             c->ws->close_sent = 1;
         }
@@ -653,10 +655,48 @@ static int ws_handshake_done(native_conn *c, size_t *used) {
     return 1;
 }
 
+/*
+ * An httpd child that is stopping asks, on a connection of its own, that
+ * the WebSockets it carries be closed (mod_bosh's BoshWebSocketDrain):
+ * its tunnels would otherwise hold the child, and httpd's stop or reload,
+ * until the users leave. Only a unix peer that passed the uid check can
+ * ask, and only for its own process (SO_PEERCRED pid of both connections),
+ * so no one can close anybody else's sessions. The sessions end with the
+ * stream error `reset` (RFC 6120 4.9.3.16: reconnect, the stream may be
+ * reopened) and close code 1001 (going away); clients reconnect to a
+ * live child.
+ */
+#define WS_DRAIN_REQUEST "POST /.chatd/drain HTTP/1.1\r\n"
+
+static int ws_drain_request(native_conn *c) {
+    ws_link *w = c->ws;
+    size_t n = sizeof(WS_DRAIN_REQUEST) - 1;
+    if (!c->lst->is_unix || !w->peer_pid || w->in.len < n ||
+        memcmp(w->in.data, WS_DRAIN_REQUEST, n) != 0)
+        return 0;
+    unsigned closed = 0;
+    for (native_conn *o = c->lst->conns; o; o = o->next) {
+        if (o == c || !o->ws || o->ws->peer_pid != w->peer_pid || o->closing || o->dead)
+            continue;
+        if (o->s) c2s_close(o->s, "reset", "the web server is restarting; reconnect");
+        if (!o->closing) op_close(o, "reset", NULL);
+        closed++;
+    }
+    log_info("BOSH00854: ws: httpd child pid %d is stopping: closed its %u WebSocket(s)",
+             (int)w->peer_pid, closed);
+    static const char ok[] = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+    sb_append(&c->out, ok, sizeof(ok) - 1);
+    w->close_sent = 1;
+    if (c->s) c2s_close(c->s, NULL, NULL);
+    if (!c->closing) op_close(c, NULL, NULL);
+    return 1;
+}
+
 static void ws_input(native_conn *c, const char *buf, size_t n) {
     ws_link *w = c->ws;
     size_t off = 0;
     sb_append(&w->in, buf, n);
+    if (!w->upgraded && ws_drain_request(c)) return;
     if (!w->upgraded) {
         if (ws_handshake_done(c, &off) <= 0) return;
     }
@@ -904,12 +944,13 @@ static void set_keepalive(int fd, unsigned idle_s) {
 /* A unix WebSocket peer must be httpd: the relay's uid rule
  * (relay_peer_user, root, chatd's own uid). Refusals are logged at most
  * once a second: any local user can connect. */
-static int ws_unix_peer_ok(c2s_listener *lst, int fd) {
+static int ws_unix_peer_ok(c2s_listener *lst, int fd, pid_t *pid) {
     const chatd_config *cfg = &lst->d->cfg;
     struct ucred cred;
     socklen_t len = sizeof(cred);
     static uint64_t last_log;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        *pid = cred.pid;
         if (cred.uid == 0 || cred.uid == geteuid()) return 1;
         for (int i = 0; i < cfg->relay_peer_nuids; i++)
             if (cfg->relay_peer_uids[i] == cred.uid) return 1;
@@ -933,7 +974,8 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         int cfd = listen_accept_paced(&lst->pacer, &ss, &sl);
         if (cfd < 0) return;
         if (d->stopping) { close(cfd); continue; }
-        if (lst->is_unix && !ws_unix_peer_ok(lst, cfd)) { close(cfd); continue; }
+        pid_t peer_pid = 0;
+        if (lst->is_unix && !ws_unix_peer_ok(lst, cfd, &peer_pid)) { close(cfd); continue; }
         if (!lst->is_unix) {
             int one = 1;
             setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -957,6 +999,7 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
             /* A message is one stanza: the same cap, plus the framing. */
             ws_reader_init(&c->ws->rd, d->cfg.max_stanza + 1024);
             c->ws->peer_trusted = lst->is_unix || ws_proxy_trusted(&d->cfg, host);
+            c->ws->peer_pid = peer_pid;
         }
         c->p = xs_parser_new(&parser_cbs, c, d->cfg.max_stanza);
         if (!c->p || loop_watch(d->loop, cfd, LOOP_READ, conn_io, c) < 0) {

@@ -325,3 +325,25 @@ def test_converse_in_chromium_over_websocket(wstack):
                                f"{r.stdout[-4000:]}\n{r.stderr[-2000:]}\nartifacts: {artifacts}")
     assert "both use /xmpp-websocket, not BOSH" in passed
     assert "bob -> room, alice sees it" in passed
+
+
+# -- httpd stopping with WebSockets open ------------------------------------------
+
+def test_graceful_restart_closes_the_old_childs_websockets(wstack):
+    """A tunnel holds its httpd worker until one side closes. On a graceful
+    restart the old child asks chatd (BoshWebSocketDrain) to close the
+    WebSockets it carries: the browser gets stream error reset and close
+    code 1001, and can reconnect at once through a new child."""
+    c = ws(wstack)
+    c.open_stream()
+    name, pw = user(wstack)
+    c.scram_sha1_login(name, pw)
+    wstack.httpd_graceful()
+    code, _reason, texts = c.wait_close(timeout=30)
+    assert code == 1001, (code, texts)
+    assert any("<reset" in t for t in texts), texts
+    # The new generation serves WebSockets.
+    c2 = ws(wstack)
+    assert c2.status == 101
+    c2.open_stream()
+    assert c2.scram_sha1_login(name, pw) == f"{name}@localhost/ws"

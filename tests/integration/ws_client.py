@@ -144,7 +144,9 @@ class WsClient:
         return ET.fromstring(self.recv_message(timeout))
 
     def wait_close(self, timeout=20):
-        """Read until the server's close frame; returns (code, reason, texts seen)."""
+        """Read until the server's close frame; returns (code, reason, texts
+        seen). code is None when the connection ended without a close
+        frame, "timeout" when nothing ended it within timeout."""
         seen = []
         deadline = time.monotonic() + timeout
         while True:
@@ -152,6 +154,8 @@ class WsClient:
                 seen.append(self.recv_message(max(0.1, deadline - time.monotonic())))
             except Closed as c:
                 return c.code, c.reason, seen
+            except (socket.timeout, TimeoutError):
+                return "timeout", "", seen
 
     def close(self):
         try:
