@@ -1007,6 +1007,7 @@ def print_info(stack, users):
     print()
     print(f"  Demo site:   {stack.base_url}")
     print(f"  BOSH URL:    {stack.bosh_url}")
+    print(f"  WebSocket:   {stack.ws_url}  (RFC 7395; Converse over it: {stack.base_url}?transport=websocket)")
     print(f"  XMPP (c2s):  127.0.0.1:{stack.xmpp_port}  (STARTTLS, self-signed)")
     print(f"  Status:      {stack.status_url}")
     for name, pw in users.items():

@@ -946,7 +946,7 @@ static void set_keepalive(int fd, unsigned idle_s) {
  * once a second: any local user can connect. */
 static int ws_unix_peer_ok(c2s_listener *lst, int fd, pid_t *pid) {
     const chatd_config *cfg = &lst->d->cfg;
-    struct ucred cred;
+    struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
     socklen_t len = sizeof(cred);
     static uint64_t last_log;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
