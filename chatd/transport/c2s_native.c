@@ -191,15 +191,20 @@ static void conn_kill_soon(native_conn *c) {
     c->timer = loop_timer_add(c->lst->d->loop, 0, destroy_cb, c);
 }
 
+/* Room for len more bytes of output? If not, the client is too slow (or,
+ * sending pings it never reads the pongs of, too greedy): disconnect. */
+static int out_room(native_conn *c, size_t len) {
+    if (c->out.len + len <= c->lst->d->cfg.max_output) return 1;
+    log_warn("c2s %s: output over %zu bytes, disconnecting", c->peer,
+             c->lst->d->cfg.max_output);
+    sb_reset(&c->out);
+    conn_kill_soon(c);
+    return 0;
+}
+
 static void conn_append(native_conn *c, const char *data, size_t len) {
     if (c->dead) return;
-    if (c->out.len + len > c->lst->d->cfg.max_output) {
-        log_warn("c2s %s: output over %zu bytes, disconnecting", c->peer,
-                 c->lst->d->cfg.max_output);
-        sb_reset(&c->out);
-        conn_kill_soon(c);
-        return;
-    }
+    if (!out_room(c, len)) return;
     if (c->ws) {
         if (c->ws->close_sent) return;
         ws_put_element(&c->out, data, len);
@@ -709,7 +714,8 @@ static void ws_input(native_conn *c, const char *buf, size_t n) {
             ws_message(c, ev.data, ev.len);
             break;
         case WS_EV_PING:
-            if (!w->close_sent) ws_frame_put(&c->out, WS_OP_PONG, ev.data, ev.len);
+            if (!w->close_sent && out_room(c, ev.len + 2))
+                ws_frame_put(&c->out, WS_OP_PONG, ev.data, ev.len);
             break;
         case WS_EV_CLOSE:
             /* The client ends without <close/>: echo its code, end the stream. */
