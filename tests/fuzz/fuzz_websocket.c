@@ -2,7 +2,9 @@
  * fuzz_websocket: libFuzzer entry point for common/websocket.c, the bytes
  * a browser (through httpd's proxy) or any local process sends to chatd's
  * WebSocket listener. The first input byte picks the target:
- *   even: the opening handshake parser (the rest as the HTTP request);
+ *   0 mod 4: the opening handshake parser (the rest as the HTTP request);
+ *   2 mod 4: the same after a valid request line and upgrade headers, so
+ *            the rest are more headers of a request that can succeed;
  *   odd:  the frame reader (the rest as frames, read as a transport
  *         would: consume, act on each event, stop at the first error).
  * Invariants checked: consumed never exceeds what was given, a need-more
@@ -80,9 +82,26 @@ static void frames(const uint8_t *data, size_t size) {
     free(buf);
 }
 
+static const char VALID_HEAD[] =
+    "GET /xmpp-websocket HTTP/1.1\r\nHost: chat.example.com\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size == 0) return 0;
-    if (data[0] & 1) frames(data + 1, size - 1);
-    else handshake(data + 1, size - 1);
+    if (data[0] & 1) {
+        frames(data + 1, size - 1);
+    } else if (data[0] & 2) {
+        size_t hl = sizeof(VALID_HEAD) - 1;
+        uint8_t *req = malloc(hl + size + 4);
+        if (!req) return 0;
+        memcpy(req, VALID_HEAD, hl);
+        memcpy(req + hl, data + 1, size - 1);
+        memcpy(req + hl + size - 1, "\r\n\r\n", 4);
+        handshake(req, hl + size + 3);
+        free(req);
+    } else {
+        handshake(data + 1, size - 1);
+    }
     return 0;
 }
