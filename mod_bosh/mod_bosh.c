@@ -751,6 +751,8 @@ static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
  * child_stopping on a graceful restart, so there the MPM state is what we
  * go by.
  */
+static void ws_drain_notify(void);
+
 int bosh_child_is_stopping(void)
 {
     int state = AP_MPMQ_RUNNING;
@@ -793,8 +795,10 @@ static void *housekeeper_main(void *arg)
         redis_cap_reap();               /* counts of children killed -9 */
         if (ch->redis)
             redis_pool_maintain(ch->redis);
-        if (bosh_child_is_stopping())
+        if (bosh_child_is_stopping()) {
+            ws_drain_notify();      /* prefork: no child_stopping until exit */
             bosh_child_drain(1);
+        }
     }
     return NULL;
 }
@@ -810,7 +814,10 @@ static void *housekeeper_main(void *arg)
  * the browser sees before it reconnects (to a live child).
  * Fire and forget, nothing allocated or logged: prefork may run this from
  * a signal handler, and socket/connect/write/close are
- * async-signal-safe. The address is prepared in child_init.
+ * async-signal-safe. The address is prepared in child_init. Prefork
+ * runs child_stopping only when the child exits, which a tunnel delays,
+ * so there the housekeeping thread sends it when it sees the child
+ * stopping (bosh_child_is_stopping).
  */
 static struct sockaddr_un ws_drain_addr;
 static int ws_drain_ready;
