@@ -751,8 +751,6 @@ static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
  * child_stopping on a graceful restart, so there the MPM state is what we
  * go by.
  */
-static void ws_drain_notify(void);
-
 int bosh_child_is_stopping(void)
 {
     int state = AP_MPMQ_RUNNING;
@@ -767,11 +765,16 @@ int bosh_child_is_stopping(void)
     return 0;
 }
 
+static void ws_drain_notify(void);
+
 void bosh_child_drain(int may_block)
 {
     bosh_child *ch = bosh_child_state;
     int i;
 
+    /* Also the WebSockets this child tunnels (ws_drain_notify): from
+     * child_stopping, and under prefork from the housekeeping thread. */
+    ws_drain_notify();
     if (!ch)
         return;
     ch->stopping = 1;
@@ -795,10 +798,8 @@ static void *housekeeper_main(void *arg)
         redis_cap_reap();               /* counts of children killed -9 */
         if (ch->redis)
             redis_pool_maintain(ch->redis);
-        if (bosh_child_is_stopping()) {
-            ws_drain_notify();      /* prefork: no child_stopping until exit */
+        if (bosh_child_is_stopping())
             bosh_child_drain(1);
-        }
     }
     return NULL;
 }
@@ -817,7 +818,8 @@ static void *housekeeper_main(void *arg)
  * async-signal-safe. The address is prepared in child_init. Prefork
  * runs child_stopping only when the child exits, which a tunnel delays,
  * so there the housekeeping thread sends it when it sees the child
- * stopping (bosh_child_is_stopping).
+ * stopping (bosh_child_is_stopping): both call bosh_child_drain, which
+ * calls this first.
  */
 static struct sockaddr_un ws_drain_addr;
 static int ws_drain_ready;
@@ -862,7 +864,6 @@ static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
      * signal handler: never block there. Nor on an ungraceful stop: the
      * relays are broken just below, and a writer stuck on a full relay
      * socket must not hold the main thread past the parent's SIGKILL. */
-    ws_drain_notify();
     ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
     bosh_child_drain(threaded != AP_MPMQ_NOT_SUPPORTED && graceful);
     /* Ungraceful stop: event has already closed every client socket

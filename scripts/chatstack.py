@@ -734,11 +734,11 @@ AddType application/wasm .wasm
 </Directory>
 Define CHAT_REPO {quoted(REPO)}
 Define CHAT_SITE {quoted(self.site_dir)}
+Define CHAT_WS_SOCK {quoted(self.ws_sock)}
 Define CHAT_CONVERSE {quoted(self.converse_dir)}
 Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
 Define CHAT_RELAY_URL {quoted(self.relay_url)}
-Define CHAT_WS_SOCK {quoted(self.ws_sock)}
 Define CHAT_REDIS_URL {quoted("unix://" + self.redis_sock)}
 Define CHAT_HTPASSWD {quoted(self.htpasswd)}
 Include {quoted(SITE_CONF)}
