@@ -6,7 +6,8 @@
 #
 #   install          both parts
 #   install-module   mod_bosh.so into apxs' LIBEXECDIR, bosh.load and
-#                    bosh.conf into $(SYSCONFDIR)/apache2/mods-available
+#                    bosh.conf into $(SYSCONFDIR)/apache2/mods-available,
+#                    chatd-websocket.conf into .../apache2/conf-available
 #   install-chatd    chatd and chatctl into $(PREFIX)/sbin, the default
 #                    $(SYSCONFDIR)/chatd/chatd.conf (0640: it may hold the
 #                    Redis password; chgrp it to chatd's group), man pages
@@ -28,6 +29,7 @@ MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
 APACHE_MODDIR  ?= $(shell $(APXS) -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
 APACHE_MODSAVAIL ?= $(SYSCONFDIR)/apache2/mods-available
+APACHE_CONFAVAIL ?= $(SYSCONFDIR)/apache2/conf-available
 INSTALL    ?= install
 
 INSTALL_MOD_SO := mod_bosh/.libs/mod_bosh.so
@@ -48,11 +50,14 @@ endef
 
 install: install-module install-chatd
 
-install-module: $(INSTALL_MOD_SO) httpd-conf/bosh.load httpd-conf/bosh.conf
-	$(INSTALL) -d $(DESTDIR)$(APACHE_MODDIR) $(DESTDIR)$(APACHE_MODSAVAIL)
+install-module: $(INSTALL_MOD_SO) httpd-conf/bosh.load httpd-conf/bosh.conf \
+                httpd-conf/chatd-websocket.conf
+	$(INSTALL) -d $(DESTDIR)$(APACHE_MODDIR) $(DESTDIR)$(APACHE_MODSAVAIL) \
+	    $(DESTDIR)$(APACHE_CONFAVAIL)
 	$(INSTALL) -m 0644 $(INSTALL_MOD_SO) $(DESTDIR)$(APACHE_MODDIR)/mod_bosh.so
 	$(INSTALL) -m 0644 httpd-conf/bosh.load $(DESTDIR)$(APACHE_MODSAVAIL)/bosh.load
 	$(call install_conf,httpd-conf/bosh.conf,$(DESTDIR)$(APACHE_MODSAVAIL)/bosh.conf,0644)
+	$(call install_conf,httpd-conf/chatd-websocket.conf,$(DESTDIR)$(APACHE_CONFAVAIL)/chatd-websocket.conf,0644)
 
 install-chatd: $(BUILD)/chatd $(BUILD)/chatctl packaging/chatd.conf man/chatd.8 man/chatctl.8
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSCONFDIR)/chatd $(DESTDIR)$(MANDIR)/man8

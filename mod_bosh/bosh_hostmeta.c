@@ -4,8 +4,10 @@
  * A web client that knows only the user's domain (Converse.js with
  * discover_connection_methods) fetches https://<domain>/.well-known/host-meta
  * (XRD, XML) or /.well-known/host-meta.json (JRD) and looks for a Link
- * with rel urn:xmpp:alt-connections:xbosh. We serve both from the
- * BoshHostMetaURL directive(s); the path decides which format. The
+ * with rel urn:xmpp:alt-connections:xbosh (BOSH) or
+ * urn:xmpp:alt-connections:websocket (RFC 7395). We serve both from the
+ * BoshHostMetaURL and BoshHostMetaWebSocketURL directives; the path
+ * decides which format. The
  * document is public, so any origin may read it (Access-Control-Allow-Origin
  * *), as XEP-0156 §3 asks.
  *
@@ -13,6 +15,7 @@
  *       SetHandler bosh-hostmeta
  *   </LocationMatch>
  *   BoshHostMetaURL https://chat.example.com/http-bind
+ *   BoshHostMetaWebSocketURL wss://chat.example.com/xmpp-websocket
  */
 #include <string.h>
 
@@ -27,10 +30,12 @@
 
 #define XRD_NS     "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 #define XBOSH_REL  "urn:xmpp:alt-connections:xbosh"
+#define WS_REL     "urn:xmpp:alt-connections:websocket"
 
 /* URLs are checked at configuration time (no quotes, controls, spaces),
  * so they need no escaping in either format; escape anyway for XML. */
-static const char *xrd(request_rec *r, apr_array_header_t *urls)
+static const char *xrd(request_rec *r, apr_array_header_t *urls,
+                       apr_array_header_t *ws_urls)
 {
     char *doc = apr_pstrcat(r->pool, "<?xml version='1.0' encoding='utf-8'?>\n"
                             "<XRD xmlns='" XRD_NS "'>\n", NULL);
@@ -39,17 +44,26 @@ static const char *xrd(request_rec *r, apr_array_header_t *urls)
         doc = apr_pstrcat(r->pool, doc, "  <Link rel='" XBOSH_REL "' href='",
                           ap_escape_html(r->pool, APR_ARRAY_IDX(urls, i, const char *)),
                           "'/>\n", NULL);
+    for (i = 0; i < ws_urls->nelts; i++)
+        doc = apr_pstrcat(r->pool, doc, "  <Link rel='" WS_REL "' href='",
+                          ap_escape_html(r->pool, APR_ARRAY_IDX(ws_urls, i, const char *)),
+                          "'/>\n", NULL);
     return apr_pstrcat(r->pool, doc, "</XRD>\n", NULL);
 }
 
-static const char *jrd(request_rec *r, apr_array_header_t *urls)
+static const char *jrd(request_rec *r, apr_array_header_t *urls,
+                       apr_array_header_t *ws_urls)
 {
     char *doc = "{\"links\":[";
-    int i;
+    int i, n = 0;
     for (i = 0; i < urls->nelts; i++)
-        doc = apr_pstrcat(r->pool, doc, i ? "," : "",
+        doc = apr_pstrcat(r->pool, doc, n++ ? "," : "",
                           "{\"rel\":\"" XBOSH_REL "\",\"href\":\"",
                           APR_ARRAY_IDX(urls, i, const char *), "\"}", NULL);
+    for (i = 0; i < ws_urls->nelts; i++)
+        doc = apr_pstrcat(r->pool, doc, n++ ? "," : "",
+                          "{\"rel\":\"" WS_REL "\",\"href\":\"",
+                          APR_ARRAY_IDX(ws_urls, i, const char *), "\"}", NULL);
     return apr_pstrcat(r->pool, doc, "]}\n", NULL);
 }
 
@@ -77,14 +91,17 @@ int bosh_hostmeta_handler(request_rec *r)
         ap_allow_methods(r, REPLACE_ALLOW, "GET", "OPTIONS", NULL);
         return HTTP_METHOD_NOT_ALLOWED;
     }
-    if (!conf->hostmeta_urls || conf->hostmeta_urls->nelts == 0) {
+    if ((!conf->hostmeta_urls || conf->hostmeta_urls->nelts == 0) &&
+        (!conf->hostmeta_ws_urls || conf->hostmeta_ws_urls->nelts == 0)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                      "mod_bosh: bosh-hostmeta handler but no BoshHostMetaURL");
+                      "mod_bosh: BOSH00853: bosh-hostmeta handler but no BoshHostMetaURL "
+                      "or BoshHostMetaWebSocketURL");
         return HTTP_NOT_FOUND;
     }
     ulen = strlen(r->uri);
     json = ulen >= 5 && strcmp(r->uri + ulen - 5, ".json") == 0;
-    doc = json ? jrd(r, conf->hostmeta_urls) : xrd(r, conf->hostmeta_urls);
+    doc = json ? jrd(r, conf->hostmeta_urls, conf->hostmeta_ws_urls)
+               : xrd(r, conf->hostmeta_urls, conf->hostmeta_ws_urls);
     ctype = json ? "application/json" : "application/xrd+xml; charset=utf-8";
     len = strlen(doc);
 

@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "httpd.h"
@@ -88,6 +91,7 @@ static void *bosh_create_server_config(apr_pool_t *p, server_rec *s)
     c->allow_origins = apr_array_make(p, 2, sizeof(const char *));
     c->trusted_proxies = apr_array_make(p, 2, sizeof(apr_ipsubnet_t *));
     c->hostmeta_urls = apr_array_make(p, 1, sizeof(const char *));
+    c->hostmeta_ws_urls = apr_array_make(p, 1, sizeof(const char *));
     c->max_body = BOSH_UNSET;
     c->max_wait = BOSH_UNSET;
     c->redis_max_per_child = BOSH_UNSET;
@@ -132,6 +136,9 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
                                                      : base->trusted_proxies;
     m->hostmeta_urls = add->hostmeta_urls->nelts ? add->hostmeta_urls
                                                  : base->hostmeta_urls;
+    m->hostmeta_ws_urls = add->hostmeta_ws_urls->nelts ? add->hostmeta_ws_urls
+                                                       : base->hostmeta_ws_urls;
+    m->ws_drain_path = add->ws_drain_path ? add->ws_drain_path : base->ws_drain_path;
     m->domain = add->domain ? add->domain : base->domain;
     MERGE_INT(max_body);
     MERGE_INT(max_wait);
@@ -386,15 +393,36 @@ static const char *add_trusted_proxy(cmd_parms *cmd, void *dummy, const char *ar
 static const char *add_hostmeta_url(cmd_parms *cmd, void *dummy, const char *u)
 {
     const char *c;
+    int ws = cmd->info != NULL;     /* BoshHostMetaWebSocketURL */
     (void)dummy;
-    if (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+    if (!ws && strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
         return "BoshHostMetaURL: expected an absolute http:// or https:// URL";
+    if (ws && strncmp(u, "wss://", 6) != 0 && strncmp(u, "ws://", 5) != 0)
+        return "BoshHostMetaWebSocketURL: expected an absolute ws:// or wss:// URL";
     for (c = u; *c; c++)
         if ((unsigned char)*c <= 0x20 || *c == 0x7f || *c == '"' || *c == '\\' ||
             *c == '\'' || *c == '<' || *c == '>' || *c == '&')
-            return "BoshHostMetaURL: the URL has a character that must be "
-                   "percent-encoded";
-    *(const char **)apr_array_push(bosh_conf(cmd->server)->hostmeta_urls) = u;
+            return apr_psprintf(cmd->pool, "%s: the URL has a character that must be "
+                                "percent-encoded", cmd->cmd->name);
+    *(const char **)apr_array_push(ws ? bosh_conf(cmd->server)->hostmeta_ws_urls
+                                      : bosh_conf(cmd->server)->hostmeta_urls) = u;
+    return NULL;
+}
+
+/* BoshWebSocketDrain unix:PATH | none: chatd's WebSocket socket (its
+ * ws_listen), told when this child stops (ws_drain_notify). */
+static const char *set_ws_drain(cmd_parms *cmd, void *dummy, const char *v)
+{
+    (void)dummy;
+    if (strcasecmp(v, "none") == 0) {
+        bosh_conf(cmd->server)->ws_drain_path = NULL;
+        return NULL;
+    }
+    if (strncmp(v, "unix:", 5) != 0 || v[5] != '/')
+        return "BoshWebSocketDrain: expected unix:/absolute/path (chatd's ws_listen) or none";
+    if (strlen(v + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return "BoshWebSocketDrain: the socket path is too long";
+    bosh_conf(cmd->server)->ws_drain_path = v + 5;
     return NULL;
 }
 
@@ -558,6 +586,12 @@ static const command_rec bosh_cmds[] = {
     AP_INIT_TAKE1("BoshUploadRetention", set_int, (void *)&param_upload_retention,
                   RSRC_CONF, "Days an uploaded file is served and kept, then deleted "
                   "(chatd's upload_retention; default 30, 0 = for ever)"),
+    AP_INIT_TAKE1("BoshWebSocketDrain", set_ws_drain, NULL, RSRC_CONF,
+                  "unix:PATH of chatd's WebSocket listener (ws_listen), told to close "
+                  "this child's proxied WebSockets when the child stops; or none"),
+    AP_INIT_ITERATE("BoshHostMetaWebSocketURL", add_hostmeta_url, "ws", RSRC_CONF,
+                    "XMPP-over-WebSocket URL(s) (RFC 7395) advertised by the "
+                    "bosh-hostmeta handler (XEP-0156)"),
     /* Single sign-on (bosh_sso.c): per location, never in .htaccess. */
     AP_INIT_FLAG("BoshAuthFromApache", bosh_set_auth_from_apache, NULL,
                  ACCESS_CONF | RSRC_CONF,
@@ -862,11 +896,16 @@ int bosh_child_is_stopping(void)
     return 0;
 }
 
+static void ws_drain_notify(void);
+
 void bosh_child_drain(int may_block)
 {
     bosh_child *ch = bosh_child_state;
     int i;
 
+    /* Also the WebSockets this child tunnels (ws_drain_notify): from
+     * child_stopping, and under prefork from the housekeeping thread. */
+    ws_drain_notify();
     if (!ch)
         return;
     ch->stopping = 1;
@@ -898,6 +937,56 @@ static void *housekeeper_main(void *arg)
             bosh_upload_cleanup(ch->s);     /* XEP-0363 retention, rarely */
     }
     return NULL;
+}
+
+/*
+ * WebSocket tunnels (mod_proxy, /xmpp-websocket) hold a worker each for as
+ * long as the browser stays connected, and httpd's stop cannot end them:
+ * a graceful stop or reload waited for ever, a stop until SIGKILL
+ * (docs/operations.md). A tunnel ends when one side closes, so the
+ * stopping child asks chatd to close the WebSockets this process carries:
+ * chatd knows the process of each tunnel's connection (SO_PEERCRED) and
+ * of this request, and closes exactly those, with a WebSocket close frame
+ * the browser sees before it reconnects (to a live child).
+ * Fire and forget, nothing allocated or logged: prefork may run this from
+ * a signal handler, and socket/connect/write/close are
+ * async-signal-safe. The address is prepared in child_init. Prefork
+ * runs child_stopping only when the child exits, which a tunnel delays,
+ * so there the housekeeping thread sends it when it sees the child
+ * stopping (bosh_child_is_stopping): both call bosh_child_drain, which
+ * calls this first.
+ */
+static struct sockaddr_un ws_drain_addr;
+static int ws_drain_ready;
+
+static void ws_drain_prepare(const bosh_server_conf *c)
+{
+    ws_drain_ready = 0;
+    if (!c->ws_drain_path)
+        return;
+    memset(&ws_drain_addr, 0, sizeof(ws_drain_addr));
+    ws_drain_addr.sun_family = AF_UNIX;
+    memcpy(ws_drain_addr.sun_path, c->ws_drain_path, strlen(c->ws_drain_path) + 1);
+    ws_drain_ready = 1;
+}
+
+static void ws_drain_notify(void)
+{
+    static const char req[] = "POST /.chatd/drain HTTP/1.1\r\nHost: chatd\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    static volatile int sent;
+    int fd;
+    if (!ws_drain_ready || sent)
+        return;
+    sent = 1;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (connect(fd, (struct sockaddr *)&ws_drain_addr, sizeof(ws_drain_addr)) == 0) {
+        ssize_t n = write(fd, req, sizeof(req) - 1);
+        (void)n;
+    }
+    close(fd);
 }
 
 static void bosh_child_stopping(apr_pool_t *pchild, int graceful)
@@ -956,6 +1045,7 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
     const char *peer = apr_psprintf(pchild, "mod_bosh:%s:%d", host, (int)getpid());
     int i;
 
+    ws_drain_prepare(c);
     if (c->nodes->nelts == 0 && !c->redis_url)
         return;                         /* module loaded but not configured */
 

@@ -37,6 +37,8 @@ typedef struct bosh_server_conf {
     apr_array_header_t *nodes;          /* bosh_node_conf, main server only */
     apr_array_header_t *allow_origins;  /* const char * */
     apr_array_header_t *hostmeta_urls;  /* const char *, BoshHostMetaURL */
+    apr_array_header_t *hostmeta_ws_urls; /* const char *, BoshHostMetaWebSocketURL */
+    const char *ws_drain_path;          /* BoshWebSocketDrain unix:PATH, or NULL */
     const char *domain;
     const char *redis_url;
     redis_sentinels *redis_sentinels;   /* BoshRedisSentinel*; NULL: none */

@@ -78,6 +78,12 @@ HTTPD_MODULES = [
     ("authn_core_module", "mod_authn_core.so"),
     ("authn_file_module", "mod_authn_file.so"),
     ("authz_user_module", "mod_authz_user.so"),
+    # XMPP over WebSocket (RFC 7395, issue 17): /xmpp-websocket is proxied
+    # to chatd's ws_listen socket (httpd 2.4.47+: mod_proxy_wstunnel hands
+    # the upgrade to mod_proxy_http's tunnel).
+    ("proxy_module", "mod_proxy.so"),
+    ("proxy_http_module", "mod_proxy_http.so"),
+    ("proxy_wstunnel_module", "mod_proxy_wstunnel.so"),
 ]
 
 # Users of the /sso/ demo path: they sign in to the site (HTTP Basic) and
@@ -436,6 +442,7 @@ class Stack:
         self.redis_sock = os.path.join(p, "redis.sock")
         self.redis_url = "unix://" + self.redis_sock
         self.relay_sock = os.path.join(p, "chatd-relay.sock")
+        self.ws_sock = os.path.join(p, "chatd-ws.sock")      # RFC 7395 (ws_listen)
         self.htpasswd = os.path.join(p, "htpasswd")           # /sso/ Basic auth
         # BoshUploadDir: written by httpd's children (www-data as root).
         self.upload_dir = os.path.join(p, "uploads")
@@ -465,6 +472,10 @@ class Stack:
     def upload_url(self):
         """Base of the bosh-upload location (demo-site.conf /upload/)."""
         return f"http://127.0.0.1:{self.http_port}/upload"
+
+    @property
+    def ws_url(self):
+        return f"ws://127.0.0.1:{self.http_port}/xmpp-websocket"
 
     @property
     def status_url(self):
@@ -554,7 +565,7 @@ class Stack:
             items += [(self.site_dir, "tree"), (self.htpasswd, "file")]
             if os.path.isdir(self.converse_dir):
                 items.append((self.converse_dir, "tree"))
-        for sock in (self.relay_sock, self.redis_sock):
+        for sock in (self.relay_sock, self.redis_sock, self.ws_sock):
             if os.path.exists(sock):
                 items.append((sock, "socket"))
             else:
@@ -690,6 +701,8 @@ class Stack:
             # chatd always lets its own uid in.
             "relay_peer_user": "www-data" if os.geteuid() == 0 else str(os.geteuid()),
             "c2s_listen": f"127.0.0.1:{self.xmpp_port}",
+            # XMPP over WebSocket, reached only through httpd's proxy.
+            "ws_listen": "unix:" + self.ws_sock,
             "tls_cert": self.tls_cert,
             "tls_key": self.tls_key,
             "plain_without_tls": "yes",
@@ -758,6 +771,7 @@ AddType application/wasm .wasm
 </Directory>
 Define CHAT_REPO {quoted(REPO)}
 Define CHAT_SITE {quoted(self.site_dir)}
+Define CHAT_WS_SOCK {quoted(self.ws_sock)}
 Define CHAT_CONVERSE {quoted(self.converse_dir)}
 Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
@@ -1147,6 +1161,7 @@ def print_info(stack, users):
     print()
     print(f"  Demo site:   {stack.base_url}")
     print(f"  BOSH URL:    {stack.bosh_url}")
+    print(f"  WebSocket:   {stack.ws_url}  (RFC 7395; Converse over it: {stack.base_url}?transport=websocket)")
     print(f"  XMPP (c2s):  127.0.0.1:{stack.xmpp_port}  (STARTTLS, self-signed)")
     print(f"  Status:      {stack.status_url}")
     for name, pw in users.items():

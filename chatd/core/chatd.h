@@ -53,6 +53,7 @@ typedef struct chatd {
     struct relay_server  *relay;
     struct bosh_mgr      *bosh;
     struct c2s_listener  *c2s;
+    struct c2s_listener  *ws;           /* RFC 7395 WebSocket listener (ws.h) */
     struct tls_ctx       *tls;
     chatd_stats           stats;
     int                   stopping;     /* SIGTERM received */

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
 #include "../../common/relay_secret.h"
 #include "log.h"
 
@@ -131,6 +132,7 @@ static void set_defaults(chatd_config *c) {
     c->pep_max_items = 100;
     c->pep_max_item_bytes = 131072;
     c->pep_max_bytes = 1048576;
+    c->ws_trusted_proxy = strdup("127.0.0.1 ::1");
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -148,6 +150,8 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "auth_secret", &c->auth_secret },
         { "upload_url", &c->upload_url }, { "upload_domain", &c->upload_domain },
         { "upload_key_file", &c->upload_key_file },
+        { "ws_listen", &c->ws_listen }, { "ws_origin", &c->ws_origin },
+        { "ws_trusted_proxy", &c->ws_trusted_proxy },
     };
     struct { const char *key; unsigned *dst; unsigned max; } uints[] = {
         { "bosh_max_wait", &c->bosh_max_wait, 3600 },
@@ -362,6 +366,45 @@ static int admin_socket_default(chatd_config *c) {
     return 0;
 }
 
+/* ws_listen: like admin_socket, unset means ws.sock beside a unix: relay
+ * socket (httpd, which already reaches the relay there, proxies to it;
+ * nothing else can), and off for a tcp: relay. ws_trusted_proxy entries
+ * must be IP addresses and ws_origin entries origins, so that a typo
+ * stops chatd -t instead of silently trusting nobody or everybody. */
+static int ws_keys_check(chatd_config *c, char *err, size_t errlen) {
+    if (c->ws_listen && !strcmp(c->ws_listen, "off")) {
+        free(c->ws_listen);
+        c->ws_listen = NULL;
+    } else if (!c->ws_listen && c->relay_listen && !strncmp(c->relay_listen, "unix:", 5)) {
+        const char *path = c->relay_listen + 5;
+        const char *slash = strrchr(path, '/');
+        size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
+        c->ws_listen = malloc(5 + dirlen + sizeof("ws.sock"));
+        if (!c->ws_listen) { snprintf(err, errlen, "out of memory"); return -1; }
+        memcpy(c->ws_listen, "unix:", 5);
+        memcpy(c->ws_listen + 5, path, dirlen);
+        memcpy(c->ws_listen + 5 + dirlen, "ws.sock", sizeof("ws.sock"));
+    }
+    char buf[2048], *save = NULL;
+    snprintf(buf, sizeof(buf), "%s", c->ws_trusted_proxy ? c->ws_trusted_proxy : "");
+    for (char *t = strtok_r(buf, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save)) {
+        unsigned char a[16];
+        if (!strcmp(t, "none")) continue;
+        if (inet_pton(strchr(t, ':') ? AF_INET6 : AF_INET, t, a) != 1) {
+            snprintf(err, errlen, "ws_trusted_proxy: '%s' is not an IP address", t);
+            return -1;
+        }
+    }
+    save = NULL;
+    snprintf(buf, sizeof(buf), "%s", c->ws_origin ? c->ws_origin : "");
+    for (char *t = strtok_r(buf, ", \t", &save); t; t = strtok_r(NULL, ", \t", &save))
+        if (strcmp(t, "*") && strncasecmp(t, "https://", 8) && strncasecmp(t, "http://", 7)) {
+            snprintf(err, errlen, "ws_origin: '%s' is not an origin (https://host[:port]) or *", t);
+            return -1;
+        }
+    return 0;
+}
+
 /* relay_peer_user: names or numeric uids, comma or space separated, or
  * "none". Resolved at load (so `chatd -t` names a user that does not
  * exist), and only for a unix: relay, the only one with a peer uid. */
@@ -519,6 +562,7 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
     }
     if (admin_socket_default(c) < 0) { snprintf(err, errlen, "out of memory"); return -1; }
     if (resolve_peer_users(c, err, errlen) < 0) return -1;
+    if (ws_keys_check(c, err, errlen) < 0) return -1;
     if (load_relay_secret(c, err, errlen) < 0) return -1;
     if (load_upload(c, err, errlen) < 0) return -1;
     if (c->byte_burst == BYTE_BURST_AUTO) {
@@ -571,5 +615,8 @@ void config_free(chatd_config *c) {
     free(c->upload_domain);
     free(c->upload_key_file);
     relay_secret_free(c->upload_key, c->upload_key_len);
+    free(c->ws_listen);
+    free(c->ws_origin);
+    free(c->ws_trusted_proxy);
     memset(c, 0, sizeof(*c));
 }

@@ -133,6 +133,14 @@ typedef struct chatd_config {
     unsigned pep_max_items;     /* pep_max_items 100 (per node) */
     unsigned pep_max_item_bytes; /* pep_max_item_bytes 131072 (one item, serialized) */
     unsigned pep_max_bytes;     /* pep_max_bytes 1048576 (all items of the account) */
+    /* XMPP over WebSocket (RFC 7395, issue 17): chatd/transport/ws.h. */
+    char    *ws_listen;         /* ws_listen  ws.sock next to a unix: relay socket, else off;
+                                   unix:/path or host:port (loopback: httpd proxies to it);
+                                   "off" disables (NULL when off) */
+    char    *ws_origin;         /* ws_origin  (none: same site only) origins allowed to open
+                                   a WebSocket, exact, space separated; "*" any */
+    char    *ws_trusted_proxy;  /* ws_trusted_proxy 127.0.0.1 ::1 (TCP peers whose
+                                   X-Forwarded-Proto/-For/-Host are believed) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

@@ -217,6 +217,7 @@ int main(int argc, char **argv) {
     bosh_up = 1;
     if (relay_server_start(&d) < 0) goto out;
     if (c2s_native_start(&d) < 0) goto out;
+    if (c2s_ws_start(&d) < 0) goto out;
     if (admin_start(&d) < 0) goto out;
 
     log_info("ready");

@@ -176,6 +176,11 @@ void c2s_free(c2s *s) {
 
 void c2s_set_secure(c2s *s, int secure) { s->secure = secure; }
 
+void c2s_set_peer(c2s *s, const char *peer) {
+    free(s->peer);
+    s->peer = xstrdup(peer ? peer : "?");
+}
+
 void c2s_set_client_addr(c2s *s, const char *addr) {
     free(s->addr);
     s->addr = xstrdup(addr ? addr : "");

@@ -56,6 +56,9 @@ void  c2s_set_secure(c2s *s, int secure);
 /* Client address for the failure throttle (auth_guard.h); by default the
  * peer string given to c2s_new. Native sets the host without the port. */
 void  c2s_set_client_addr(c2s *s, const char *addr);
+/* The peer string for logs and chatctl, once the transport knows better
+ * (WebSocket: the browser's address httpd forwarded, not the socket's). */
+void  c2s_set_peer(c2s *s, const char *peer);
 /* Identity vouched for by the transport (BOSH: httpd's authenticated user,
  * issue 8); enables SASL EXTERNAL for exactly that user. NULL clears. */
 void  c2s_set_vouched_user(c2s *s, const char *user);

@@ -50,6 +50,16 @@
  *     (epoll is level-triggered; TLS-buffered bytes get a deferred timer).
  *   - accept failing for want of descriptors pauses the listener
  *     (listen_accept_paced) instead of spinning on it.
+ *
+ * XMPP over WebSocket (RFC 7395, ws.h) uses this same connection handling:
+ * a listener opened with websocket set gives each connection a ws_link.
+ * Its bytes go through the WebSocket handshake and frame reader
+ * (common/websocket.h) before the parser; each text message must be one
+ * element; the stream is <open/>/<close/> in the framing namespace, not
+ * <stream:stream>; output is one text frame per element. The parser is
+ * opened once with a stream header of our own, so the session and every
+ * limit above (auth timeout, read budget, idle ping, admission, output
+ * cap, descriptor pacing) are the native port's.
  */
 #include "c2s_native.h"
 #include "listen.h"
@@ -75,6 +85,10 @@
 #include "log.h"
 #include "rate.h"
 #include "tls.h"
+#include "ws.h"
+#include "../../common/websocket.h"
+#include <ctype.h>
+#include <pwd.h>
 
 #define NATIVE_READ_CHUNK   16384
 #define NATIVE_CLOSE_MS     5000   /* a closing peer that never reads */
@@ -85,6 +99,17 @@
 #define NATIVE_MAX_HELD 32         /* stanzas held while admission runs */
 
 typedef struct native_conn native_conn;
+
+/* A WebSocket connection's own state (NULL on the native port). */
+typedef struct ws_link {
+    int         upgraded;       /* 101 sent: input is frames */
+    int         close_sent;     /* our close frame is queued: nothing after it */
+    int         elems;          /* elements seen in the message being parsed */
+    int         peer_trusted;   /* httpd: its X-Forwarded-* are believed */
+    pid_t       peer_pid;       /* unix peer: the httpd child carrying it (0: unknown) */
+    strbuf      in;             /* handshake bytes, then an incomplete frame */
+    ws_reader   rd;
+} ws_link;
 
 typedef struct held_stanza {
     struct held_stanza *next;
@@ -124,6 +149,7 @@ struct native_conn {
     loop_timer  *watchdog;          /* sign-in deadline, then idle ping */
     loop_timer  *more;              /* read budget spent with TLS bytes buffered */
     uint64_t     accepted_ms, last_rx_ms, ping_sent_ms;   /* ping_sent_ms 0: none out */
+    ws_link     *ws;
 };
 
 typedef struct c2s_listener {
@@ -131,6 +157,9 @@ typedef struct c2s_listener {
     int          fd;
     native_conn *conns;
     listen_pacer pacer;
+    int          websocket;     /* RFC 7395 listener (ws_listen) */
+    int          is_unix;
+    const char  *what;          /* "c2s" or "ws": logs */
 } c2s_listener;
 
 static void conn_io(loop *l, int fd, unsigned events, void *ud);
@@ -162,16 +191,26 @@ static void conn_kill_soon(native_conn *c) {
     c->timer = loop_timer_add(c->lst->d->loop, 0, destroy_cb, c);
 }
 
+/* Room for len more bytes of output? If not, the client is too slow (or,
+ * sending pings it never reads the pongs of, too greedy): disconnect. */
+static int out_room(native_conn *c, size_t len) {
+    if (c->out.len + len <= c->lst->d->cfg.max_output) return 1;
+    log_warn("c2s %s: output over %zu bytes, disconnecting", c->peer,
+             c->lst->d->cfg.max_output);
+    sb_reset(&c->out);
+    conn_kill_soon(c);
+    return 0;
+}
+
 static void conn_append(native_conn *c, const char *data, size_t len) {
     if (c->dead) return;
-    if (c->out.len + len > c->lst->d->cfg.max_output) {
-        log_warn("c2s %s: output over %zu bytes, disconnecting", c->peer,
-                 c->lst->d->cfg.max_output);
-        sb_reset(&c->out);
-        conn_kill_soon(c);
-        return;
+    if (!out_room(c, len)) return;
+    if (c->ws) {
+        if (c->ws->close_sent) return;
+        ws_put_element(&c->out, data, len);
+    } else {
+        sb_append(&c->out, data, len);
     }
-    sb_append(&c->out, data, len);
     if (!c->in_feed) conn_arm(c);
 }
 
@@ -213,6 +252,12 @@ static void put_header(native_conn *c, const char *id) {
 static void op_stream_open(void *t, const char *stream_id) {
     native_conn *c = t;
     if (c->dead || c->closing) return;
+    if (c->ws) {
+        ws_put_open(&c->out, c->lst->d->cfg.domain, stream_id);
+        c->header_sent = 1;
+        if (!c->in_feed) conn_arm(c);
+        return;
+    }
     put_header(c, stream_id);
     if (!c->in_feed) conn_arm(c);
 }
@@ -226,6 +271,17 @@ static void op_send(void *t, const char *xml, size_t len) {
 static void op_close(void *t, const char *condition, const char *text) {
     native_conn *c = t;
     if (c->closing || c->dead) return;
+    if (c->ws) {
+        /* Before the 101 there is no WebSocket to say anything on. */
+        if (c->ws->upgraded && !c->ws->close_sent) {
+            ws_put_close(&c->out, condition, text);
+            ws_close_put(&c->out, condition && (!strcmp(condition, "system-shutdown") ||
+                                                !strcmp(condition, "reset"))
+                         ? WS_CLOSE_GOING_AWAY : WS_CLOSE_NORMAL, NULL);
+            c->ws->close_sent = 1;
+        }
+        goto closing;
+    }
     if (!c->header_sent) {
         /* RFC 6120 4.9.1.2: open the stream before the error. */
         unsigned char rnd[8];
@@ -246,6 +302,7 @@ static void op_close(void *t, const char *condition, const char *text) {
         sb_puts(&c->out, "</stream:error>");
     }
     sb_puts(&c->out, "</stream:stream>");
+closing:
     c->closing = 1;
     /* Bytes after the close are not processed. */
     if (c->in_feed) xs_parser_stop(c->p);
@@ -266,7 +323,9 @@ static int op_starttls(void *t) {
 
 static void op_stream_restart(void *t) {
     native_conn *c = t;
-    xs_parser_reset(c->p);
+    /* WebSocket: our stream header stays open; the client's next <open/>
+     * is just the next message. */
+    if (!c->ws) xs_parser_reset(c->p);
 }
 
 static const c2s_transport native_ops = {
@@ -278,14 +337,22 @@ static const c2s_transport native_ops = {
     .stream_restart = op_stream_restart,
 };
 
+/* RFC 7395: no STARTTLS (the browser's TLS ends at httpd). */
+static const c2s_transport ws_ops = {
+    .kind = "websocket",
+    .stream_open = op_stream_open,
+    .send = op_send,
+    .close = op_close,
+    .starttls = NULL,
+    .stream_restart = op_stream_restart,
+};
+
 /* ---- parser callbacks ---- */
 
-static void on_stream_start(void *ud, const char *ns, const char *name, const char **attrs) {
-    native_conn *c = ud;
-    if (strcmp(name, "stream") != 0 || strcmp(ns, STREAM_NS_URI) != 0) {
-        op_close(c, "invalid-namespace", NULL);
-        return;
-    }
+/* The client opened a stream (<stream:stream>, or RFC 7395 <open/>):
+ * the node's session caps, then the session. */
+static void stream_opened(native_conn *c, const char *to, const char *version,
+                          const char *lang) {
     if (!c->counted) {
         chatd *d = c->lst->d;
         if (chatd_session_slots_full(d)) {
@@ -310,13 +377,25 @@ static void on_stream_start(void *ud, const char *ns, const char *name, const ch
         c->counted = 1;
         d->stats.c2s_sessions++;
     }
+    c2s_stream_start(c->s, to, version, lang);
+}
+
+static void on_stream_start(void *ud, const char *ns, const char *name, const char **attrs) {
+    native_conn *c = ud;
+    if (strcmp(name, "stream") != 0 || strcmp(ns, STREAM_NS_URI) != 0) {
+        op_close(c, "invalid-namespace", NULL);
+        return;
+    }
+    /* WebSocket: this is the header we fed ourselves; the client's
+     * stream begins with its <open/>. */
+    if (c->ws) return;
     const char *to = NULL, *version = NULL, *lang = NULL;
     for (size_t i = 0; attrs && attrs[i]; i += 2) {
         if (!strcmp(attrs[i], "to")) to = attrs[i + 1];
         else if (!strcmp(attrs[i], "version")) version = attrs[i + 1];
         else if (!strcmp(attrs[i], "xml:lang")) lang = attrs[i + 1];
     }
-    c2s_stream_start(c->s, to, version, lang);
+    stream_opened(c, to, version, lang);
 }
 
 /* ---- sign-in admission (see the top of the file) ---- */
@@ -459,8 +538,34 @@ static void route_stanza(native_conn *c, xs_node *stanza) {
 
 /* ---- parser callbacks (stanzas) ---- */
 
+static void on_stream_end(void *ud);
+
 static void on_stanza(void *ud, xs_node *stanza) {
-    route_stanza(ud, stanza);
+    native_conn *c = ud;
+    if (c->ws) {
+        /* RFC 7395 3.3.3: one whole element per message. */
+        if (++c->ws->elems > 1) {
+            xs_free(stanza);
+            c2s_close(c->s, "not-well-formed",
+                      "one XMPP element per WebSocket message (RFC 7395)");
+            return;
+        }
+        if (stanza->ns && !strcmp(stanza->ns, WS_FRAMING_NS)) {
+            if (!strcmp(stanza->name, "open")) {
+                stream_opened(c, xs_attr_get(stanza, "to"), xs_attr_get(stanza, "version"),
+                              xs_attr_get(stanza, "xml:lang"));
+                xs_free(stanza);
+            } else if (!strcmp(stanza->name, "close")) {
+                xs_free(stanza);
+                on_stream_end(c);
+            } else {
+                xs_free(stanza);
+                c2s_close(c->s, "unsupported-stanza-type", NULL);
+            }
+            return;
+        }
+    }
+    route_stanza(c, stanza);
 }
 
 static void on_stream_end(void *ud) {
@@ -485,6 +590,150 @@ static void feed(native_conn *c, const char *buf, size_t n) {
                      : "not-well-formed";
     log_info("c2s %s: %s (%s)", c->peer, cond, xs_parser_error(c->p));
     op_close(c, cond, NULL);
+}
+
+/* ---- WebSocket input (RFC 6455 frames carrying RFC 7395 messages) ---- */
+
+/* Our own stream header: every client message is parsed as a child of it,
+ * in jabber:client unless it says otherwise. */
+static const char WS_ROOT[] = "<stream:stream xmlns='jabber:client' "
+                              "xmlns:stream='" STREAM_NS_URI "'>";
+
+/* Fail the WebSocket: close frame with code, then end the session. */
+static void ws_fail(native_conn *c, uint16_t code, const char *why) {
+    log_info("BOSH00850: ws %s: closing the WebSocket with %u: %s", c->peer,
+             (unsigned)code, why);
+    if (!c->ws->close_sent) {
+        ws_close_put(&c->out, code, why);
+        c->ws->close_sent = 1;
+    }
+    admission_cancel(c);
+    if (c->s) c2s_close(c->s, NULL, NULL);
+    if (!c->closing) op_close(c, NULL, NULL);
+}
+
+static void ws_message(native_conn *c, const char *data, size_t len) {
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)data[i])) i++;
+    if (i == len) return;           /* whitespace: a keepalive, nothing to parse */
+    c->ws->elems = 0;
+    feed(c, data, len);
+    if (!c->closing && !c->dead && c->ws->elems != 1)
+        c2s_close(c->s, "not-well-formed",
+                  "one whole XMPP element per WebSocket message (RFC 7395)");
+}
+
+/* The opening handshake is all there: answer it (ws.h for the policy). */
+static int ws_handshake_done(native_conn *c, size_t *used) {
+    ws_link *w = c->ws;
+    chatd *d = c->lst->d;
+    ws_handshake h;
+    int status;
+    const char *why;
+    ws_hs_status st = ws_handshake_parse(w->in.data, w->in.len, &h, used, &status, &why);
+    if (st == WS_HS_MORE) return 0;
+    ws_verdict v;
+    if (st == WS_HS_OK) {
+        ws_decide(&d->cfg, &h, w->peer_trusted, c->addr, &v);
+        if (v.status) { status = v.status; why = v.why; st = WS_HS_BAD; }
+    }
+    if (st == WS_HS_BAD) {
+        log_info("BOSH00851: ws %s: refused the WebSocket handshake (%d): %s%s%s", c->peer,
+                 status, why, h.has_origin ? "; Origin " : "", h.has_origin ? h.origin : "");
+        ws_http_error(&c->out, status, why);
+        w->close_sent = 1;
+        if (c->s) c2s_close(c->s, NULL, NULL);
+        if (!c->closing) op_close(c, NULL, NULL);
+        return -1;
+    }
+    char acc[29];
+    ws_accept_key(h.key, acc);
+    ws_handshake_response(&c->out, acc, "xmpp");
+    w->upgraded = 1;
+    snprintf(c->addr, sizeof(c->addr), "%s", v.client_addr);
+    snprintf(c->peer, sizeof(c->peer), "%s", v.client_addr);
+    c2s_set_client_addr(c->s, c->addr);
+    c2s_set_peer(c->s, c->peer);
+    c2s_set_secure(c->s, v.secure);
+    log_debug("ws %s: WebSocket open (%s)", c->peer, v.secure ? "https" : "http");
+    feed(c, WS_ROOT, sizeof(WS_ROOT) - 1);
+    return 1;
+}
+
+/*
+ * An httpd child that is stopping asks, on a connection of its own, that
+ * the WebSockets it carries be closed (mod_bosh's BoshWebSocketDrain):
+ * its tunnels would otherwise hold the child, and httpd's stop or reload,
+ * until the users leave. Only a unix peer that passed the uid check can
+ * ask, and only for its own process (SO_PEERCRED pid of both connections),
+ * so no one can close anybody else's sessions. The sessions end with the
+ * stream error `reset` (RFC 6120 4.9.3.16: reconnect, the stream may be
+ * reopened) and close code 1001 (going away); clients reconnect to a
+ * live child.
+ */
+#define WS_DRAIN_REQUEST "POST /.chatd/drain HTTP/1.1\r\n"
+
+static int ws_drain_request(native_conn *c) {
+    ws_link *w = c->ws;
+    size_t n = sizeof(WS_DRAIN_REQUEST) - 1;
+    if (!c->lst->is_unix || !w->peer_pid || w->in.len < n ||
+        memcmp(w->in.data, WS_DRAIN_REQUEST, n) != 0)
+        return 0;
+    unsigned closed = 0;
+    for (native_conn *o = c->lst->conns; o; o = o->next) {
+        if (o == c || !o->ws || o->ws->peer_pid != w->peer_pid || o->closing || o->dead)
+            continue;
+        if (o->s) c2s_close(o->s, "reset", "the web server is restarting; reconnect");
+        if (!o->closing) op_close(o, "reset", NULL);
+        closed++;
+    }
+    log_info("BOSH00854: ws: httpd child pid %d is stopping: closed its %u WebSocket(s)",
+             (int)w->peer_pid, closed);
+    static const char ok[] = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+    sb_append(&c->out, ok, sizeof(ok) - 1);
+    w->close_sent = 1;
+    if (c->s) c2s_close(c->s, NULL, NULL);
+    if (!c->closing) op_close(c, NULL, NULL);
+    return 1;
+}
+
+static void ws_input(native_conn *c, const char *buf, size_t n) {
+    ws_link *w = c->ws;
+    size_t off = 0;
+    sb_append(&w->in, buf, n);
+    if (!w->upgraded && ws_drain_request(c)) return;
+    if (!w->upgraded) {
+        if (ws_handshake_done(c, &off) <= 0) return;
+    }
+    while (!c->closing && !c->dead) {
+        ws_event ev;
+        size_t used = ws_read(&w->rd, w->in.data + off, w->in.len - off, &ev);
+        if (ev.kind == WS_EV_MORE && used == 0) break;
+        switch (ev.kind) {
+        case WS_EV_TEXT:
+            ws_message(c, ev.data, ev.len);
+            break;
+        case WS_EV_PING:
+            if (!w->close_sent && out_room(c, ev.len + 2))
+                ws_frame_put(&c->out, WS_OP_PONG, ev.data, ev.len);
+            break;
+        case WS_EV_CLOSE:
+            /* The client ends without <close/>: echo its code, end the stream. */
+            if (!w->close_sent) {
+                ws_close_put(&c->out, ev.code == WS_CLOSE_NO_STATUS ? 0 : ev.code, NULL);
+                w->close_sent = 1;
+            }
+            on_stream_end(c);
+            break;
+        case WS_EV_ERROR:
+            ws_fail(c, ev.code, ev.why);
+            break;
+        default:
+            break;
+        }
+        off += used;
+    }
+    sb_consume(&w->in, off < w->in.len ? off : w->in.len);
 }
 
 static void more_cb(loop *l, void *ud);
@@ -520,7 +769,8 @@ static int conn_read(native_conn *c) {
         used += (size_t)n;
         c->last_rx_ms = loop_now_ms(d->loop);
         c->ping_sent_ms = 0;            /* any input answers the ping */
-        feed(c, buf, (size_t)n);
+        if (c->ws) ws_input(c, buf, (size_t)n);
+        else feed(c, buf, (size_t)n);
     }
     return 0;
 }
@@ -615,11 +865,16 @@ static void conn_destroy(native_conn *c) {
     close(c->fd);
     xs_parser_free(c->p);
     sb_free(&c->out);
+    if (c->ws) {
+        sb_free(&c->ws->in);
+        ws_reader_free(&c->ws->rd);
+        free(c->ws);
+    }
     if (c->prev) c->prev->next = c->next; else lst->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     if (c->counted && d->stats.c2s_sessions) d->stats.c2s_sessions--;
     if (c->addr_counted) chatd_addr_slot_release(d, c->addr);
-    log_debug("c2s %s: disconnected", c->peer);
+    log_debug("%s %s: disconnected", lst->what, c->peer);
     free(c);
 }
 
@@ -692,6 +947,29 @@ static void set_keepalive(int fd, unsigned idle_s) {
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
+/* A unix WebSocket peer must be httpd: the relay's uid rule
+ * (relay_peer_user, root, chatd's own uid). Refusals are logged at most
+ * once a second: any local user can connect. */
+static int ws_unix_peer_ok(c2s_listener *lst, int fd, pid_t *pid) {
+    const chatd_config *cfg = &lst->d->cfg;
+    struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+    socklen_t len = sizeof(cred);
+    static uint64_t last_log;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+        *pid = cred.pid;
+        if (cred.uid == 0 || cred.uid == geteuid()) return 1;
+        for (int i = 0; i < cfg->relay_peer_nuids; i++)
+            if (cfg->relay_peer_uids[i] == cred.uid) return 1;
+    }
+    uint64_t now = loop_now_ms(lst->d->loop);
+    if (!last_log || now - last_log >= 1000) {
+        last_log = now;
+        log_warn("BOSH00852: ws: refused a unix peer with uid %u: not relay_peer_user (%s), "
+                 "root or chatd's own uid", (unsigned)cred.uid, cfg->relay_peer_user);
+    }
+    return 0;
+}
+
 static void accept_io(loop *l, int fd, unsigned events, void *ud) {
     (void)l; (void)events; (void)fd;
     c2s_listener *lst = ud;
@@ -702,55 +980,95 @@ static void accept_io(loop *l, int fd, unsigned events, void *ud) {
         int cfd = listen_accept_paced(&lst->pacer, &ss, &sl);
         if (cfd < 0) return;
         if (d->stopping) { close(cfd); continue; }
-        int one = 1;
-        setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        set_keepalive(cfd, d->cfg.c2s_keepalive);
+        pid_t peer_pid = 0;
+        if (lst->is_unix && !ws_unix_peer_ok(lst, cfd, &peer_pid)) { close(cfd); continue; }
+        if (!lst->is_unix) {
+            int one = 1;
+            setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            set_keepalive(cfd, d->cfg.c2s_keepalive);
+        }
         native_conn *c = calloc(1, sizeof(*c));
         if (!c) abort();
         c->lst = lst;
         c->fd = cfd;
         sb_init(&c->out);
         char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
-                    NI_NUMERICHOST | NI_NUMERICSERV);
+        if (lst->is_unix) snprintf(host, sizeof(host), "unix"), snprintf(port, sizeof(port), "-");
+        else getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+                         NI_NUMERICHOST | NI_NUMERICSERV);
         snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
         snprintf(c->addr, sizeof(c->addr), "%s", host);
+        if (lst->websocket) {
+            c->ws = calloc(1, sizeof(*c->ws));
+            if (!c->ws) abort();
+            sb_init(&c->ws->in);
+            /* A message is one stanza: the same cap, plus the framing. */
+            ws_reader_init(&c->ws->rd, d->cfg.max_stanza + 1024);
+            c->ws->peer_trusted = lst->is_unix || ws_proxy_trusted(&d->cfg, host);
+            c->ws->peer_pid = peer_pid;
+        }
         c->p = xs_parser_new(&parser_cbs, c, d->cfg.max_stanza);
         if (!c->p || loop_watch(d->loop, cfd, LOOP_READ, conn_io, c) < 0) {
             xs_parser_free(c->p);
             close(cfd);
+            if (c->ws) {
+                sb_free(&c->ws->in);
+                ws_reader_free(&c->ws->rd);
+                free(c->ws);
+            }
             free(c);
             continue;
         }
         c->next = lst->conns;
         if (lst->conns) lst->conns->prev = c;
         lst->conns = c;
-        c->s = c2s_new(d, &native_ops, c, 0, c->peer);
+        c->s = c2s_new(d, c->ws ? &ws_ops : &native_ops, c, 0, c->peer);
         c->accepted_ms = c->last_rx_ms = loop_now_ms(d->loop);
         if (d->cfg.c2s_auth_timeout || d->cfg.c2s_ping_idle)
             watchdog_arm(c, d->cfg.c2s_auth_timeout ? (uint64_t)d->cfg.c2s_auth_timeout * 1000
                                                     : (uint64_t)d->cfg.c2s_ping_idle * 1000);
         c2s_set_client_addr(c->s, c->addr);
-        log_debug("c2s %s: connected", c->peer);
+        log_debug("%s %s: connected", lst->what, c->peer);
     }
+}
+
+static c2s_listener *listener_open(chatd *d, const char *spec, int websocket) {
+    c2s_listener *lst = calloc(1, sizeof(*lst));
+    if (!lst) return NULL;
+    lst->d = d;
+    lst->websocket = websocket;
+    lst->what = websocket ? "ws" : "c2s";
+    const char *key = websocket ? "ws_listen" : "c2s_listen";
+    if (websocket && !strncmp(spec, "unix:", 5)) {
+        /* 0666 like the relay socket: the uid check decides (accept_io). */
+        lst->is_unix = 1;
+        lst->fd = listen_unix(spec + 5, 0666, key);
+    } else {
+        lst->fd = listen_tcp(!strncmp(spec, "tcp:", 4) ? spec + 4 : spec, key);
+    }
+    lst->pacer = (listen_pacer){ .l = d->loop, .fd = lst->fd, .cb = accept_io, .ud = lst,
+                                 .what = lst->what, .counter = &d->stats.accept_paused };
+    if (lst->fd < 0 || loop_watch(d->loop, lst->fd, LOOP_READ, accept_io, lst) < 0) {
+        if (lst->fd >= 0) close(lst->fd);
+        free(lst);
+        return NULL;
+    }
+    return lst;
 }
 
 int c2s_native_start(chatd *d) {
     const char *spec = d->cfg.c2s_listen;
     if (!spec || !*spec || !strcmp(spec, "off")) return 0;
-    c2s_listener *lst = calloc(1, sizeof(*lst));
-    if (!lst) return -1;
-    lst->d = d;
-    lst->fd = listen_tcp(spec, "c2s_listen");
-    lst->pacer = (listen_pacer){ .l = d->loop, .fd = lst->fd, .cb = accept_io, .ud = lst,
-                                 .what = "c2s", .counter = &d->stats.accept_paused };
-    if (lst->fd < 0 || loop_watch(d->loop, lst->fd, LOOP_READ, accept_io, lst) < 0) {
-        if (lst->fd >= 0) close(lst->fd);
-        free(lst);
-        return -1;
-    }
-    d->c2s = lst;
+    if (!(d->c2s = listener_open(d, spec, 0))) return -1;
     log_info("c2s: listening on %s%s", spec, d->tls ? " (STARTTLS)" : "");
+    return 0;
+}
+
+int c2s_ws_start(chatd *d) {
+    const char *spec = d->cfg.ws_listen;
+    if (!spec) return 0;
+    if (!(d->ws = listener_open(d, spec, 1))) return -1;
+    log_info("ws: XMPP over WebSocket (RFC 7395) listening on %s", spec);
     return 0;
 }
 
@@ -760,9 +1078,7 @@ static uint64_t mono_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-void c2s_native_stop(chatd *d, const char *condition) {
-    c2s_listener *lst = d->c2s;
-    if (!lst) return;
+static void listener_stop(chatd *d, c2s_listener *lst, const char *condition) {
     listen_pacer_cancel(&lst->pacer);
     loop_unwatch(d->loop, lst->fd);
     close(lst->fd);
@@ -785,6 +1101,13 @@ void c2s_native_stop(chatd *d, const char *condition) {
         if (c->ssl && !c->dead) SSL_shutdown(c->ssl);
     }
     while (lst->conns) conn_destroy(lst->conns);
+    if (lst->is_unix && d->cfg.ws_listen) unlink(d->cfg.ws_listen + 5);
     free(lst);
+}
+
+void c2s_native_stop(chatd *d, const char *condition) {
+    if (d->c2s) listener_stop(d, d->c2s, condition);
     d->c2s = NULL;
+    if (d->ws) listener_stop(d, d->ws, condition);
+    d->ws = NULL;
 }

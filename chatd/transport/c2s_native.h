@@ -11,7 +11,10 @@
 #include "chatd.h"
 
 int  c2s_native_start(chatd *d);
-/* Close the listener and every connection, with stream error condition
+/* The RFC 7395 WebSocket listener on cfg.ws_listen (none when off); its
+ * connections are handled here too (ws.h says why). */
+int  c2s_ws_start(chatd *d);
+/* Close the listeners (native and WebSocket) and every connection, with stream error condition
  * (NULL: a normal </stream:stream>); flushes briefly, then frees all. */
 void c2s_native_stop(chatd *d, const char *condition);
 

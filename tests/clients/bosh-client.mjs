@@ -8,6 +8,9 @@
  *   node tests/clients/bosh-client.mjs --url http://127.0.0.1:8080/http-bind \
  *        --jid alice@localhost --password secret [--mech PLAIN] [--debug]
  *
+ * With --url ws://127.0.0.1:8080/xmpp-websocket [--origin http://...] the
+ * same client speaks XMPP over WebSocket (RFC 7395) instead of BOSH.
+ *
  * Protocol: one JSON command per line on stdin, one JSON event per line on
  * stdout. Every command may carry an "id"; it is echoed in the "done" event
  * that follows the command.
@@ -84,6 +87,19 @@ function parseArgs(argv) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
+
+/* A ws:// or wss:// --url makes Strophe speak XMPP over WebSocket (RFC
+ * 7395) instead of BOSH: the same client, commands and events (issue 17).
+ * Node 20 has no global WebSocket; the `ws` package provides one. A
+ * browser always sends Origin; --origin sends one too (the page's). */
+if (/^wss?:/.test(opts.url)) {
+    const { WebSocket: NodeWebSocket } = await import('ws');
+    globalThis.WebSocket = class extends NodeWebSocket {
+        constructor(url, protocols) {
+            super(url, protocols, opts.origin ? { origin: opts.origin } : {});
+        }
+    };
+}
 
 /* stdout carries only our JSON events: library logging goes to stderr. */
 for (const level of ['log', 'debug', 'info', 'warn', 'error']) {

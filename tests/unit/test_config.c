@@ -171,6 +171,45 @@ int main(void) {
         unlink(p);
     }
 
+    /* XMPP over WebSocket (issue 17): ws.sock beside a unix: relay socket
+     * (like admin.sock), off with a tcp: relay or when said; the lists are
+     * checked at load, so chatd -t names a typo. */
+    CHECK(config_load(&c, NULL, err, sizeof(err)) == 0);
+    CHECK_STR(c.ws_listen, "unix:/run/chatd/ws.sock");
+    CHECK(c.ws_origin == NULL);
+    CHECK_STR(c.ws_trusted_proxy, "127.0.0.1 ::1");
+    config_free(&c);
+    {
+        char secret[4096], conf[4200];
+        snprintf(secret, sizeof(secret), "%s", unit_write_tmp("0123456789abcdef0123456789\n"));
+        snprintf(conf, sizeof(conf), "relay_listen tcp:127.0.0.1:5281\nrelay_secret_file %s\n",
+                 secret);
+        p = unit_write_tmp(conf);
+        CHECK(config_load(&c, p, err, sizeof(err)) == 0 && c.ws_listen == NULL);
+        config_free(&c);
+        unlink(p);
+        unlink(secret);
+    }
+    p = unit_write_tmp("relay_listen unix:/tmp/x/relay.sock\nws_listen off\n");
+    CHECK(config_load(&c, p, err, sizeof(err)) == 0 && c.ws_listen == NULL);
+    config_free(&c);
+    unlink(p);
+    p = unit_write_tmp("ws_listen 127.0.0.1:5280\nws_origin https://a.example *\n"
+                       "ws_trusted_proxy 10.0.0.1, ::1\n");
+    CHECK(config_load(&c, p, err, sizeof(err)) == 0);
+    CHECK_STR(c.ws_listen, "127.0.0.1:5280");
+    CHECK_STR(c.ws_origin, "https://a.example *");
+    config_free(&c);
+    unlink(p);
+    static const char *const bad_ws[] = { "ws_trusted_proxy 10.0.0.0/8\n",
+        "ws_trusted_proxy localhost\n", "ws_origin chat.example.com\n", NULL };
+    for (int i = 0; bad_ws[i]; i++) {
+        p = unit_write_tmp(bad_ws[i]);
+        CHECK(config_load(&c, p, err, sizeof(err)) == -1 && strstr(err, "ws_"));
+        config_free(&c);
+        unlink(p);
+    }
+
     CHECK(config_load(&c, "/nonexistent/chatd.conf", err, sizeof(err)) == -1);
     config_free(&c);
     return unit_done("config");
