@@ -20,6 +20,7 @@ struct admin_server;    /* admin.h: chatctl's control socket */
 struct addr_count;      /* addr_count.h: live sessions per client address */
 struct auth_guard;      /* auth_guard.h: failed sign-ins per account / address */
 struct pw_pool;         /* pw_pool.h: password hashing threads */
+struct cluster;         /* cluster.h: other nodes, through Redis (issue 16) */
 
 typedef struct chatd_stats {
     uint64_t c2s_sessions, bosh_sessions;        /* current */
@@ -58,6 +59,7 @@ typedef struct chatd {
     struct addr_count    *addr_sessions;  /* NULL until the first counted session */
     struct auth_guard    *auth_guard;     /* users_init */
     struct pw_pool       *pw_pool;        /* users_init */
+    struct cluster       *cluster;        /* NULL unless cfg.cluster */
 } chatd;
 
 #endif

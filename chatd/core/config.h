@@ -100,6 +100,13 @@ typedef struct chatd_config {
     unsigned max_roster_items;  /* max_roster_items 2000 (per user; also caps
                                    stored pending subscription requests) */
     unsigned max_directed_presences; /* max_directed_presences 1000 (per session) */
+    /* Issue 16: several nodes form one chat through Redis (router/cluster.h). */
+    int      cluster;           /* cluster no (yes: route to other nodes through
+                                   Redis sharded pub/sub; one more Redis connection,
+                                   taken from redis_max_conns) */
+    unsigned cluster_ttl_ms;    /* cluster_ttl_ms 3000 (a node, its sessions and its
+                                   room leases live this long after its last heartbeat;
+                                   heartbeats every third of it) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given
