@@ -172,7 +172,7 @@ static void broadcast_unavailable(chatd *d, rsession *rs, const xs_node *st)
     int was_available = rs->available;
     rs->available = 0;
     if (was_available) {
-        cluster_session_update(d, rs);
+        cluster_session_update(d, rs, 0);
         if (u->roster_state == ROSTER_LOADED) send_to_subscribers(d, u, pres);
         send_to_own(u, NULL, pres);
         cluster_send_available(d, u->local, pres);
@@ -207,7 +207,7 @@ static void broadcast_action(chatd *d, ruser *u, rsession *rs, xs_node *st)
     int old_priority = rs->priority;
     rs->priority = parse_priority(st);
     rs->available = 1;
-    if (initial || old_priority != rs->priority) cluster_session_update(d, rs);
+    if (initial || old_priority != rs->priority) cluster_session_update(d, rs, 0);
 
     send_to_subscribers(d, rs->user, pres);
     send_to_own(rs->user, NULL, pres);

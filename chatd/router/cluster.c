@@ -231,6 +231,12 @@ static void entry_set(cluster *c, const char *node, const char *full, const char
     if (jid_parse(full, &j) < 0 || !j.local[0] || !j.resource[0]) return;
     rentry *e = apr_hash_get(c->sessions, full, APR_HASH_KEY_STRING);
     if (e && strcmp(e->node, node) != 0) { entry_remove(c, full); e = NULL; }
+    if (e && e->avail && state[0] == '0') {
+        /* available -> unavailable (RFC 6121 §4.5.2): it leaves the rooms
+         * here, as a local session does in presence.c */
+        e->avail = 0;
+        muc_session_gone(c->d, full);
+    }
     if (!e) {
         e = calloc(1, sizeof(*e));
         if (!e) abort();
@@ -367,7 +373,7 @@ static void dir_written(redisReply *reply, const char *err, void *ud)
     }
 }
 
-static void session_write(chatd *d, const char *full, const char *state)
+static void session_write(chatd *d, const char *full, const char *state, int bind)
 {
     cluster *c = CL(d);
     char key[64], ttl[16];
@@ -377,6 +383,7 @@ static void session_write(chatd *d, const char *full, const char *state)
     bus_frame_begin(&f, *state ? 'B' : 'U', d->cfg.node_id);
     bus_frame_arg(&f, full);
     if (*state) bus_frame_arg(&f, state);
+    if (bind) bus_frame_arg(&f, "bind");
     bus_frame_body(&f, NULL, 0);
     const char *argv[] = { "EVAL", SESSION_LUA, "1", key, full, state, ttl, f.data };
     size_t lens[] = { 4, sizeof(SESSION_LUA) - 1, 1, strlen(key), strlen(full),
@@ -386,18 +393,18 @@ static void session_write(chatd *d, const char *full, const char *state)
     sb_free(&f);
 }
 
-void cluster_session_update(chatd *d, const rsession *rs)
+void cluster_session_update(chatd *d, const rsession *rs, int bind)
 {
     if (!CL(d) || !rs->bound) return;
     char state[32];
     snprintf(state, sizeof(state), "%d %d", rs->available ? 1 : 0, rs->priority);
-    session_write(d, rs->full, state);
+    session_write(d, rs->full, state, bind);
 }
 
 void cluster_session_gone(chatd *d, const char *full)
 {
     if (!CL(d)) return;
-    session_write(d, full, "");
+    session_write(d, full, "", 0);
 }
 
 /* ---- (re)loading another node's sessions ---- */
@@ -626,6 +633,9 @@ static void room_stanza(cluster *c, const xs_node *st, int from_node, const char
 {
     room_own *ro = room_get(c, room);
     if (ro->owner[0] && !node_live(c, ro->owner)) ro->owner[0] = '\0';
+    /* Sent here as the owner, but we think another node is: one of us is
+     * stale. Ask Redis rather than send it on (no ping-pong). */
+    if (from_node && ro->owner[0] && !is_self(c, ro->owner)) ro->owner[0] = '\0';
     if (!ro->owner[0] || ro->q) { room_enqueue(c, ro, st, from_node); return; }
     xs_node *copy = xs_copy(st);
     room_dispatch(c, ro, copy, from_node);
@@ -735,11 +745,27 @@ static void apply_dir_frame(cluster *c, const char *data, size_t len)
     switch (f.kind) {
     case 'B':
         if (bus_frame_next_arg(&f, &cur, full, sizeof(full)) == 1 &&
-            bus_frame_next_arg(&f, &cur, state, sizeof(state)) == 1)
+            bus_frame_next_arg(&f, &cur, state, sizeof(state)) == 1) {
+            char flag[8];
+            rsession *mine = router_session(c->d, full);
+            /* The same full JID bound on another node after ours: as on
+             * one node (router_bind), the newer session takes the
+             * resource and ours gets stream error conflict. */
+            if (mine && bus_frame_next_arg(&f, &cur, flag, sizeof(flag)) == 1 &&
+                strcmp(flag, "bind") == 0) {
+                log_info("cluster: BOSH00666: %s bound again on node %s, closing it here",
+                         full, f.node);
+                c2s_close(mine->c2s, "conflict", NULL);
+            }
             entry_set(c, f.node, full, state);
+        }
         break;
     case 'U':
-        if (bus_frame_next_arg(&f, &cur, full, sizeof(full)) == 1) entry_remove(c, full);
+        if (bus_frame_next_arg(&f, &cur, full, sizeof(full)) == 1) {
+            /* only the sender's own entry: the JID may have moved on */
+            const char *node = cluster_node_of(c->d, full);
+            if (node && strcmp(node, f.node) == 0) entry_remove(c, full);
+        }
         break;
     case 'N':
         if (r) apr_hash_set(c->reloading, f.node, APR_HASH_KEY_STRING, NULL);  /* orphaned */
@@ -824,6 +850,7 @@ static void on_bus_up(void *ud)
 {
     cluster *c = ud;
     c->reload_all = 1;      /* whatever was published meanwhile is lost */
+    c->dirty = 1;           /* and Redis may have restarted empty: rewrite ours */
     beat_now(c);
 }
 

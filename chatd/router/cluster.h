@@ -31,8 +31,8 @@ int   cluster_init(chatd *d);         /* 0 (also when off) or -1 */
 void  cluster_free(chatd *d);
 int   cluster_on(const chatd *d);
 
-/* Session directory (bind, presence change, unbind). Publishes. */
-void  cluster_session_update(chatd *d, const struct rsession *rs);
+/* Session directory (bind: bind 1, presence change, unbind). Publishes. */
+void  cluster_session_update(chatd *d, const struct rsession *rs, int bind);
 void  cluster_session_gone(chatd *d, const char *full);
 
 /* The node of a session of another node, or NULL. */

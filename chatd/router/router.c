@@ -173,7 +173,7 @@ int router_bind(chatd *d, c2s *s, const char *full_jid)
     apr_hash_set(d->router->sessions, rs->full, APR_HASH_KEY_STRING, rs);
     *c2s_router_slot(s) = rs;
     blocking_user_online(d, rs->user);      /* XEP-0191: load the blocklist */
-    cluster_session_update(d, rs);          /* issue 16: other nodes route here */
+    cluster_session_update(d, rs, 1);       /* issue 16: other nodes route here */
     return 0;
 }
 
