@@ -16,6 +16,7 @@ than the last). Asserted, as the users see it:
 
 CLUSTER=no runs the same test with routing between nodes off (what the
 code did before issue 16): it must fail at the first cross-node message.
+CHATD_BIN=path runs another chatd binary (e.g. one built with ASan).
 """
 
 import os
@@ -50,6 +51,9 @@ def cluster():
     root = tempfile.mkdtemp(prefix="chat92-")
     extra = {"cluster": os.environ.get("CLUSTER", "yes")}
     cs = chatstack.ClusterStack(root, nodes=3, frontends=2, chatd_extra=extra)
+    if os.environ.get("CHATD_BIN"):          # e.g. a build under ASan
+        for st in cs.nodes:
+            st.chatd_bin = os.environ["CHATD_BIN"]
     ok = False
     try:
         cs.start()
