@@ -95,6 +95,8 @@ typedef struct cluster {
     int         dirty;          /* rewrite chat:loc:<self> at the next beat */
     int         started;        /* 'N' went out */
     int         reload_all;     /* subscriber (re)subscribed: reload everyone */
+    int         bus_was_up;     /* the subscriber was up before (a reconnect) */
+    loop_timer *reflush;        /* reflush_again pending */
 } cluster;
 
 static cluster *CL(const chatd *d) { return d->cluster; }
@@ -846,11 +848,41 @@ static void on_bus_msg(const char *channel, const char *payload, size_t len, voi
 
 static void beat_now(cluster *c);
 
+/* Messages other nodes sent here while our subscriber was down reached no
+ * one and went to offline storage (publish fallback): hand them to the
+ * sessions here that are online now, as at their sign-in. */
+static void reflush_session(c2s *s, const char *full, void *ud)
+{
+    (void)s;
+    chatd *d = ud;
+    rsession *rs = router_session(d, full);
+    if (!rs || !rs->available || rs->priority < 0) return;
+    rs->offline_done = 0;
+    offline_flush(d, rs);
+}
+
+/* Once more a heartbeat later: a sender's fallback store may land after
+ * the first pass. */
+static void reflush_again(loop *l, void *ud)
+{
+    (void)l;
+    cluster *c = ud;
+    c->reflush = NULL;
+    router_foreach_session(c->d, reflush_session, c->d);
+}
+
 static void on_bus_up(void *ud)
 {
     cluster *c = ud;
     c->reload_all = 1;      /* whatever was published meanwhile is lost */
     c->dirty = 1;           /* and Redis may have restarted empty: rewrite ours */
+    if (c->bus_was_up) {
+        router_foreach_session(c->d, reflush_session, c->d);
+        if (!c->reflush)
+            c->reflush = loop_timer_add(c->d->loop, c->d->cfg.cluster_ttl_ms / 3,
+                                        reflush_again, c);
+    }
+    c->bus_was_up = 1;
     beat_now(c);
 }
 
@@ -876,7 +908,7 @@ static const char BEAT_LUA[] =
  * failed write). */
 static const char RESYNC_LUA[] =
     "redis.call('DEL', KEYS[1]) "
-    "for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end "
+    "for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end "
     "redis.call('PEXPIRE', KEYS[1], ARGV[1]) "
     "redis.call('SPUBLISH', 'chat:dir', ARGV[2]) return 1";
 
@@ -1080,6 +1112,7 @@ void cluster_free(chatd *d)
     if (!c) return;
     d->cluster = NULL;
     loop_timer_cancel(d->loop, c->beat);
+    loop_timer_cancel(d->loop, c->reflush);
     redis_bus_free(c->bus);
     apr_hash_index_t *hi;
     while ((hi = apr_hash_first(NULL, c->sessions))) {

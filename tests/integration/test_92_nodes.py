@@ -373,3 +373,65 @@ def test_three_nodes_two_frontends_and_a_node_loss(cluster):
     for c in everyone2:
         if isinstance(c, Native):
             c.close()
+
+
+@pytest.fixture
+def two_nodes():
+    root = tempfile.mkdtemp(prefix="chat92b-")
+    # a burst as fast as one client can send, all of which may land in
+    # offline storage: no flood control, room for all of it
+    extra = {"cluster": os.environ.get("CLUSTER", "yes"), "stanza_rate": "0",
+             "offline_max_messages": "1000", "offline_sender_share": "100"}
+    cs = chatstack.ClusterStack(root, nodes=2, frontends=0, chatd_extra=extra)
+    if os.environ.get("CHATD_BIN"):
+        for st in cs.nodes:
+            st.chatd_bin = os.environ["CHATD_BIN"]
+    ok = False
+    try:
+        cs.start()
+        yield cs
+        ok = True
+    finally:
+        cs.stop()
+        if ok and not os.environ.get("KEEP_STACK"):
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            sys.stderr.write(f"\n[test_92] stack files kept in {root}\n")
+
+
+def test_subscribers_cut_off_lose_no_message(two_nodes):
+    """Redis drops every node's subscriber (CLIENT KILL TYPE pubsub) in the
+    middle of a burst: what was published while a subscriber was away
+    reached no one, went to offline storage, and is handed to the online
+    recipient when its node is subscribed again. Every message once."""
+    cs = two_nodes
+    for u in ("sa", "sb"):
+        cs.nodes[0].add_user(u, "pw-" + u)
+    a = Native(cs, "sa", 0)
+    b = Native(cs, "sb", 1)
+    outage.wait_until(lambda: "sb@" in cs.redis.redis_cli("HKEYS", "chat:loc:n2"), 30,
+                      "sb in chat:loc:n2")
+    subs = [c for c in cs.redis.redis_clients() if c.get("name", "").endswith(":bus")]
+    assert len(subs) == 2, subs          # one named subscriber per node
+    mark = len(b.stanzas)
+    sent = []
+    for k in range(300):
+        body = f"c:{k}"
+        chat(a, "sb", body)
+        sent.append(body)
+        if k == 50:
+            cs.redis.redis_cli("CLIENT", "KILL", "TYPE", "pubsub")
+        if k % 50 == 0:
+            a.pump()
+    chat(a, "sb", "c-end")
+    pump_until([a, b], lambda: "c-end" in bodies(b, mark), 60, "the last message")
+    # what went to offline storage comes at the re-subscription's re-flush
+    pump_until([a, b], lambda: set(sent) <= set(bodies(b, mark)), 30,
+               "every message, some through offline storage")
+    got = Counter(x for x in bodies(b, mark) if x.startswith("c:"))
+    assert all(n == 1 for n in got.values()), {k: n for k, n in got.items() if n > 1}
+    outage.wait_until(lambda: len([c for c in cs.redis.redis_clients()
+                                   if c.get("name", "").endswith(":bus")]) == 2, 30,
+                      "both subscribers back")
+    a.close()
+    b.close()
