@@ -44,6 +44,7 @@ ROOM = f"team{secrets.token_hex(2)}@conference.localhost"
 NATIVE_USERS = [f"nu{i}" for i in range(6)]        # nu<i> on node i % 3
 BOSH_USERS = ["bu0", "bu1"]
 ROOMCFG = "muc#roomconfig_"
+CLUSTER_ON = os.environ.get("CLUSTER", "yes") == "yes"
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +236,7 @@ def test_three_nodes_two_frontends_and_a_node_loss(cluster):
             for k in cs.redis.redis_cli("HKEYS", f"chat:loc:{st.node_id}").split():
                 got.add(k.split("@")[0])
         return got >= set(NATIVE_USERS + BOSH_USERS)
-    if os.environ.get("CLUSTER", "yes") == "yes":
+    if CLUSTER_ON:
         outage.wait_until(listed, 30, "every session in chat:loc:<node>")
 
     # 1. 1:1 between every pair, across nodes, exactly once.
@@ -409,8 +410,9 @@ def test_subscribers_cut_off_lose_no_message(two_nodes):
         cs.nodes[0].add_user(u, "pw-" + u)
     a = Native(cs, "sa", 0)
     b = Native(cs, "sb", 1)
-    outage.wait_until(lambda: "sb@" in cs.redis.redis_cli("HKEYS", "chat:loc:n2"), 30,
-                      "sb in chat:loc:n2")
+    if CLUSTER_ON:
+        outage.wait_until(lambda: "sb@" in cs.redis.redis_cli("HKEYS", "chat:loc:n2"), 30,
+                          "sb in chat:loc:n2")
     subs = [c for c in cs.redis.redis_clients() if c.get("name", "").endswith(":bus")]
     assert len(subs) == 2, subs          # one named subscriber per node
     mark = len(b.stanzas)
@@ -433,5 +435,59 @@ def test_subscribers_cut_off_lose_no_message(two_nodes):
     outage.wait_until(lambda: len([c for c in cs.redis.redis_clients()
                                    if c.get("name", "").endswith(":bus")]) == 2, 30,
                       "both subscribers back")
+    a.close()
+    b.close()
+
+
+def presences(c, start=0, frm=None, type_=None):
+    out = []
+    for el in c.stanzas[start:]:
+        if el.tag != f"{{{NS_CLIENT}}}presence":
+            continue
+        if frm and not (el.get("from") or "").startswith(frm):
+            continue
+        if type_ is not None and (el.get("type") or "") != type_:
+            continue
+        out.append(el)
+    return out
+
+
+def test_presence_and_subscriptions_across_nodes(two_nodes):
+    """RFC 6121 between users on two nodes: a subscription request and
+    its approval reach the contact's node (which holds the roster), the
+    available presence is broadcast across, a contact signing in is
+    probed across, and unavailable reaches the other node."""
+    cs = two_nodes
+    for u in ("pa", "pb"):
+        cs.nodes[0].add_user(u, "pw-" + u)
+    a = Native(cs, "pa", 0)
+    b = Native(cs, "pb", 1)
+    if CLUSTER_ON:
+        outage.wait_until(lambda: "pb@" in cs.redis.redis_cli("HKEYS", "chat:loc:n2") and
+                          "pa@" in cs.redis.redis_cli("HKEYS", "chat:loc:n1"), 30,
+                          "both listed")
+    # pa asks pb; pb (on the other node) sees the request and approves
+    a.out(f"<presence to='pb@{DOMAIN}' type='subscribe' xmlns='{NS_CLIENT}'/>")
+    pump_until([a, b], lambda: presences(b, 0, "pa@", "subscribe"), 30, "request at pb")
+    b.out(f"<presence to='pa@{DOMAIN}' type='subscribed' xmlns='{NS_CLIENT}'/>")
+    pump_until([a, b], lambda: presences(a, 0, "pb@", "subscribed"), 30, "approval at pa")
+    # and the other way, so both see each other
+    b.out(f"<presence to='pa@{DOMAIN}' type='subscribe' xmlns='{NS_CLIENT}'/>")
+    pump_until([a, b], lambda: presences(a, 0, "pb@", "subscribe"), 30, "request at pa")
+    a.out(f"<presence to='pb@{DOMAIN}' type='subscribed' xmlns='{NS_CLIENT}'/>")
+    pump_until([a, b], lambda: presences(b, 0, "pa@", "subscribed"), 30, "approval at pb")
+    # pa's current presence reached pb with the approval; pb's reaches pa
+    pump_until([a, b], lambda: presences(a, 0, "pb@", ""), 30, "pb's presence at pa")
+    # pb goes away: pa sees unavailable
+    mark = len(a.stanzas)
+    b.close()
+    pump_until([a], lambda: presences(a, mark, "pb@", "unavailable"), 30,
+               "pb unavailable at pa")
+    # pb signs in again on node 2: pa sees it available (broadcast across)
+    mark = len(a.stanzas)
+    b = Native(cs, "pb", 1)
+    pump_until([a, b], lambda: presences(a, mark, "pb@", ""), 30, "pb available at pa")
+    # pb's login probed pa across: pb got pa's presence
+    pump_until([a, b], lambda: presences(b, 0, "pa@", ""), 30, "pa's presence at pb (probe)")
     a.close()
     b.close()
