@@ -41,6 +41,9 @@ typedef struct chatd_stats {
     /* password sign-ins (issue 13): PBKDF2 runs on the hash threads, attempts
      * refused by the failure throttle, checks refused with a full queue */
     uint64_t pbkdf2_runs, auth_throttled, auth_overloaded;
+    /* issue 16 (cluster.c): frames published / received, publishes that
+     * reached no node (their stanzas went to offline storage or bounced) */
+    uint64_t cluster_out, cluster_in, cluster_unreached;
 } chatd_stats;
 
 typedef struct chatd {

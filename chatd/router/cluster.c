@@ -153,6 +153,7 @@ static void published(redisReply *reply, const char *err, void *ud)
     pub_ctx *p = ud;
     int lost = err || !reply || reply->type != REDIS_REPLY_INTEGER || reply->integer < 1;
     if (lost && p->d->cluster) {
+        p->d->stats.cluster_unreached++;
         log_debug("cluster: BOSH00654: a '%c' frame for %s reached no node (%s)", p->kind,
                   p->to ? p->to : "-", err ? err : "no subscriber");
         fallback(p->d, p);
@@ -175,6 +176,7 @@ static void publish(cluster *c, const char *node, char kind, const strbuf *frame
     p->kind = kind;
     p->st = st ? xs_copy(st) : NULL;
     p->to = to ? xstrdup(to) : NULL;
+    c->d->stats.cluster_out++;
     const char *argv[] = { "SPUBLISH", chan, frame->data };
     size_t lens[] = { 8, strlen(chan), frame->len };
     redis_async_commandargv_keyed(c->d->redis, chan, published, p, 3, argv, lens);
@@ -675,7 +677,7 @@ int cluster_fanout_add(chatd *d, cluster_fanout *fo, const char *full)
     for (i = 0; i < fo->n; i++)
         if (strcmp(fo->b[i].node, node) == 0) break;
     if (i == fo->n) {
-        if (fo->n == CLUSTER_FANOUT_NODES) return 1;    /* more nodes than that: dropped */
+        if (fo->n == CLUSTER_FANOUT_NODES) return -1;   /* the caller sends it alone */
         snprintf(fo->b[i].node, sizeof(fo->b[i].node), "%s", node);
         sb_init(&fo->b[i].jids);
         fo->n++;
@@ -842,6 +844,7 @@ static void on_node_frame(cluster *c, const char *data, size_t len)
 static void on_bus_msg(const char *channel, const char *payload, size_t len, void *ud)
 {
     cluster *c = ud;
+    c->d->stats.cluster_in++;
     if (strcmp(channel, "chat:dir") == 0) apply_dir_frame(c, payload, len);
     else on_node_frame(c, payload, len);
 }
@@ -1077,6 +1080,20 @@ static void beat_cb(loop *l, void *ud)
     cluster *c = ud;
     c->beat = loop_timer_add(l, c->d->cfg.cluster_ttl_ms / 3, beat_cb, c);
     beat_now(c);
+}
+
+void cluster_get_info(chatd *d, cluster_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    cluster *c = CL(d);
+    if (!c) return;
+    out->live_nodes = apr_hash_count(c->live);
+    out->remote_sessions = apr_hash_count(c->sessions);
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, c->rooms); hi; hi = apr_hash_next(hi)) {
+        room_own *ro = apr_hash_this_val(hi);
+        if (is_self(c, ro->owner)) out->rooms_owned++;
+    }
+    out->subscribed = redis_bus_is_up(c->bus);
 }
 
 /* ---- life ---- */

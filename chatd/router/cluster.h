@@ -31,6 +31,14 @@ int   cluster_init(chatd *d);         /* 0 (also when off) or -1 */
 void  cluster_free(chatd *d);
 int   cluster_on(const chatd *d);
 
+/* For chatctl stats: live other nodes, their sessions known here, rooms
+ * this node owns, whether the subscriber is up. */
+typedef struct cluster_info {
+    unsigned live_nodes, remote_sessions, rooms_owned;
+    int      subscribed;
+} cluster_info;
+void  cluster_get_info(chatd *d, cluster_info *out);
+
 /* Session directory (bind: bind 1, presence change, unbind). Publishes. */
 void  cluster_session_update(chatd *d, const struct rsession *rs, int bind);
 void  cluster_session_gone(chatd *d, const char *full);
@@ -69,7 +77,8 @@ typedef struct cluster_fanout {
     struct { char node[BUS_NODE_MAX + 1]; strbuf jids; } b[CLUSTER_FANOUT_NODES];
 } cluster_fanout;
 void  cluster_fanout_init(cluster_fanout *fo);
-/* 1 if full is on another node (added to fo), 0 if not. */
+/* 1 if full is on another node (added to fo), 0 if not, -1 if on a node
+ * beyond the CLUSTER_FANOUT_NODES fo has room for (publish it alone). */
 int   cluster_fanout_add(chatd *d, cluster_fanout *fo, const char *full);
 /* Publishes xml (the stanza without 'to') once to each node in fo. */
 void  cluster_fanout_flush(chatd *d, cluster_fanout *fo, const char *xml, size_t len);

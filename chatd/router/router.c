@@ -407,10 +407,10 @@ void router_send_raw_to(chatd *d, cluster_fanout *fo, const char *full, const ch
         session_send_raw(rs, scratch->data, scratch->len);
         return;
     }
-    if (fo) { cluster_fanout_add(d, fo, full); return; }
+    if (fo && cluster_fanout_add(d, fo, full) >= 0) return;
     cluster_fanout one;
     cluster_fanout_init(&one);
-    if (cluster_fanout_add(d, &one, full)) cluster_fanout_flush(d, &one, xml, len);
+    if (cluster_fanout_add(d, &one, full) > 0) cluster_fanout_flush(d, &one, xml, len);
 }
 
 /* ---- routing ---- */

@@ -415,6 +415,14 @@ def test_subscribers_cut_off_lose_no_message(two_nodes):
                           "sb in chat:loc:n2")
     subs = [c for c in cs.redis.redis_clients() if c.get("name", "").endswith(":bus")]
     assert len(subs) == 2, subs          # one named subscriber per node
+    def stats():
+        return dict(line.split(" ", 1) for line in
+                    cs.nodes[0].chatctl("stats").stdout.splitlines() if " " in line)
+    # chatctl stats on n1: subscribed, n2 alive (its next heartbeat), sb known
+    outage.wait_until(lambda: (lambda s: s.get("cluster_subscribed") == "1" and
+                               s.get("cluster_other_nodes") == "1" and
+                               int(s.get("cluster_remote_sessions", 0)) >= 1)(stats()),
+                      30, "cluster figures in chatctl stats")
     mark = len(b.stanzas)
     sent = []
     for k in range(300):
