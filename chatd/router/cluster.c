@@ -131,6 +131,12 @@ typedef struct pub_ctx {
 static void fallback(chatd *d, pub_ctx *p)
 {
     if (!p->st) return;
+    if (p->kind == 'S' && p->to) {
+        /* the contact's node is gone: the contact's roster from Redis, here */
+        presence_inbound(d, p->to, p->st);
+        p->st = NULL;
+        return;
+    }
     const char *type = xs_attr_get(p->st, "type");
     if (!type) type = "";
     if (p->kind == 'D' && xs_is(p->st, NS_CLIENT, "message")) {
@@ -146,6 +152,8 @@ static void fallback(chatd *d, pub_ctx *p)
         router_bounce(d, p->st, "cancel", "service-unavailable");
     else if (p->kind == 'M' && xs_is(p->st, NS_CLIENT, "message"))
         router_bounce(d, p->st, "wait", "recipient-unavailable");
+    else if (p->kind == 'M' && xs_is(p->st, NS_CLIENT, "presence") && !*type)
+        router_bounce(d, p->st, "wait", "remote-server-timeout");   /* a join: retry */
 }
 
 static void published(redisReply *reply, const char *err, void *ud)

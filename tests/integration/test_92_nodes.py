@@ -499,3 +499,45 @@ def test_presence_and_subscriptions_across_nodes(two_nodes):
     pump_until([a, b], lambda: presences(b, 0, "pa@", ""), 30, "pa's presence at pb (probe)")
     a.close()
     b.close()
+
+
+def spublish_calls(cs):
+    for line in cs.redis.redis_cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_spublish:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+def test_one_redis_command_per_cross_node_message_none_on_one_node(two_nodes):
+    """The invariant of issue 16, counted by Redis itself (INFO
+    commandstats): a chat message between two nodes is one SPUBLISH; one
+    between two sessions of the same node touches no pub/sub at all."""
+    cs = two_nodes
+    for u in ("ca", "cb", "cc"):
+        cs.nodes[0].add_user(u, "pw-" + u)
+    a = Native(cs, "ca", 0)
+    b = Native(cs, "cb", 0)          # same node as ca
+    c = Native(cs, "cc", 1)          # the other node
+    if CLUSTER_ON:
+        # available everywhere: the directory frames (SPUBLISH inside the
+        # same script as the HSET) are out before we count
+        def available(node, jid):
+            return cs.redis.redis_cli("HGET", f"chat:loc:{node}", jid) == "1 0"
+        outage.wait_until(lambda: available("n1", a.jid) and available("n1", b.jid) and
+                          available("n2", c.jid), 30, "all three available in chat:loc")
+    n = 50
+    before = spublish_calls(cs)
+    mark = len(b.stanzas)
+    for k in range(n):
+        chat(a, "cb", f"same:{k}")
+    pump_until([a, b], lambda: f"same:{n - 1}" in bodies(b, mark), 30, "same-node messages")
+    assert spublish_calls(cs) == before, "a same-node message went through Redis"
+    before = spublish_calls(cs)
+    mark = len(c.stanzas)
+    for k in range(n):
+        chat(a, "cc", f"cross:{k}")
+    pump_until([a, c], lambda: f"cross:{n - 1}" in bodies(c, mark), 30, "cross-node messages")
+    assert bodies(c, mark) == [f"cross:{k}" for k in range(n)]     # once each, in order
+    assert spublish_calls(cs) - before == n
+    for x in (a, b, c):
+        x.close()
