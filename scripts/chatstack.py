@@ -367,8 +367,10 @@ class Stack:
                  mpm="event", foreground=True, domain="localhost", node_id="n1",
                  chatd_extra=None, httpd_extra="", redis_extra="", chatd_wrapper=None,
                  relay_tcp_port=None, relay_secret=None, httpd_relay_secret=None,
-                 public_dir=None, sentinels=0):
+                 public_dir=None, sentinels=0, redis_from=None):
         self.root = os.path.abspath(root)
+        # Issue 16 (ClusterStack): use that Stack's Redis, start none here.
+        self.redis_from = redis_from
         # httpd's children: www-data when we are root, else ourselves (None).
         self.httpd_user = HTTPD_USER if os.geteuid() == 0 else None
         # Where the sockets and htpasswd live: root, unless write_configs
@@ -491,6 +493,9 @@ class Stack:
         # reach the sockets under root.
         os.chmod(self.root, 0o755)
         self._place_public()
+        if self.redis_from is not None:
+            self.redis_sock = self.redis_from.redis_sock
+            self.redis_url = self.redis_from.redis_url
         self._place_site()
         self._write_redis_conf()
         self._write_relay_secrets()
@@ -801,9 +806,10 @@ Include {quoted(SITE_CONF)}
             if not os.path.exists(path):
                 raise StackError(f"{path} is missing: run `make` first")
         self.write_configs()
-        self.start_redis(timeout)
-        if self.ha:
-            self.ha.start(timeout)
+        if self.redis_from is None:
+            self.start_redis(timeout)
+            if self.ha:
+                self.ha.start(timeout)
         self.start_chatd(timeout)
         self.start_httpd(timeout)
 
@@ -1089,6 +1095,64 @@ class RedisHA:
             if name in st.procs:
                 res[name] = st._stop_one(name, None)
         return res
+class ClusterStack:
+    """Issue 16: one Redis, `nodes` chatd nodes with `cluster yes`, and
+    `frontends` httpd instances that each know every node (BoshChatd per
+    node), all under root/n1, root/n2, ... Built from Stack objects: n1
+    owns Redis, the others use its socket. Stack's single-node path is
+    untouched."""
+
+    def __init__(self, root, nodes=3, frontends=2, mpm="event", chatd_extra=None):
+        self.root = os.path.abspath(root)
+        extra = {"cluster": "yes", "cluster_ttl_ms": "1500"}
+        extra.update(chatd_extra or {})
+        self.nodes = []
+        for i in range(nodes):
+            nid = f"n{i + 1}"
+            st = Stack(os.path.join(self.root, nid), mpm=mpm, foreground=True, node_id=nid,
+                       chatd_extra=dict(extra),
+                       redis_from=self.nodes[0] if self.nodes else None)
+            self.nodes.append(st)
+        self.frontends = self.nodes[:frontends]
+
+    @property
+    def redis(self):
+        return self.nodes[0]
+
+    def start(self, timeout=30):
+        for path in (self.nodes[0].chatd_bin, MOD_BOSH_SO):
+            if not os.path.exists(path):
+                raise StackError(f"{path} is missing: run `make` first")
+        for st in self.nodes:
+            os.makedirs(st.root, exist_ok=True)
+            st.write_configs()
+        self.nodes[0].start_redis(timeout)
+        for st in self.nodes:
+            st.start_chatd(timeout)
+        for fe in self.frontends:
+            # Every frontend reaches every node (its own is in the site conf).
+            fe.httpd_extra = "\n".join(f'BoshChatd {o.node_id} "{o.relay_url}"'
+                                       for o in self.nodes if o is not fe)
+            fe._write_httpd_conf()
+            fe.start_httpd(timeout)
+
+    def kill_node(self, i):
+        """kill -9 node i's chatd (no goodbye to Redis or anyone)."""
+        proc = self.nodes[i].procs.pop("chatd")
+        proc.kill()
+        proc.wait()
+
+    def stop(self):
+        out = {}
+        for st in self.frontends:
+            out[f"httpd-{st.node_id}"] = st._stop_one("httpd", st.httpd_pidfile)
+        for st in self.nodes:
+            out[f"chatd-{st.node_id}"] = st._stop_one("chatd", st.chatd_pidfile)
+        out["redis"] = self.nodes[0]._stop_one("redis", self.nodes[0].redis_pidfile)
+        return out
+
+    def logs_tail(self, lines=40):
+        return "\n".join(st.logs_tail(lines) for st in self.nodes)
 
 
 def other_owner(root):

@@ -8,6 +8,7 @@
  * output is stable and easy to read or grep.
  */
 #include "admin.h"
+#include "cluster.h"
 #include "listen.h"
 
 #include <errno.h>
@@ -157,6 +158,17 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "relay_overflows %llu\n", (unsigned long long)st->relay_overflows);
     sb_printf(out, "relay_refused %llu\n", (unsigned long long)st->relay_refused);
     sb_printf(out, "redis_connections %d\n", d->redis ? redis_async_connected(d->redis) : 0);
+    if (cluster_on(d)) {        /* issue 16 */
+        cluster_info ci;
+        cluster_get_info(d, &ci);
+        sb_printf(out, "cluster_subscribed %d\n", ci.subscribed);
+        sb_printf(out, "cluster_other_nodes %u\n", ci.live_nodes);
+        sb_printf(out, "cluster_remote_sessions %u\n", ci.remote_sessions);
+        sb_printf(out, "cluster_rooms_owned %u\n", ci.rooms_owned);
+        sb_printf(out, "cluster_out %llu\n", (unsigned long long)st->cluster_out);
+        sb_printf(out, "cluster_in %llu\n", (unsigned long long)st->cluster_in);
+        sb_printf(out, "cluster_unreached %llu\n", (unsigned long long)st->cluster_unreached);
+    }
     sb_puts(out, "ok\n");
 }
 

@@ -21,6 +21,7 @@ struct admin_server;    /* admin.h: chatctl's control socket */
 struct addr_count;      /* addr_count.h: live sessions per client address */
 struct auth_guard;      /* auth_guard.h: failed sign-ins per account / address */
 struct pw_pool;         /* pw_pool.h: password hashing threads */
+struct cluster;         /* cluster.h: other nodes, through Redis (issue 16) */
 
 typedef struct chatd_stats {
     uint64_t c2s_sessions, bosh_sessions;        /* current */
@@ -41,6 +42,9 @@ typedef struct chatd_stats {
     /* password sign-ins (issue 13): PBKDF2 runs on the hash threads, attempts
      * refused by the failure throttle, checks refused with a full queue */
     uint64_t pbkdf2_runs, auth_throttled, auth_overloaded;
+    /* issue 16 (cluster.c): frames published / received, publishes that
+     * reached no node (their stanzas went to offline storage or bounced) */
+    uint64_t cluster_out, cluster_in, cluster_unreached;
 } chatd_stats;
 
 typedef struct chatd {
@@ -61,6 +65,7 @@ typedef struct chatd {
     struct addr_count    *addr_sessions;  /* NULL until the first counted session */
     struct auth_guard    *auth_guard;     /* users_init */
     struct pw_pool       *pw_pool;        /* users_init */
+    struct cluster       *cluster;        /* NULL unless cfg.cluster */
 } chatd;
 
 #endif

@@ -133,6 +133,8 @@ static void set_defaults(chatd_config *c) {
     c->pep_max_item_bytes = 131072;
     c->pep_max_bytes = 1048576;
     c->ws_trusted_proxy = strdup("127.0.0.1 ::1");
+    c->cluster = 0;
+    c->cluster_ttl_ms = 3000;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -314,6 +316,21 @@ static int apply(chatd_config *c, const char *key, const char *val,
             snprintf(err, errlen, "%s: expected yes or no, got '%s'", key, val);
             return -1;
         }
+        return 0;
+    }
+    if (!strcmp(key, "cluster")) {
+        if (parse_bool(val, &c->cluster) < 0) {
+            snprintf(err, errlen, "%s: expected yes or no, got '%s'", key, val);
+            return -1;
+        }
+        return 0;
+    }
+    if (!strcmp(key, "cluster_ttl_ms")) {
+        if (parse_ulong(val, 600000, &n) < 0 || n < 300) {
+            snprintf(err, errlen, "%s: expected 300..600000, got '%s'", key, val);
+            return -1;
+        }
+        c->cluster_ttl_ms = (unsigned)n;
         return 0;
     }
     if (!strcmp(key, "auto_provision")) {
@@ -590,6 +607,11 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
     }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");
+        return -1;
+    }
+    if (c->cluster && c->redis_max_conns < 2) {
+        snprintf(err, errlen, "cluster yes needs redis_max_conns >= 2: one of them is "
+                 "the node's pub/sub subscriber");
         return -1;
     }
     return 0;

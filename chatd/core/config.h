@@ -141,6 +141,13 @@ typedef struct chatd_config {
                                    a WebSocket, exact, space separated; "*" any */
     char    *ws_trusted_proxy;  /* ws_trusted_proxy 127.0.0.1 ::1 (TCP peers whose
                                    X-Forwarded-Proto/-For/-Host are believed) */
+    /* Issue 16: several nodes form one chat through Redis (router/cluster.h). */
+    int      cluster;           /* cluster no (yes: route to other nodes through
+                                   Redis sharded pub/sub; one more Redis connection,
+                                   taken from redis_max_conns) */
+    unsigned cluster_ttl_ms;    /* cluster_ttl_ms 3000 (a node, its sessions and its
+                                   room leases live this long after its last heartbeat;
+                                   heartbeats every third of it) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

@@ -28,6 +28,7 @@
 #include "mam.h"
 #include "relay_server.h"
 #include "tls.h"
+#include "cluster.h"
 
 static void usage(void) {
     fprintf(stderr, "usage: chatd [-c config] [-f] [-t]\n");
@@ -207,12 +208,15 @@ int main(int argc, char **argv) {
         goto out;
     }
     loop_watch(d.loop, sigfd, LOOP_READ, on_signal, &d);
-    d.redis = redis_async_new_ha(d.loop, d.cfg.redis_url, d.cfg.redis_max_conns,
+    /* cluster yes: one of redis_max_conns is the pub/sub subscriber */
+    d.redis = redis_async_new_ha(d.loop, d.cfg.redis_url,
+                                 d.cfg.redis_max_conns - (d.cfg.cluster ? 1 : 0),
                                  &d.cfg.redis_sentinels);
     if (!d.redis) { log_error("cannot create the Redis pool"); goto out; }
     if (tls_init(&d) < 0) goto out;
     if (xmpp_init(&d) < 0) { log_error("xmpp_init failed"); goto out; }
     xmpp_up = 1;
+    if (cluster_init(&d) < 0) { log_error("cluster_init failed"); goto out; }
     if (bosh_init(&d) < 0) { log_error("bosh_init failed"); goto out; }
     bosh_up = 1;
     if (relay_server_start(&d) < 0) goto out;
@@ -231,6 +235,7 @@ out:
     relay_server_stop(&d);
     if (bosh_up) bosh_free(&d);
     chatd_addr_slots_free(&d);
+    cluster_free(&d);
     if (xmpp_up) xmpp_free(&d);
     redis_async_free(d.redis);
     tls_free(&d);

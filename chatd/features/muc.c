@@ -39,6 +39,7 @@
 #include "router.h"
 #include "log.h"
 #include "xmpp_internal.h"
+#include "cluster.h"
 
 #define NS_MUC        "http://jabber.org/protocol/muc"
 #define NS_MUC_USER   "http://jabber.org/protocol/muc#user"
@@ -119,21 +120,17 @@ static const char *nick_jid(const room *rm, const char *nick, char *buf, size_t 
     return buf;
 }
 
-/* Delivery to one occupant goes through the router's session interface. */
+/* Delivery to one occupant goes through the router's session interface
+ * (which reaches occupants on other nodes too, issue 16). */
 static void send_to(chatd *d, const char *full, const xs_node *st)
 {
-    rsession *rs = router_session(d, full);
-    if (rs) session_send(rs, st);
+    router_send_to(d, full, st);
 }
 
 static void send_raw_to(chatd *d, const char *full, const char *xml, size_t len,
                         strbuf *scratch)
 {
-    rsession *rs = router_session(d, full);
-    if (!rs) return;
-    sb_reset(scratch);
-    muc_splice_to(xml, len, full, scratch);
-    session_send_raw(rs, scratch->data, scratch->len);
+    router_send_raw_to(d, NULL, full, xml, len, scratch);
 }
 
 static void bounce(chatd *d, const xs_node *st, const char *condition)
@@ -521,7 +518,7 @@ static void room_loaded(redisReply *reply, const char *err, void *ud)
         rm->joins = j->next;
         if (!rm->joins) rm->joins_tail = NULL;
         jid to;
-        if (router_session(d, j->from) && jid_parse(xs_attr_get(j->stanza, "to"), &to) == 0)
+        if (router_session_known(d, j->from) && jid_parse(xs_attr_get(j->stanza, "to"), &to) == 0)
             handle_presence(d, rm, j->from, to.resource, j->stanza);
         xs_free(j->stanza);
         free(j->from);
@@ -818,8 +815,12 @@ static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
     if (body) mam_archive_room(d, m->jid, buf, out);
     strbuf xml = STRBUF_INIT, scratch = STRBUF_INIT;
     xs_serialize(out, NULL, &xml);
+    /* occupants on other nodes: one publish per node (issue 16) */
+    cluster_fanout fo;
+    cluster_fanout_init(&fo);
     for (muc_occupant *o = m->occupants; o; o = o->next)
-        send_raw_to(d, o->jid, xml.data, xml.len, &scratch);
+        router_send_raw_to(d, &fo, o->jid, xml.data, xml.len, &scratch);
+    cluster_fanout_flush(d, &fo, xml.data, xml.len);
     sb_free(&xml);
     sb_free(&scratch);
     if (body) append_history(d, rm, out);
@@ -1210,7 +1211,7 @@ static void occupant_iq(chatd *d, room *rm, const char *from, const char *nick,
     }
     muc_occupant *sender = muc_find_jid(rm->m, from);
     muc_occupant *target = muc_find_nick(rm->m, nick);
-    if (!router_session(d, target->jid)) {
+    if (!router_session_known(d, target->jid)) {
         router_bounce(d, st, "wait", "recipient-unavailable");
         return;
     }
@@ -1361,10 +1362,15 @@ static void route_to_room(chatd *d, room *rm, const char *from, const jid *to,
 
 void muc_route(chatd *d, c2s *origin, xs_node *st)
 {
+    if (origin) muc_route_remote(d, st);
+}
+
+void muc_route_remote(chatd *d, xs_node *st)
+{
     const char *from = xs_attr_get(st, "from");
     jid to;
     char bare[JID_MAX + 1];
-    if (!origin || !from || !d->muc) return;
+    if (!from || !d->muc) return;
     if (jid_parse(xs_attr_get(st, "to"), &to) < 0 || !jid_bare(&to, bare, sizeof(bare))) return;
 
     if (!to.local[0]) {

@@ -19,6 +19,9 @@ void  muc_free(chatd *d);
 /* origin: the sending session (NULL for server-generated stanzas).
  * Does not take ownership of stanza. */
 void  muc_route(chatd *d, c2s *origin, xs_node *stanza);
+/* The same for a stanza another node's session sent (issue 16: this node
+ * owns the room; 'from' was stamped by the sender's node). */
+void  muc_route_remote(chatd *d, xs_node *stanza);
 /* A session ended: it leaves every room it was in. */
 void  muc_session_gone(chatd *d, const char *full_jid);
 

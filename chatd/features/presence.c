@@ -25,6 +25,7 @@
 #include "pep.h"
 #include "log.h"
 #include "xmpp_internal.h"
+#include "cluster.h"
 
 static int type_is(const xs_node *st, const char *type)
 {
@@ -135,9 +136,32 @@ static void fetch_contacts_presence(chatd *d, ruser *u, rsession *rs)
         jid j;
         if (jid_parse(it->jid, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0) continue;
         send_current_presence(d, router_user(d, j.local), rs->full);
+        cluster_probe(d, j.local, rs->full);        /* issue 16: other nodes */
     }
     for (rsession *s = u->sessions; s; s = s->next)
         if (s != rs && s->available && s->presence) session_send(rs, s->presence);
+    cluster_probe(d, u->local, rs->full);
+}
+
+void presence_send_current(chatd *d, const char *local, const char *to)
+{
+    send_current_presence(d, router_user(d, local), to);
+}
+
+/* A subscription stanza for the contact's side: where the contact's
+ * roster is in memory (issue 16: another node when the contact is online
+ * only there), else here. */
+static void subscription_in(chatd *d, ruser *u, rsession *origin, xs_node *st);
+static void to_contact_side(chatd *d, const char *local, xs_node *st)
+{
+    ruser *cu = router_user(d, local);
+    if ((cu && cu->sessions) || !cluster_presence_in(d, local, st))
+        roster_with(d, local, subscription_in, NULL, st);
+}
+
+void presence_inbound(chatd *d, const char *local, xs_node *st)
+{
+    roster_with(d, local, subscription_in, NULL, st);
 }
 
 static void broadcast_unavailable(chatd *d, rsession *rs, const xs_node *st)
@@ -150,8 +174,10 @@ static void broadcast_unavailable(chatd *d, rsession *rs, const xs_node *st)
     int was_available = rs->available;
     rs->available = 0;
     if (was_available) {
+        cluster_session_update(d, rs, 0);
         if (u->roster_state == ROSTER_LOADED) send_to_subscribers(d, u, pres);
         send_to_own(u, NULL, pres);
+        cluster_send_available(d, u->local, pres);
     }
     for (jid_list *l = rs->directed; l; l = l->next) {
         xs_set_attr(pres, "to", l->jid);
@@ -180,11 +206,14 @@ static void broadcast_action(chatd *d, ruser *u, rsession *rs, xs_node *st)
     xs_set_attr(pres, "to", NULL);
     xs_free(rs->presence);
     rs->presence = pres;
+    int old_priority = rs->priority;
     rs->priority = parse_priority(st);
     rs->available = 1;
+    if (initial || old_priority != rs->priority) cluster_session_update(d, rs, 0);
 
     send_to_subscribers(d, rs->user, pres);
     send_to_own(rs->user, NULL, pres);
+    cluster_send_available(d, rs->user->local, pres);
     if (initial) fetch_contacts_presence(d, rs->user, rs);
     caps_presence(d, rs, pres);     /* XEP-0115: which PEP events it wants */
     /* Until one read succeeded: a failed one is retried at the next
@@ -240,7 +269,7 @@ static void subscription_in(chatd *d, ruser *u, rsession *origin, xs_node *st)
             /* Already approved: answer for the user (RFC 6121 §3.1.3). */
             xs_node *ok = stanza_new("presence", u->bare, sender, "subscribed", NULL);
             jid j;
-            if (jid_parse(sender, &j) == 0) roster_with(d, j.local, subscription_in, NULL, ok);
+            if (jid_parse(sender, &j) == 0) to_contact_side(d, j.local, ok);
             else xs_free(ok);
             return;
         }
@@ -280,7 +309,7 @@ static void subscription_out(chatd *d, ruser *u, rsession *rs, xs_node *st)
     if (it && roster_item_outbound(it, type)) roster_commit(d, u, it);
     else if (strcmp(type, "subscribed") == 0) return;   /* nothing new to say */
     xs_node *fwd = stanza_new("presence", u->bare, contact, type, xs_attr_get(st, "id"));
-    roster_with(d, cj.local, subscription_in, NULL, fwd);
+    to_contact_side(d, cj.local, fwd);
 
     if (strcmp(type, "subscribed") == 0) {
         send_current_presence(d, u, contact);

@@ -14,6 +14,7 @@
 #include <apr_hash.h>
 #include "router.h"
 #include "muc.h"
+#include "muc_room.h"
 #include "carbons.h"
 #include "csi.h"
 #include "blocking.h"
@@ -23,6 +24,7 @@
 #include "xmpp_internal.h"
 #include "iq_dispatch.h"
 #include "upload.h"
+#include "cluster.h"
 
 struct router {
     apr_pool_t *pool;
@@ -129,6 +131,7 @@ void router_user_release(chatd *d, ruser *u)
 static void session_detach(chatd *d, rsession *rs)
 {
     if (!rs->bound) return;
+    cluster_session_gone(d, rs->full);
     muc_session_gone(d, rs->full);
     presence_session_gone(d, rs);
     offline_forget(rs);
@@ -176,6 +179,7 @@ int router_bind(chatd *d, c2s *s, const char *full_jid)
     apr_hash_set(d->router->sessions, rs->full, APR_HASH_KEY_STRING, rs);
     *c2s_router_slot(s) = rs;
     blocking_user_online(d, rs->user);      /* XEP-0191: load the blocklist */
+    cluster_session_update(d, rs, 1);       /* issue 16: other nodes route here */
     return 0;
 }
 
@@ -299,24 +303,26 @@ static int type_is(const xs_node *st, const char *type)
     return strcmp(t ? t : "", type) == 0;
 }
 
-static void deliver_local(chatd *d, const jid *to, const xs_node *st);
+static void deliver_local(chatd *d, const jid *to, const xs_node *st, int here_only);
 
 /* RFC 6121 §8.5: a message to a local account. origin: the local session
- * that sent it (NULL: server-generated), whose messages are archived
- * (XEP-0313, mam.c: in memory, written later) and delivered with the
- * archive's stanza-id. */
-static void deliver_message(chatd *d, const jid *to, const xs_node *st, rsession *origin)
+ * that sent it (NULL: server-generated, or relayed from another node),
+ * whose messages are archived (XEP-0313, mam.c: in memory, written later)
+ * and delivered with the archive's stanza-id. here_only: it came from
+ * another node, which already chose this one (issue 16): never sent on. */
+static void deliver_message(chatd *d, const jid *to, const xs_node *st, rsession *origin,
+                            int here_only)
 {
     if (blocking_inbound(d, to->local, st)) return;     /* XEP-0191 */
     char bare[JID_MAX + 1];
     xs_node *stamped = origin ? mam_archive_chat(d, origin->full,
                                                  jid_bare(to, bare, sizeof(bare)), st)
                               : NULL;
-    deliver_local(d, to, stamped ? stamped : st);
+    deliver_local(d, to, stamped ? stamped : st, here_only);
     xs_free(stamped);
 }
 
-static void deliver_local(chatd *d, const jid *to, const xs_node *st)
+static void deliver_local(chatd *d, const jid *to, const xs_node *st, int here_only)
 {
     const char *type = xs_attr_get(st, "type");
     if (!type) type = "normal";
@@ -332,11 +338,24 @@ static void deliver_local(chatd *d, const jid *to, const xs_node *st)
             carbons_received(rs->user, rs, st);     /* XEP-0280 */
             return;
         }
+        const char *node = here_only ? NULL : cluster_node_of(d, full);
+        if (node) { cluster_send(d, node, full, st); return; }
         if (is_groupchat) { router_bounce(d, st, "cancel", "service-unavailable"); return; }
         if (is_error || is_headline) return;
     }
     ruser *u = router_user(d, to->local);
     rsession *best = user_best_session(u);
+    /* Issue 16: the best resource may be on another node (a tie stays here). */
+    int rprio = 0;
+    const char *rnode = here_only ? NULL : cluster_best_node(d, to->local, &rprio);
+    if (rnode && is_headline) {
+        cluster_send_available(d, to->local, st);
+        if (!best) return;
+    } else if (rnode && !is_groupchat && (!best || rprio > best->priority)) {
+        char bare[JID_MAX + 1];
+        cluster_send(d, rnode, jid_bare(to, bare, sizeof(bare)), st);
+        return;
+    }
     if (best && is_headline) {
         for (rsession *rs = u->sessions; rs; rs = rs->next)
             if (rs->available && rs->priority >= 0) session_send(rs, st);
@@ -352,24 +371,69 @@ static void deliver_local(chatd *d, const jid *to, const xs_node *st)
     blocking_offline_store(d, to->local, st);   /* XEP-0191 check, then offline_store */
 }
 
-void router_deliver(chatd *d, const char *to, const xs_node *st)
+static void deliver(chatd *d, const char *to, const xs_node *st, int here_only)
 {
     jid j;
     if (!to || jid_parse(to, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0 || !j.local[0])
         return;
-    if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st, NULL); return; }
+    if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st, NULL, here_only); return; }
     if (blocking_inbound(d, j.local, st)) return;       /* XEP-0191 */
 
     if (j.resource[0]) {
         char full[JID_MAX + 1];
         rsession *rs = router_session(d, jid_full(&j, full, sizeof(full)));
+        const char *node = rs || here_only ? NULL : cluster_node_of(d, full);
         if (rs) session_send(rs, st);
+        else if (node) cluster_send(d, node, full, st);
         else if (xs_is(st, NS_CLIENT, "iq") && (type_is(st, "get") || type_is(st, "set")))
             router_bounce(d, st, "cancel", "service-unavailable");
         return;
     }
-    if (xs_is(st, NS_CLIENT, "presence"))
+    if (xs_is(st, NS_CLIENT, "presence")) {
         user_send_available(router_user(d, j.local), st);
+        if (!here_only) cluster_send_available(d, j.local, st);
+    }
+}
+
+void router_deliver(chatd *d, const char *to, const xs_node *st)
+{
+    deliver(d, to, st, 0);
+}
+
+void router_deliver_local(chatd *d, const char *to, const xs_node *st)
+{
+    deliver(d, to, st, 1);
+}
+
+/* ---- delivery for rooms (muc.c): here or on the occupant's node ---- */
+
+int router_session_known(chatd *d, const char *full)
+{
+    return router_session(d, full) != NULL || cluster_node_of(d, full) != NULL;
+}
+
+void router_send_to(chatd *d, const char *full, const xs_node *st)
+{
+    rsession *rs = router_session(d, full);
+    const char *node;
+    if (rs) session_send(rs, st);
+    else if ((node = cluster_node_of(d, full))) cluster_send(d, node, full, st);
+}
+
+void router_send_raw_to(chatd *d, cluster_fanout *fo, const char *full, const char *xml,
+                        size_t len, strbuf *scratch)
+{
+    rsession *rs = router_session(d, full);
+    if (rs) {
+        sb_reset(scratch);
+        muc_splice_to(xml, len, full, scratch);
+        session_send_raw(rs, scratch->data, scratch->len);
+        return;
+    }
+    if (fo && cluster_fanout_add(d, fo, full) >= 0) return;
+    cluster_fanout one;
+    cluster_fanout_init(&one);
+    if (cluster_fanout_add(d, &one, full) > 0) cluster_fanout_flush(d, &one, xml, len);
 }
 
 /* ---- routing ---- */
@@ -387,8 +451,10 @@ static void route_iq(chatd *d, rsession *rs, const jid *to, xs_node *st)
         return;
     }
     rsession *target = router_session(d, jid_full(to, addr, sizeof(addr)));
+    const char *node = target ? NULL : cluster_node_of(d, addr);
     if (target && blocking_inbound(d, to->local, st)) return;   /* XEP-0191 */
     if (target) session_send(target, st);
+    else if (node) cluster_send(d, node, addr, st);   /* issue 16 */
     else if (type_is(st, "get") || type_is(st, "set"))
         router_bounce(d, st, "cancel", "service-unavailable");
 }
@@ -427,7 +493,8 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
          (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0)))
         carbons_sent(rs, stanza);
     if (d->cfg.muc_domain && strcmp(j.domain, d->cfg.muc_domain) == 0) {
-        muc_route(d, origin, stanza);
+        /* issue 16: a room owned by another node gets it from there */
+        if (!cluster_room_route(d, origin, stanza)) muc_route(d, origin, stanza);
         xs_free(stanza);
         return;
     }
@@ -450,7 +517,7 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
         return;
     }
     if (is_iq) route_iq(d, rs, &j, stanza);
-    else if (j.local[0]) deliver_message(d, &j, stanza, rs);
+    else if (j.local[0]) deliver_message(d, &j, stanza, rs, 0);
     xs_free(stanza);
 }
 

@@ -33,6 +33,9 @@ void  router_route(chatd *d, c2s *origin, xs_node *stanza);
 /* Deliver to a full or bare JID on this node (bare: best resource; for
  * messages with none online, offline storage). Does not take ownership. */
 void  router_deliver(chatd *d, const char *to, const xs_node *stanza);
+/* The same, never sent on to another node: for what another node sent
+ * here (issue 16, cluster.c). */
+void  router_deliver_local(chatd *d, const char *to, const xs_node *stanza);
 
 /* XEP-0352 <active/> (active 1) or <inactive/> from a bound session: hold
  * back unimportant stanzas while inactive, send what was held on active. */

@@ -106,6 +106,16 @@ xs_node  *iq_result(const xs_node *st);
 void      session_send(rsession *rs, const xs_node *st);
 /* The same for an already serialized stanza (MUC fan-out, stored offline). */
 void      session_send_raw(rsession *rs, const char *xml, size_t len);
+/* Rooms (muc.c), issue 16: the occupant's session may be on another node.
+ * Known here or in the cluster's directory? */
+int       router_session_known(chatd *d, const char *full);
+/* st to one session, here or on its node. */
+void      router_send_to(chatd *d, const char *full, const xs_node *st);
+/* xml (a stanza without 'to') to full: here at once ('to' spliced in), or
+ * added to fo for one publish per node (fo NULL: publish now). */
+struct cluster_fanout;
+void      router_send_raw_to(chatd *d, struct cluster_fanout *fo, const char *full,
+                             const char *xml, size_t len, strbuf *scratch);
 /* Highest-priority available resource (priority >= 0), or NULL. */
 rsession *user_best_session(ruser *u);
 /* Deliver st to every available session of u (presence broadcast). */
@@ -135,6 +145,11 @@ void      roster_iq(chatd *d, rsession *rs, xs_node *st);   /* takes st */
 void      roster_user_free(chatd *d, ruser *u);
 
 /* ---- presence.c ---- */
+/* The current presence of local's available sessions to `to` (a probe
+ * answered for another node, issue 16). */
+void      presence_send_current(chatd *d, const char *local, const char *to);
+/* A subscription stanza for local's side, sent here by another node. Takes st. */
+void      presence_inbound(chatd *d, const char *local, xs_node *st);
 /* A presence from a local session (rs) or the server (rs NULL). Takes st. */
 void      presence_handle(chatd *d, rsession *rs, xs_node *st);
 void      presence_session_gone(chatd *d, rsession *rs);

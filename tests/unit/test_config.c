@@ -52,6 +52,26 @@ int main(void) {
         config_free(&c);
     }
 
+    /* issue 16: several nodes; the subscriber is one of redis_max_conns */
+    {
+        CHECK(config_load(&c, NULL, err, sizeof(err)) == 0);
+        CHECK(c.cluster == 0 && c.cluster_ttl_ms == 3000);
+        config_free(&c);
+        const char *q = unit_write_tmp("cluster yes\ncluster_ttl_ms 900\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == 0);
+        CHECK(c.cluster == 1 && c.cluster_ttl_ms == 900);
+        config_free(&c);
+        q = unit_write_tmp("cluster yes\nredis_max_conns 1\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0 && strstr(err, "redis_max_conns"));
+        config_free(&c);
+        q = unit_write_tmp("cluster_ttl_ms 100\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0 && strstr(err, "300..600000"));
+        config_free(&c);
+        q = unit_write_tmp("cluster maybe\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0);
+        config_free(&c);
+    }
+
     {
         const char *q = unit_write_tmp("c2s_auth_timeout 5\nc2s_ping_idle 0\nstanza_rate 3\n"
                                        "byte_rate 100\nbosh_ack_buffer 4096\nmax_output 65536\n");
