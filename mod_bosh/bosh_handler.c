@@ -679,6 +679,8 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     relay_call_status st;
     int64_t deadline;
     const char *cenc;
+    /* the answer lands here when it fits (relay_client.h: why) */
+    char answer_buf[RELAY_ANSWER_INLINE];
 
     rv = read_body(r, (apr_size_t)conf->max_body, &data, &len, &too_big);
     if (rv != OK)
@@ -781,6 +783,7 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     call.secure = ap_ssl_conn_is_ssl(r->connection);
     call.confidential = bosh_request_confidential(r, conf);
     call.sid = sid;
+    call.answer_buf = answer_buf;
     bosh_vouch(r, &call);       /* RT_AUTH_USER, BoshAuthFromApache On only */
     deadline = relay_now_ms() + (int64_t)(conf->max_wait + RELAY_SAFETY_S) * 1000;
     st = relay(r, ch, rc, &call, deadline);

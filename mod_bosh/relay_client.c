@@ -63,7 +63,9 @@ typedef struct relay_waiter {
     unsigned       gen;
     int            state;
     pthread_cond_t cv;
-    /* answer (malloc'd by the reader) */
+    char          *buf;         /* RELAY_ANSWER_INLINE bytes, or NULL */
+    /* answer (in buf, or malloc'd by the reader: malloced) */
+    int            malloced;
     int            http_status;
     char          *content_type;
     char          *body;
@@ -387,30 +389,40 @@ static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
                      reason, failed);
 }
 
-/* Hand one RESPONSE to its waiter (dropped if nobody waits any more). */
+/* Hand one RESPONSE to its waiter (dropped if nobody waits any more).
+ * An answer that fits the waiter's buffer is copied there under mu (the
+ * worker reads it only after W_DONE, under mu); a bigger one is malloc'd
+ * here and freed by the worker (relay_call_clear). */
 static void deliver(relay_client *rc, const relay_header *h, const char *payload)
 {
-    relay_field f;
+    relay_field f, ft, fb;
     uint16_t status = 200;
     uint32_t retry = 0;
     char *ctype = NULL, *body = NULL;
-    size_t body_len = 0;
+    int has_type, has_body, fits;
     relay_waiter *w;
+
+    memset(&ft, 0, sizeof(ft));
+    memset(&fb, 0, sizeof(fb));
 
     if (relay_find(payload, h->length, RT_HTTP_STATUS, &f))
         relay_field_u16(&f, &status);
     if (relay_find(payload, h->length, RT_RETRY_AFTER, &f))
         relay_field_u32(&f, &retry);
-    if (relay_find(payload, h->length, RT_CONTENT_TYPE, &f)) {
-        ctype = malloc(f.len + 1);
-        memcpy(ctype, f.data, f.len);
-        ctype[f.len] = '\0';
-    }
-    if (relay_find(payload, h->length, RT_BODY, &f)) {
-        body = malloc(f.len + 1);
-        memcpy(body, f.data, f.len);
-        body[f.len] = '\0';
-        body_len = f.len;
+    has_type = relay_find(payload, h->length, RT_CONTENT_TYPE, &ft);
+    has_body = relay_find(payload, h->length, RT_BODY, &fb);
+    fits = (has_type ? ft.len + 1 : 0) + (has_body ? fb.len + 1 : 0) <= RELAY_ANSWER_INLINE;
+    if (!fits) {
+        if (has_type) {
+            ctype = malloc(ft.len + 1);
+            memcpy(ctype, ft.data, ft.len);
+            ctype[ft.len] = '\0';
+        }
+        if (has_body) {
+            body = malloc(fb.len + 1);
+            memcpy(body, fb.data, fb.len);
+            body[fb.len] = '\0';
+        }
     }
 
     pthread_mutex_lock(&rc->mu);
@@ -419,12 +431,46 @@ static void deliver(relay_client *rc, const relay_header *h, const char *payload
         if (w->req_id == h->req_id && w->state == W_WAITING) {
             w->http_status = status;
             w->retry_after = retry;
-            w->content_type = ctype;
-            w->body = body;
-            w->body_len = body_len;
+            w->content_type = NULL;
+            w->body = NULL;
+            w->body_len = has_body ? fb.len : 0;
+            if (fits && w->buf) {
+                char *at = w->buf;
+                w->malloced = 0;
+                if (has_type) {
+                    memcpy(at, ft.data, ft.len);
+                    at[ft.len] = '\0';
+                    w->content_type = at;
+                    at += ft.len + 1;
+                }
+                if (has_body) {
+                    memcpy(at, fb.data, fb.len);
+                    at[fb.len] = '\0';
+                    w->body = at;
+                }
+            }
+            else {
+                /* too big, or a caller without a buffer (malloc under mu:
+                 * only callers that pass no buffer get here) */
+                w->malloced = 1;
+                if (fits) {
+                    if (has_type) {
+                        ctype = malloc(ft.len + 1);
+                        memcpy(ctype, ft.data, ft.len);
+                        ctype[ft.len] = '\0';
+                    }
+                    if (has_body) {
+                        body = malloc(fb.len + 1);
+                        memcpy(body, fb.data, fb.len);
+                        body[fb.len] = '\0';
+                    }
+                }
+                w->content_type = ctype;
+                w->body = body;
+                ctype = body = NULL;
+            }
             w->state = W_DONE;
             pthread_cond_signal(&w->cv);
-            ctype = body = NULL;
             break;
         }
     }
@@ -654,8 +700,11 @@ void relay_client_stop(relay_client *rc, int join)
 
 void relay_call_clear(relay_call *call)
 {
-    free(call->content_type);
-    free(call->resp_body);
+    if (call->resp_malloced) {
+        free(call->content_type);
+        free(call->resp_body);
+    }
+    call->resp_malloced = 0;
     call->content_type = NULL;
     call->resp_body = NULL;
     call->resp_len = 0;
@@ -714,6 +763,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     uint8_t confidential = call->confidential ? 1 : 0;
 
     memset(&w, 0, sizeof(w));
+    w.buf = call->answer_buf;
     cond_init_monotonic(&w.cv);
 
     /* Make sure there is a connection; connects are serialised by wmu. */
@@ -813,6 +863,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
         call->content_type = w.content_type;
         call->resp_body = w.body;
         call->resp_len = w.body_len;
+        call->resp_malloced = w.malloced;
         call->retry_after = w.retry_after;
     }
     else if (aborted || timed_out) {
