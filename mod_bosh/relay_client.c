@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,7 +63,10 @@ typedef struct relay_waiter {
     uint32_t       req_id;
     unsigned       gen;
     int            state;
-    pthread_cond_t cv;
+    int            linked;      /* in rc->waiters (under mu) */
+    /* Posted once, under mu, when the state leaves W_WAITING (see
+     * relay_client_call: why a semaphore and not a condition variable). */
+    sem_t          sem;
     char          *buf;         /* RELAY_ANSWER_INLINE bytes, or NULL */
     /* answer (in buf, or malloc'd by the reader: malloced) */
     int            malloced;
@@ -372,7 +376,7 @@ static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
             for (w = rc->waiters[b]; w; w = w->next) {
                 if (w->gen == gen && w->state == W_WAITING) {
                     w->state = W_BROKEN;
-                    pthread_cond_signal(&w->cv);
+                    sem_post(&w->sem);
                     failed++;
                 }
             }
@@ -389,9 +393,12 @@ static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
                      reason, failed);
 }
 
+static void unlink_waiter(relay_client *rc, relay_waiter *w);
+
 /* Hand one RESPONSE to its waiter (dropped if nobody waits any more).
  * An answer that fits the waiter's buffer is copied there under mu (the
- * worker reads it only after W_DONE, under mu); a bigger one is malloc'd
+ * worker reads it only once the semaphore is posted, or under mu); a
+ * bigger one is malloc'd
  * here and freed by the worker (relay_call_clear). */
 static void deliver(relay_client *rc, const relay_header *h, const char *payload)
 {
@@ -469,8 +476,12 @@ static void deliver(relay_client *rc, const relay_header *h, const char *payload
                 w->body = body;
                 ctype = body = NULL;
             }
+            /* done with it here: the worker need not take mu again */
+            unlink_waiter(rc, w);
+            w->linked = 0;
+            rc->st.held--;
             w->state = W_DONE;
-            pthread_cond_signal(&w->cv);
+            sem_post(&w->sem);
             break;
         }
     }
@@ -764,7 +775,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
 
     memset(&w, 0, sizeof(w));
     w.buf = call->answer_buf;
-    cond_init_monotonic(&w.cv);
+    sem_init(&w.sem, 0, 0);
 
     /* Make sure there is a connection; connects are serialised by wmu. */
     pthread_mutex_lock(&rc->wmu);
@@ -779,7 +790,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
         if (rc->stop || unhealthy || relay_now_ms() < rc->retry_at_ms ||
             connect_locked(rc) != 0) {
             pthread_mutex_unlock(&rc->wmu);
-            pthread_cond_destroy(&w.cv);
+            sem_destroy(&w.sem);
             return RELAY_CALL_UNAVAILABLE;
         }
     }
@@ -792,6 +803,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     w.gen = rc->gen;
     w.state = W_WAITING;
     link_waiter(rc, &w);
+    w.linked = 1;
     rc->st.requests++;
     rc->st.held++;
     fd = rc->fd;
@@ -818,45 +830,77 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     pthread_mutex_unlock(&rc->wmu);
     sb_free(&out);
 
-    /* Park until answered, broken, past the deadline, or abandoned. */
-    pthread_mutex_lock(&rc->mu);
-    while (w.state == W_WAITING) {
+    /* Park until answered, broken, past the deadline, or abandoned.
+     *
+     * Why a semaphore: with a condition variable on mu, the reader
+     * signalled while holding mu (it must: the waiter lives on this stack
+     * and may be gone once mu is released), so the woken worker at once
+     * blocked on mu again until the reader let go: a futex wait and a wake
+     * more per answer, on every answer (issue 15, kernel time). Now the
+     * reader posts the semaphore under mu after unlinking the waiter, and
+     * the worker wakes needing no lock at all. glibc's sem_post may still
+     * be returning when sem_wait has returned, and destroying the
+     * semaphore then is allowed (glibc >= 2.21; POSIX: no thread blocked
+     * on it). The 1 s tick (RELAY_TICK_MS) still takes mu. */
+    for (;;) {
         int64_t now = relay_now_ms(), until;
         struct timespec ts;
-        if (now >= deadline_ms) {
-            timed_out = 1;
+        if (now < deadline_ms) {
+            until = now + RELAY_TICK_MS < deadline_ms ? now + RELAY_TICK_MS : deadline_ms;
+            ms_to_timespec(until, &ts);
+            if (sem_clockwait(&w.sem, CLOCK_MONOTONIC, &ts) == 0)
+                break;                  /* posted: W_DONE or W_BROKEN */
+            if (errno == EINTR)
+                continue;
+        }
+        pthread_mutex_lock(&rc->mu);
+        if (w.state != W_WAITING) {     /* posted since the wait ended */
+            pthread_mutex_unlock(&rc->mu);
             break;
         }
-        until = now + RELAY_TICK_MS < deadline_ms ? now + RELAY_TICK_MS : deadline_ms;
-        ms_to_timespec(until, &ts);
-        pthread_cond_timedwait(&w.cv, &rc->mu, &ts);
-        if (w.state != W_WAITING || !tick)
-            continue;
-        pthread_mutex_unlock(&rc->mu);
-        aborted = tick(tick_ud);
-        pthread_mutex_lock(&rc->mu);
-        if (aborted && w.state == W_WAITING)
-            break;
-        aborted = 0;
-    }
-    unlink_waiter(rc, &w);
-    rc->st.held--;
-    if (w.state == W_DONE) {
-        result = RELAY_CALL_OK;
-    }
-    else if (aborted) {
-        rc->st.canceled++;
-        result = RELAY_CALL_ABORTED;
-    }
-    else {
-        if (timed_out)
+        if (relay_now_ms() >= deadline_ms) {
+            timed_out = 1;
+            unlink_waiter(rc, &w);
+            w.linked = 0;
+            rc->st.held--;
             rc->st.timeouts++;
-        else
-            rc->st.broken++;
-        result = RELAY_CALL_BROKEN;
+            pthread_mutex_unlock(&rc->mu);
+            break;
+        }
+        pthread_mutex_unlock(&rc->mu);
+        if (!tick || !tick(tick_ud))
+            continue;
+        pthread_mutex_lock(&rc->mu);
+        if (w.state == W_WAITING) {
+            aborted = 1;
+            unlink_waiter(rc, &w);
+            w.linked = 0;
+            rc->st.held--;
+            rc->st.canceled++;
+        }
+        pthread_mutex_unlock(&rc->mu);
+        if (aborted)
+            break;
+        /* answered while the tick ran: the post is there; take it */
     }
-    pthread_mutex_unlock(&rc->mu);
-    pthread_cond_destroy(&w.cv);
+    if (w.state == W_BROKEN) {
+        /* connection_lost posts but leaves the waiter linked */
+        pthread_mutex_lock(&rc->mu);
+        if (w.linked) {
+            unlink_waiter(rc, &w);
+            w.linked = 0;
+            rc->st.held--;
+        }
+        rc->st.broken++;
+        pthread_mutex_unlock(&rc->mu);
+    }
+    if (aborted)
+        result = RELAY_CALL_ABORTED;
+    else if (timed_out || w.state != W_DONE)
+        result = RELAY_CALL_BROKEN;
+    else
+        result = RELAY_CALL_OK;
+    sem_destroy(&w.sem);
 
     if (result == RELAY_CALL_OK) {
         call->http_status = w.http_status;
