@@ -123,8 +123,9 @@ xs_status   xs_parse_document(const char *data, size_t len, size_t max_bytes,
  * parser is reset (XML_ParserReset) instead of created and freed each
  * time, which is most of the cost of a small document. Every limit above
  * holds for each document whatever the previous one did. NOT thread-safe:
- * one parser per thread (chatd keeps one for its loop; mod_bosh's worker
- * threads call xs_parse_document). Free it with xs_parser_free. */
+ * one thread at a time (chatd keeps one for its loop; mod_bosh's workers
+ * borrow one from a small per-child free list, bosh_handler.c). Free it
+ * with xs_parser_free. */
 xs_parser  *xs_doc_parser_new(void);
 xs_status   xs_doc_parse(xs_parser *p, const char *data, size_t len, size_t max_bytes,
                          xs_node **root, char *err, size_t errlen);

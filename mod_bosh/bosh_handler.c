@@ -187,40 +187,54 @@ static const char *answer_type(const char *from_chatd)
     return BOSH_CONTENT_TYPE;
 }
 
-/* One document parser per worker thread, kept from one body to the next
- * (bosh_body_parse_with: XML_ParserReset instead of creating and freeing
- * an expat parser, which was a third of a small body's parse; issue 15,
- * bench/exchange-cost). A thread's parser is freed when the thread ends. */
-static pthread_key_t parser_key;
-static pthread_once_t parser_once = PTHREAD_ONCE_INIT;
-static int parser_key_ok;
+/* Body parsers kept from one body to the next (bosh_body_check_with:
+ * XML_ParserReset instead of creating and freeing an expat parser, which
+ * was a third of a small body's parse; issue 15, bench/exchange-cost).
+ *
+ * A small per-child free list, not one parser per worker thread: a parser
+ * that has read a body keeps about 10 KiB of expat buffers and tables, and
+ * mpm_event hands requests to its idle workers in turn, so with one parser
+ * per thread every thread of the child ended up with one. Memory then grew
+ * while people chatted until ServerLimit x ThreadsPerChild parsers existed
+ * (200 MiB with the former 20 x 1,000 sizing; docs/benchmarks.md). Only the
+ * bodies being validated at this moment need a parser, and validation is
+ * short and on the CPU, so a handful of parsers serves the whole child;
+ * a body that finds the list empty gets a new parser and gives it back.
+ *
+ * The list lives as long as the process, on purpose not in pchild: under
+ * prefork the reader threads are not joined (see bosh_child_cleanup) and a
+ * worker may still validate a body after pchild is destroyed. */
+#define PARSERS_KEPT 8
+static pthread_mutex_t parsers_mu = PTHREAD_MUTEX_INITIALIZER;
+static xs_parser *parsers[PARSERS_KEPT];
+static int nparsers;
 
-static void parser_destroy(void *p)
-{
-    xs_parser_free(p);
-}
-
-static void parser_key_init(void)
-{
-    parser_key_ok = pthread_key_create(&parser_key, parser_destroy) == 0;
-}
-
-/* This thread's parser, or NULL (then bosh_body_parse_with makes one for
+/* A parser for one body, or NULL (then bosh_body_check_with makes one for
  * the body, as before). */
-static xs_parser *thread_parser(void)
+static xs_parser *parser_take(void)
 {
-    xs_parser *p;
+    xs_parser *p = NULL;
 
-    pthread_once(&parser_once, parser_key_init);
-    if (!parser_key_ok)
-        return NULL;
-    p = pthread_getspecific(parser_key);
-    if (!p && (p = xs_doc_parser_new()) != NULL &&
-        pthread_setspecific(parser_key, p) != 0) {
-        xs_parser_free(p);
+    pthread_mutex_lock(&parsers_mu);
+    if (nparsers > 0)
+        p = parsers[--nparsers];
+    pthread_mutex_unlock(&parsers_mu);
+    return p ? p : xs_doc_parser_new();
+}
+
+/* Back to the list, or freed when PARSERS_KEPT are already kept. */
+static void parser_give(xs_parser *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&parsers_mu);
+    if (nparsers < PARSERS_KEPT) {
+        parsers[nparsers++] = p;
         p = NULL;
     }
-    return p;
+    pthread_mutex_unlock(&parsers_mu);
+    if (p)
+        xs_parser_free(p);
 }
 
 /* Write a complete response: status, type, length, body. The body is
@@ -660,12 +674,16 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     apr_size_t len;
     int too_big, rv;
     bosh_body b;
+    xs_parser *parser;
+    int checked;
     const char *sid = NULL, *refuse;
     relay_client *rc = NULL;
     relay_call call;
     relay_call_status st;
     int64_t deadline;
     const char *cenc;
+    /* the answer lands here when it fits (relay_client.h: why) */
+    char answer_buf[RELAY_ANSWER_INLINE];
 
     rv = read_body(r, (apr_size_t)conf->max_body, &data, &len, &too_big);
     if (rv != OK)
@@ -707,8 +725,11 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
 
     memset(&b, 0, sizeof(b));
     /* Validate only: mod_bosh reads sid and to; chatd builds the tree. */
-    if (bosh_body_check_with(thread_parser(), data, len, (size_t)conf->max_body, &b,
-                             err, sizeof(err)) != 0) {
+    parser = parser_take();
+    checked = bosh_body_check_with(parser, data, len, (size_t)conf->max_body, &b,
+                                   err, sizeof(err));
+    parser_give(parser);
+    if (checked != 0) {
         if (ch)
             apr_atomic_inc32(&ch->bad_requests);
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
@@ -765,6 +786,7 @@ static int handle_post(request_rec *r, bosh_server_conf *conf, bosh_child *ch)
     call.secure = ap_ssl_conn_is_ssl(r->connection);
     call.confidential = bosh_request_confidential(r, conf);
     call.sid = sid;
+    call.answer_buf = answer_buf;
     bosh_vouch(r, &call);       /* RT_AUTH_USER, BoshAuthFromApache On only */
     deadline = relay_now_ms() + (int64_t)(conf->max_wait + RELAY_SAFETY_S) * 1000;
     st = relay(r, ch, rc, &call, deadline);

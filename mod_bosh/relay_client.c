@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,8 +63,13 @@ typedef struct relay_waiter {
     uint32_t       req_id;
     unsigned       gen;
     int            state;
-    pthread_cond_t cv;
-    /* answer (malloc'd by the reader) */
+    int            linked;      /* in rc->waiters (under mu) */
+    /* Posted once, under mu, when the state leaves W_WAITING (see
+     * relay_client_call: why a semaphore and not a condition variable). */
+    sem_t          sem;
+    char          *buf;         /* RELAY_ANSWER_INLINE bytes, or NULL */
+    /* answer (in buf, or malloc'd by the reader: malloced) */
+    int            malloced;
     int            http_status;
     char          *content_type;
     char          *body;
@@ -370,7 +376,7 @@ static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
             for (w = rc->waiters[b]; w; w = w->next) {
                 if (w->gen == gen && w->state == W_WAITING) {
                     w->state = W_BROKEN;
-                    pthread_cond_signal(&w->cv);
+                    sem_post(&w->sem);
                     failed++;
                 }
             }
@@ -387,30 +393,43 @@ static void connection_lost(relay_client *rc, unsigned gen, const char *reason,
                      reason, failed);
 }
 
-/* Hand one RESPONSE to its waiter (dropped if nobody waits any more). */
+static void unlink_waiter(relay_client *rc, relay_waiter *w);
+
+/* Hand one RESPONSE to its waiter (dropped if nobody waits any more).
+ * An answer that fits the waiter's buffer is copied there under mu (the
+ * worker reads it only once the semaphore is posted, or under mu); a
+ * bigger one is malloc'd
+ * here and freed by the worker (relay_call_clear). */
 static void deliver(relay_client *rc, const relay_header *h, const char *payload)
 {
-    relay_field f;
+    relay_field f, ft, fb;
     uint16_t status = 200;
     uint32_t retry = 0;
     char *ctype = NULL, *body = NULL;
-    size_t body_len = 0;
+    int has_type, has_body, fits;
     relay_waiter *w;
+
+    memset(&ft, 0, sizeof(ft));
+    memset(&fb, 0, sizeof(fb));
 
     if (relay_find(payload, h->length, RT_HTTP_STATUS, &f))
         relay_field_u16(&f, &status);
     if (relay_find(payload, h->length, RT_RETRY_AFTER, &f))
         relay_field_u32(&f, &retry);
-    if (relay_find(payload, h->length, RT_CONTENT_TYPE, &f)) {
-        ctype = malloc(f.len + 1);
-        memcpy(ctype, f.data, f.len);
-        ctype[f.len] = '\0';
-    }
-    if (relay_find(payload, h->length, RT_BODY, &f)) {
-        body = malloc(f.len + 1);
-        memcpy(body, f.data, f.len);
-        body[f.len] = '\0';
-        body_len = f.len;
+    has_type = relay_find(payload, h->length, RT_CONTENT_TYPE, &ft);
+    has_body = relay_find(payload, h->length, RT_BODY, &fb);
+    fits = (has_type ? ft.len + 1 : 0) + (has_body ? fb.len + 1 : 0) <= RELAY_ANSWER_INLINE;
+    if (!fits) {
+        if (has_type) {
+            ctype = malloc(ft.len + 1);
+            memcpy(ctype, ft.data, ft.len);
+            ctype[ft.len] = '\0';
+        }
+        if (has_body) {
+            body = malloc(fb.len + 1);
+            memcpy(body, fb.data, fb.len);
+            body[fb.len] = '\0';
+        }
     }
 
     pthread_mutex_lock(&rc->mu);
@@ -419,12 +438,50 @@ static void deliver(relay_client *rc, const relay_header *h, const char *payload
         if (w->req_id == h->req_id && w->state == W_WAITING) {
             w->http_status = status;
             w->retry_after = retry;
-            w->content_type = ctype;
-            w->body = body;
-            w->body_len = body_len;
+            w->content_type = NULL;
+            w->body = NULL;
+            w->body_len = has_body ? fb.len : 0;
+            if (fits && w->buf) {
+                char *at = w->buf;
+                w->malloced = 0;
+                if (has_type) {
+                    memcpy(at, ft.data, ft.len);
+                    at[ft.len] = '\0';
+                    w->content_type = at;
+                    at += ft.len + 1;
+                }
+                if (has_body) {
+                    memcpy(at, fb.data, fb.len);
+                    at[fb.len] = '\0';
+                    w->body = at;
+                }
+            }
+            else {
+                /* too big, or a caller without a buffer (malloc under mu:
+                 * only callers that pass no buffer get here) */
+                w->malloced = 1;
+                if (fits) {
+                    if (has_type) {
+                        ctype = malloc(ft.len + 1);
+                        memcpy(ctype, ft.data, ft.len);
+                        ctype[ft.len] = '\0';
+                    }
+                    if (has_body) {
+                        body = malloc(fb.len + 1);
+                        memcpy(body, fb.data, fb.len);
+                        body[fb.len] = '\0';
+                    }
+                }
+                w->content_type = ctype;
+                w->body = body;
+                ctype = body = NULL;
+            }
+            /* done with it here: the worker need not take mu again */
+            unlink_waiter(rc, w);
+            w->linked = 0;
+            rc->st.held--;
             w->state = W_DONE;
-            pthread_cond_signal(&w->cv);
-            ctype = body = NULL;
+            sem_post(&w->sem);
             break;
         }
     }
@@ -654,8 +711,11 @@ void relay_client_stop(relay_client *rc, int join)
 
 void relay_call_clear(relay_call *call)
 {
-    free(call->content_type);
-    free(call->resp_body);
+    if (call->resp_malloced) {
+        free(call->content_type);
+        free(call->resp_body);
+    }
+    call->resp_malloced = 0;
     call->content_type = NULL;
     call->resp_body = NULL;
     call->resp_len = 0;
@@ -714,7 +774,8 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     uint8_t confidential = call->confidential ? 1 : 0;
 
     memset(&w, 0, sizeof(w));
-    cond_init_monotonic(&w.cv);
+    w.buf = call->answer_buf;
+    sem_init(&w.sem, 0, 0);
 
     /* Make sure there is a connection; connects are serialised by wmu. */
     pthread_mutex_lock(&rc->wmu);
@@ -729,7 +790,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
         if (rc->stop || unhealthy || relay_now_ms() < rc->retry_at_ms ||
             connect_locked(rc) != 0) {
             pthread_mutex_unlock(&rc->wmu);
-            pthread_cond_destroy(&w.cv);
+            sem_destroy(&w.sem);
             return RELAY_CALL_UNAVAILABLE;
         }
     }
@@ -742,6 +803,7 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     w.gen = rc->gen;
     w.state = W_WAITING;
     link_waiter(rc, &w);
+    w.linked = 1;
     rc->st.requests++;
     rc->st.held++;
     fd = rc->fd;
@@ -768,51 +830,84 @@ relay_call_status relay_client_call(relay_client *rc, relay_call *call,
     pthread_mutex_unlock(&rc->wmu);
     sb_free(&out);
 
-    /* Park until answered, broken, past the deadline, or abandoned. */
-    pthread_mutex_lock(&rc->mu);
-    while (w.state == W_WAITING) {
+    /* Park until answered, broken, past the deadline, or abandoned.
+     *
+     * Why a semaphore: with a condition variable on mu, the reader
+     * signalled while holding mu (it must: the waiter lives on this stack
+     * and may be gone once mu is released), so the woken worker at once
+     * blocked on mu again until the reader let go: a futex wait and a wake
+     * more per answer, on every answer (issue 15, kernel time). Now the
+     * reader posts the semaphore under mu after unlinking the waiter, and
+     * the worker wakes needing no lock at all. glibc's sem_post may still
+     * be returning when sem_wait has returned, and destroying the
+     * semaphore then is allowed (glibc >= 2.21; POSIX: no thread blocked
+     * on it). The 1 s tick (RELAY_TICK_MS) still takes mu. */
+    for (;;) {
         int64_t now = relay_now_ms(), until;
         struct timespec ts;
-        if (now >= deadline_ms) {
-            timed_out = 1;
+        if (now < deadline_ms) {
+            until = now + RELAY_TICK_MS < deadline_ms ? now + RELAY_TICK_MS : deadline_ms;
+            ms_to_timespec(until, &ts);
+            if (sem_clockwait(&w.sem, CLOCK_MONOTONIC, &ts) == 0)
+                break;                  /* posted: W_DONE or W_BROKEN */
+            if (errno == EINTR)
+                continue;
+        }
+        pthread_mutex_lock(&rc->mu);
+        if (w.state != W_WAITING) {     /* posted since the wait ended */
+            pthread_mutex_unlock(&rc->mu);
             break;
         }
-        until = now + RELAY_TICK_MS < deadline_ms ? now + RELAY_TICK_MS : deadline_ms;
-        ms_to_timespec(until, &ts);
-        pthread_cond_timedwait(&w.cv, &rc->mu, &ts);
-        if (w.state != W_WAITING || !tick)
-            continue;
-        pthread_mutex_unlock(&rc->mu);
-        aborted = tick(tick_ud);
-        pthread_mutex_lock(&rc->mu);
-        if (aborted && w.state == W_WAITING)
-            break;
-        aborted = 0;
-    }
-    unlink_waiter(rc, &w);
-    rc->st.held--;
-    if (w.state == W_DONE) {
-        result = RELAY_CALL_OK;
-    }
-    else if (aborted) {
-        rc->st.canceled++;
-        result = RELAY_CALL_ABORTED;
-    }
-    else {
-        if (timed_out)
+        if (relay_now_ms() >= deadline_ms) {
+            timed_out = 1;
+            unlink_waiter(rc, &w);
+            w.linked = 0;
+            rc->st.held--;
             rc->st.timeouts++;
-        else
-            rc->st.broken++;
-        result = RELAY_CALL_BROKEN;
+            pthread_mutex_unlock(&rc->mu);
+            break;
+        }
+        pthread_mutex_unlock(&rc->mu);
+        if (!tick || !tick(tick_ud))
+            continue;
+        pthread_mutex_lock(&rc->mu);
+        if (w.state == W_WAITING) {
+            aborted = 1;
+            unlink_waiter(rc, &w);
+            w.linked = 0;
+            rc->st.held--;
+            rc->st.canceled++;
+        }
+        pthread_mutex_unlock(&rc->mu);
+        if (aborted)
+            break;
+        /* answered while the tick ran: the post is there; take it */
     }
-    pthread_mutex_unlock(&rc->mu);
-    pthread_cond_destroy(&w.cv);
+    if (w.state == W_BROKEN) {
+        /* connection_lost posts but leaves the waiter linked */
+        pthread_mutex_lock(&rc->mu);
+        if (w.linked) {
+            unlink_waiter(rc, &w);
+            w.linked = 0;
+            rc->st.held--;
+        }
+        rc->st.broken++;
+        pthread_mutex_unlock(&rc->mu);
+    }
+    if (aborted)
+        result = RELAY_CALL_ABORTED;
+    else if (timed_out || w.state != W_DONE)
+        result = RELAY_CALL_BROKEN;
+    else
+        result = RELAY_CALL_OK;
+    sem_destroy(&w.sem);
 
     if (result == RELAY_CALL_OK) {
         call->http_status = w.http_status;
         call->content_type = w.content_type;
         call->resp_body = w.body;
         call->resp_len = w.body_len;
+        call->resp_malloced = w.malloced;
         call->retry_after = w.retry_after;
     }
     else if (aborted || timed_out) {

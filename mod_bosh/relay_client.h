@@ -39,13 +39,28 @@ typedef struct relay_call {
     const char *auth_user;      /* RT_AUTH_USER: vouched bare JID, or NULL */
     const char *display_name;   /* RT_DISPLAY_NAME (only with auth_user), or NULL */
     int         prebind;        /* RT_PREBIND: chatd signs in and binds (bosh_sso.c) */
+    /* RELAY_ANSWER_INLINE bytes the answer (its type and body) is copied
+     * into when it fits, or NULL. Must outlive the call's use of the
+     * answer (e.g. the handler's stack). */
+    char       *answer_buf;
     /* out, valid after RELAY_CALL_OK; release with relay_call_clear */
     int         http_status;    /* 200 unless chatd said otherwise */
     char       *content_type;   /* NULL: chatd sent none */
     char       *resp_body;
     size_t      resp_len;
     unsigned    retry_after;    /* 0: none */
+    int         resp_malloced;  /* content_type/resp_body are malloc'd (not answer_buf) */
 } relay_call;
+
+/* Why an inline answer buffer: the reader thread used to malloc every
+ * answer and the worker freed it. glibc puts a freed chunk of up to 1,032
+ * bytes into the FREEING thread's cache (tcache, up to 7 per size class),
+ * where only that thread's own mallocs reuse it: every worker thread
+ * slowly filled its cache with answers of every size, and httpd's memory
+ * grew while people chatted, in step with the threads that had served
+ * (issue 15, docs/benchmarks.md). Team answers (one stanza) fit here;
+ * bigger ones are malloc'd and too big for the cache. */
+#define RELAY_ANSWER_INLINE 1024
 
 typedef enum relay_call_status {
     RELAY_CALL_OK = 0,

@@ -1,10 +1,11 @@
 """Stopping httpd while children of 1000 threads each hold many BOSH requests.
 
 Why (issue 7 follow-up): `bench/run ours idle --users 10000` with the
-shipped httpd-conf/bosh-mpm.conf (1000 threads a child, 256 KiB stacks)
-ended with httpd children dying of SIGSEGV or being SIGKILLed at the stop.
-This replays the stop at the shipped thread and stack sizing (2 children
-instead of 20) with as many held requests as the two cores set up quickly,
+10,000-user sizing of httpd-conf/bosh-mpm.conf (20 children of 1000
+threads, 256 KiB stacks; the file now ships 8 x 400 for 2,000 users and
+documents 16 x 1000 for 10,000) ended with httpd children dying of SIGSEGV
+or being SIGKILLed at the stop. This replays the stop at that thread and
+stack sizing (2 children instead of 20) with as many held requests as the two cores set up quickly,
 for graceful-stop, stop, and stop while chatd does not answer at all.
 
 The cause (core dump of a bench child): on an ungraceful stop event's
@@ -47,7 +48,7 @@ from outage import (alive, chatd_stat, creation_body, httpd_children, post,
 # holds 1,500 requests at once: alone, after the tests that run side by side (conftest.py)
 pytestmark = pytest.mark.serial
 
-THREADS = 1000          # httpd-conf/bosh-mpm.conf: ThreadsPerChild
+THREADS = 1000          # bosh-mpm.conf scaled to 10,000 users: ThreadsPerChild
 CHILDREN = 2
 HELD = 1500             # of the 2000 workers; the rest serve the creations
 STOP_DEADLINE = 20      # the parent's reclaim gives up on children at ~10 s
