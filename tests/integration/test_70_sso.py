@@ -137,10 +137,12 @@ def test_strophe_external_signs_in_and_chats(stack, sso, users, bosh_client):
         jid = carol.connect()
         assert jid.startswith("carol@localhost/"), jid
         alice = bosh_client("alice@localhost", users["alice"])
-        alice.connect()
+        # to this session's full JID: the shared stack may hold other alice
+        # sessions (browser tests' Converse) that a bare JID could reach instead
+        alice_jid = alice.connect()
         alice.send("presence")
         mark = len(alice.events)
-        carol.send("chat", to="alice@localhost", body="hello from the site login")
+        carol.send("chat", to=alice_jid, body="hello from the site login")
         ev = alice.wait_stanza(start=mark, name="message", body="hello from the site login")
         assert ev["from"].startswith("carol@localhost/")
         sent = "\n".join(l for l in client_log(carol).splitlines() if l.startswith("SENT"))
