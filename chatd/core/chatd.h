@@ -40,6 +40,9 @@ typedef struct chatd_stats {
     /* password sign-ins (issue 13): PBKDF2 runs on the hash threads, attempts
      * refused by the failure throttle, checks refused with a full queue */
     uint64_t pbkdf2_runs, auth_throttled, auth_overloaded;
+    /* XEP-0198 (c2s.c): sessions waiting for a resume now; resumed, not
+     * resumed in time, ended over the unacked bound (totals) */
+    uint64_t sm_detached, sm_resumed, sm_expired, sm_overflows;
 } chatd_stats;
 
 typedef struct chatd {
@@ -58,6 +61,7 @@ typedef struct chatd {
     struct addr_count    *addr_sessions;  /* NULL until the first counted session */
     struct auth_guard    *auth_guard;     /* users_init */
     struct pw_pool       *pw_pool;        /* users_init */
+    struct c2s           *sm_sessions;    /* c2s.c: sessions a client may resume (XEP-0198) */
 } chatd;
 
 #endif

@@ -116,6 +116,11 @@ static void set_defaults(chatd_config *c) {
     c->offline_sender_share = 25;
     c->max_roster_items = 2000;
     c->max_directed_presences = 1000;
+    c->sm_max_unacked = 1000;
+    c->sm_max_unacked_bytes = 1048576;
+    c->sm_resume_timeout = 300;
+    c->sm_ack_every = 10;
+    c->sm_ack_interval = 30;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -162,6 +167,11 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "offline_max_messages", &c->offline_max_messages, 100000 },
         { "max_roster_items", &c->max_roster_items, 1000000 },
         { "max_directed_presences", &c->max_directed_presences, 1000000 },
+        { "sm_max_unacked", &c->sm_max_unacked, 1000000 },
+        { "sm_max_unacked_bytes", &c->sm_max_unacked_bytes, 1u << 30 },
+        { "sm_resume_timeout", &c->sm_resume_timeout, 86400 },
+        { "sm_ack_every", &c->sm_ack_every, 1000000 },
+        { "sm_ack_interval", &c->sm_ack_interval, 86400 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)

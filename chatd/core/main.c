@@ -71,6 +71,7 @@ static void begin_shutdown(chatd *d) {
     admin_stop(d);
     bosh_shutdown_all(d);       /* held requests get terminate system-shutdown */
     c2s_native_stop(d, "system-shutdown");
+    c2s_sm_end_all(d);          /* sessions waiting for a resume (XEP-0198) */
     if (bosh_open && d->relay) {
         /* A BOSH client between two requests has nothing held to carry
          * its terminate; stock clients send the next request at once, so
