@@ -1273,7 +1273,7 @@ static void sm_reroute(c2s *s) {
                 xs_set_attr(delay, "stamp", stamp);
             }
             const char *to = xs_attr_get(st, "to");
-            router_deliver(d, to, st);
+            router_deliver(d, to && *to ? to : s->jid, st);
             moved++;
         } else if (xs_is(st, NS_CLIENT, "iq") && type && from &&
                    (!strcmp(type, "get") || !strcmp(type, "set")) &&
