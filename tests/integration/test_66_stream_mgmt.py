@@ -12,6 +12,7 @@ tests see the bytes: <sm/> feature, <enabled/>, <r/>/<a h=/> counts,
 (SO_LINGER 0: the server sees a reset, like a dropped network).
 """
 
+import secrets
 import socket
 import struct
 import time
@@ -19,7 +20,8 @@ import time
 import pytest
 
 from outage import wait_until
-from raw_native import NS_CLIENT, NS_STREAMS, NS_XSTREAMS, RawNative, esc
+from raw_native import NS_CLIENT, NS_STREAMS, RawNative, esc
+from signin_util import private_stack
 import base64
 
 NS_SM = "urn:xmpp:sm:3"
@@ -376,3 +378,135 @@ def test_clean_close_ends_at_once(stack, new_user):
     assert is_(alice2.resume(previd, 0), NS_SM, "failed")
     alice2.close()
     bob.close()
+
+
+def test_slixmpp_resumes_after_a_drop(stack, new_user):
+    """A stock client: slixmpp 1.8's xep_0198 enables resumption, loses its
+    TCP connection (transport aborted, no </stream:stream>), connects
+    again, resumes, and gets what bob sent meanwhile, once."""
+    import asyncio
+    import ssl
+    import threading
+    import slixmpp
+
+    (a, apw), (b, bpw) = new_user("sma"), new_user("smb")
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    events, cond = [], threading.Condition()
+
+    def note(kind, value=None):
+        with cond:
+            events.append((kind, value))
+            cond.notify_all()
+
+    def wait_for(pred, what, timeout=30):
+        deadline = time.monotonic() + timeout
+        with cond:
+            while not any(pred(e) for e in events):
+                left = deadline - time.monotonic()
+                assert left > 0, f"{what}: not within {timeout}s; events {events[-8:]}"
+                cond.wait(left)
+
+    def build():
+        x = slixmpp.ClientXMPP(f"{a}@{stack.domain}/sx", apw)
+        x.loop = loop
+        x.ssl_context.check_hostname = False
+        x.ssl_context.verify_mode = ssl.CERT_NONE
+        x.register_plugin("xep_0198")
+        x.add_event_handler("sm_enabled", lambda s: note("sm_enabled", s["id"]))
+        x.add_event_handler("session_resumed", lambda s: note("resumed"))
+        x.add_event_handler("sm_failed", lambda s: note("sm_failed"))
+        x.add_event_handler("session_start", lambda e: x.send_presence())
+        x.add_event_handler("disconnected", lambda e: note("disconnected"))
+        x.add_event_handler("message", lambda m: note("body", m["body"]))
+        x.connect(("127.0.0.1", stack.xmpp_port))
+        return x
+
+    async def make():               # slixmpp objects live on their own loop
+        return build()
+    x = asyncio.run_coroutine_threadsafe(make(), loop).result(10)
+    try:
+        wait_for(lambda e: e[0] == "sm_enabled" and e[1], "slixmpp <enabled id=/>")
+        bob = login(stack, b, bpw, "desk")
+        bob.chat(f"{a}@{stack.domain}/sx", "before")
+        wait_for(lambda e: e == ("body", "before"), "first message")
+        loop.call_soon_threadsafe(x.abort)
+        wait_for(lambda e: e[0] == "disconnected", "slixmpp disconnected")
+        wait_until(lambda: detached(stack, f"{a}@{stack.domain}/sx"), 20, "session detached")
+        for i in range(3):
+            bob.chat(f"{a}@{stack.domain}/sx", f"meanwhile {i}")
+        sync(bob)
+        loop.call_soon_threadsafe(lambda: x.connect(("127.0.0.1", stack.xmpp_port)))
+        wait_for(lambda e: e[0] in ("resumed", "sm_failed"), "resume answer")
+        assert ("resumed", None) in events, events
+        bob.chat(f"{a}@{stack.domain}/sx", "after")
+        wait_for(lambda e: e == ("body", "after"), "live message after the resume")
+        got = [v for k, v in events if k == "body"]
+        assert got == ["before", "meanwhile 0", "meanwhile 1", "meanwhile 2", "after"], got
+        bob.close()
+    finally:
+        n = sum(1 for e in events if e[0] == "disconnected")
+        loop.call_soon_threadsafe(x.disconnect)     # </stream:stream>: ends it
+        with cond:
+            cond.wait_for(lambda: sum(1 for e in events if e[0] == "disconnected") > n, 10)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+# A stack of its own for the limits: 5 unacknowledged stanzas at most,
+# 2 live sessions per address (every test client is 127.0.0.1).
+@pytest.fixture(scope="module")
+def smstack():
+    with private_stack("chatsm-", chatd_extra={"sm_max_unacked": "5",
+                                               "max_sessions_per_addr": "2"}) as st:
+        yield st
+
+
+def test_unacked_bound_ends_the_session_and_keeps_the_messages(smstack):
+    st = smstack
+    a, apw = "smq" + secrets.token_hex(3), None
+    apw = st.add_user(a)
+    b = "smr" + secrets.token_hex(3)
+    bpw = st.add_user(b)
+    alice = login(st, a, apw, "phone")
+    alice.enable()                                  # and never acknowledges
+    bob = login(st, b, bpw, "desk")
+    for i in range(7):
+        bob.chat(alice.jid, f"pile {i}")
+    alice.wait_closed()
+    assert alice.stream_error == "policy-violation"
+    assert stat(st, "sm_overflows") >= 1
+    # what alice never acknowledged is routed again: offline, all of it
+    wait_until(lambda: int(st.redis_cli("LLEN", f"chat:offline:{a}")) == 7, 20,
+               "unacknowledged messages in offline storage")
+    bob.close()
+    alice2 = login(st, a, apw, "laptop")
+    alice2.presence()
+    alice2.wait(lambda e: "pile 6" in alice2.bodies(), what="stored messages")
+    sync(alice2)
+    got = alice2.bodies()
+    assert sorted(got) == [f"pile {i}" for i in range(7)], got
+    alice2.close()
+
+
+def test_detached_session_keeps_its_address_slot(smstack):
+    st = smstack
+    a = "sms" + secrets.token_hex(3)
+    apw = st.add_user(a)
+    b = "smt" + secrets.token_hex(3)
+    bpw = st.add_user(b)
+    alice = login(st, a, apw, "phone")
+    alice.enable()
+    previd = alice.sm_id
+    alice.cut()
+    wait_until(lambda: detached(st, alice.jid), 20, "session detached")
+    bob = login(st, b, bpw, "desk")                 # the second slot
+    carol = RawNative(st.xmpp_port)
+    carol.open_stream()
+    carol.wait_closed()
+    assert carol.stream_error == "policy-violation", "a third session from the address"
+    bob.close()
+    wait_until(lambda: f"{b}@" not in st.chatctl("sessions", "list").stdout, 20, "bob gone")
+    alice2 = SMClient(st.xmpp_port)
+    alice2.authenticate(a, apw)
+    assert is_(alice2.resume(previd, 0), NS_SM, "resumed")
+    alice2.close()
