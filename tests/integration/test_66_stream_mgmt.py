@@ -510,3 +510,23 @@ def test_detached_session_keeps_its_address_slot(smstack):
     alice2.authenticate(a, apw)
     assert is_(alice2.resume(previd, 0), NS_SM, "resumed")
     alice2.close()
+
+
+def test_not_offered_over_bosh(stack, new_user, bosh_client):
+    """BOSH has its own acks (rid/ack): no <sm/> feature, and an <enable/>
+    sent anyway is refused without ending the session."""
+    a, apw = new_user("smw")
+    w = bosh_client(f"{a}@{stack.domain}/web", apw, mech="SCRAM-SHA-256")
+    w.connect()
+
+    def received():
+        with open(w.stderr_path, encoding="utf-8", errors="replace") as f:
+            return "".join(line for line in f if line.startswith("RECV "))
+    assert "urn:xmpp:csi:0" in received(), "stream features not in the client's log"
+    assert "urn:xmpp:sm:3" not in received(), "<sm/> offered over BOSH"
+    w.send("raw", xml=f"<enable xmlns='{NS_SM}' resume='true'/>")
+    wait_until(lambda: "feature-not-implemented" in received(), 20, "<failed/> over BOSH")
+    assert "<enabled" not in received()
+    w.send("raw", xml="<iq type='get' id='still' to='localhost'>"
+                      "<ping xmlns='urn:xmpp:ping'/></iq>")
+    w.wait_stanza(name="iq", id="still", type="result", what="the session goes on")
