@@ -530,3 +530,48 @@ def test_not_offered_over_bosh(stack, new_user, bosh_client):
     w.send("raw", xml="<iq type='get' id='still' to='localhost'>"
                       "<ping xmlns='urn:xmpp:ping'/></iq>")
     w.wait_stanza(name="iq", id="still", type="result", what="the session goes on")
+
+
+@pytest.fixture(scope="module")
+def pingstack():
+    # c2s_auth_timeout too: the idle ping starts after the sign-in deadline
+    with private_stack("chatsmp-", chatd_extra={"c2s_auth_timeout": "3",
+                                                "c2s_ping_idle": "2",
+                                                "c2s_ping_timeout": "2"}) as st:
+        yield st
+
+
+def test_unanswered_ping_keeps_the_session_for_resumption(pingstack):
+    """The XEP-0199 liveness check (issue 14) still closes a silent
+    connection with connection-timeout; with resumption on, that is a
+    drop like any other: the session waits for the client to resume."""
+    st = pingstack
+    a = "smp" + secrets.token_hex(3)
+    apw = st.add_user(a)
+    b = "smo" + secrets.token_hex(3)
+    bpw = st.add_user(b)
+    alice = login(st, a, apw, "phone")
+    alice.enable()
+    h = alice.h()
+    previd = alice.sm_id
+    # alice goes silent: reads nothing, answers nothing
+    wait_until(lambda: detached(st, alice.jid), 40, "session detached after the ping")
+    assert stat(st, "ping_timeouts") >= 1
+    alice.wait_closed()
+    assert alice.stream_error == "connection-timeout"
+    bob = login(st, b, bpw, "desk")
+    bob.chat(alice.jid, "while silent")
+    sync(bob)
+    bob.close()
+    alice2 = SMClient(st.xmpp_port)
+    alice2.authenticate(a, apw)
+    assert is_(alice2.resume(previd, h), NS_SM, "resumed")
+    alice2.wait(lambda e: "while silent" in alice2.bodies(), what="message after resume")
+    # the server's unanswered ping is resent too: answering it is enough
+    ping = alice2.wait(lambda e: is_(e, NS_CLIENT, "iq") and e.get("type") == "get",
+                       what="the ping, resent")
+    alice2.send(f"<iq type='result' id='{ping.get('id')}' to='localhost'/>")
+    sync(alice2)
+    assert alice2.bodies().count("while silent") == 1
+    alice2.ack()            # else a clean close routes it again (at least once)
+    alice2.close()
