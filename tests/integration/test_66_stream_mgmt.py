@@ -391,7 +391,8 @@ def test_slixmpp_resumes_after_a_drop(stack, new_user):
 
     (a, apw), (b, bpw) = new_user("sma"), new_user("smb")
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
     events, cond = [], threading.Condition()
 
     def note(kind, value=None):
@@ -449,7 +450,15 @@ def test_slixmpp_resumes_after_a_drop(stack, new_user):
         loop.call_soon_threadsafe(x.disconnect)     # </stream:stream>: ends it
         with cond:
             cond.wait_for(lambda: sum(1 for e in events if e[0] == "disconnected") > n, 10)
+
+        async def stop():           # as native_client.NativeClient.close does
+            me = asyncio.current_task()
+            for t in asyncio.all_tasks():
+                if t is not me:
+                    t.cancel()
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
 
 
 # A stack of its own for the limits: 5 unacknowledged stanzas at most,
