@@ -152,7 +152,7 @@ clean:
 	rm -rf build build-asan mod_bosh/.libs mod_bosh/*.lo mod_bosh/*.slo mod_bosh/*.la \
 	       common/*.lo common/*.slo common/.libs
 
--include $(wildcard $(OBJ)/*/*.d $(OBJ)/tests/unit/*.d)
+-include $(wildcard $(OBJ)/*/*.d $(OBJ)/chatd/*/*.d $(OBJ)/tests/unit/*.d)
 
 # Fragments for other jobs (mk/install.mk: `make install`), after `all` so
 # the default goal stays `all`.

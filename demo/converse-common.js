@@ -7,6 +7,12 @@
  * (keepalive), the team room joined on sign-in. Bookmarks and OMEMO are
  * off: they store server-side state (PEP) the demo does not need and would
  * leave leftovers between test runs. ?debug=1 turns on Converse's debug log.
+ *
+ * History needs no setting: chatd advertises XEP-0313 archives (on the
+ * account and in each room's disco#info), so Converse loads a room's and a
+ * chat's earlier messages from the archive on join / on opening, and older
+ * pages when scrolled up (tests/browser/mam.mjs). Without an archive this
+ * Converse asks a room for no join history at all.
  */
 export function baseSettings(params) {
     return {

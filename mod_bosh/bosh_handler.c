@@ -432,7 +432,10 @@ static const char *admit_new_session(request_rec *r, bosh_child *ch,
     cfg.per_addr_per_min = (unsigned)conf->signin_per_addr;
     err[0] = '\0';
     rc = admission_check(c, &cfg, r->useragent_ip, &res, err, sizeof(err));
-    broken = c->err != 0;
+    /* -READONLY / -LOADING: this server is no longer (or not yet) the
+     * master (failover); the connection must not be reused, the next one
+     * asks the sentinels (redis_pool.c). */
+    broken = c->err != 0 || (rc != 0 && redis_error_means_failover(err));
     redis_pool_release(ch->redis, c, broken);
 
     if (rc != 0) {

@@ -118,6 +118,7 @@ static void *bosh_merge_server_config(apr_pool_t *p, void *basev, void *addv)
 
     m->nodes = base->nodes;                 /* global only */
     m->redis_url = base->redis_url;         /* global only */
+    m->redis_sentinels = base->redis_sentinels;   /* global only */
     m->relay_secret_file = base->relay_secret_file;   /* global only */
     m->relay_secret = base->relay_secret;
     m->relay_secret_len = base->relay_secret_len;
@@ -229,6 +230,75 @@ static const char *set_redis(cmd_parms *cmd, void *dummy, const char *url)
                          cmd->directive->filename, (unsigned)(st.st_mode & 07777));
     }
     memset(&u, 0, sizeof(u));
+    return NULL;
+}
+
+/* The sentinels' list, made on first use in the config pool; its
+ * password is wiped when the pool goes. */
+static apr_status_t zero_sentinels(void *data)
+{
+    memset(data, 0, sizeof(redis_sentinels));
+    return APR_SUCCESS;
+}
+
+static redis_sentinels *conf_sentinels(cmd_parms *cmd)
+{
+    bosh_server_conf *c = bosh_conf(cmd->server);
+    if (!c->redis_sentinels) {
+        c->redis_sentinels = apr_pcalloc(cmd->pool, sizeof(redis_sentinels));
+        apr_pool_cleanup_register(cmd->pool, c->redis_sentinels, zero_sentinels,
+                                  apr_pool_cleanup_null);
+    }
+    return c->redis_sentinels;
+}
+
+/* BoshRedisSentinel host:port [host:port ...] (commas also separate). */
+static const char *set_redis_sentinel(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char why[256];
+    (void)dummy;
+
+    if (err)
+        return err;
+    if (redis_sentinels_add(conf_sentinels(cmd), arg, why, sizeof(why)) != 0)
+        return apr_psprintf(cmd->pool, "BoshRedisSentinel: %s", why);
+    return NULL;
+}
+
+static const char *set_redis_sentinel_master(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char why[256];
+    (void)dummy;
+
+    if (err)
+        return err;
+    if (redis_sentinels_set_master(conf_sentinels(cmd), arg, why, sizeof(why)) != 0)
+        return apr_psprintf(cmd->pool, "BoshRedisSentinelMaster: %s", why);
+    return NULL;
+}
+
+static const char *set_redis_sentinel_password(cmd_parms *cmd, void *dummy, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char why[256];
+    (void)dummy;
+
+    if (err)
+        return err;
+    if (redis_sentinels_set_password(conf_sentinels(cmd), arg, why, sizeof(why)) != 0)
+        return apr_psprintf(cmd->pool, "BoshRedisSentinelPassword: %s", why);
+    /* Same rule as a password in BoshRedis. */
+    if (*arg && cmd->directive && cmd->directive->filename) {
+        struct stat st;
+        if (stat(cmd->directive->filename, &st) == 0 && (st.st_mode & S_IROTH))
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                         "mod_bosh: BOSH00710: BoshRedisSentinelPassword in %s is "
+                         "readable by everyone (mode %04o): move the line to a file "
+                         "only root reads, e.g. /etc/apache2/bosh-secrets.conf 0600",
+                         cmd->directive->filename, (unsigned)(st.st_mode & 07777));
+    }
     return NULL;
 }
 
@@ -426,6 +496,13 @@ static const command_rec bosh_cmds[] = {
                   "Longest BOSH wait a request may be held, seconds (default 60)"),
     AP_INIT_TAKE1("BoshRedis", set_redis, NULL, RSRC_CONF,
                   "Redis URL: redis://[:pw@]host[:port][/db] or unix:///path[?db=N]"),
+    AP_INIT_ITERATE("BoshRedisSentinel", set_redis_sentinel, NULL, RSRC_CONF,
+                    "Redis Sentinels that name the master: host:port ... (port "
+                    "default 26379); BoshRedis then gives only password and db"),
+    AP_INIT_TAKE1("BoshRedisSentinelMaster", set_redis_sentinel_master, NULL, RSRC_CONF,
+                  "The master's name at the sentinels (their 'sentinel monitor NAME')"),
+    AP_INIT_TAKE1("BoshRedisSentinelPassword", set_redis_sentinel_password, NULL,
+                  RSRC_CONF, "The sentinels' password (requirepass on the sentinels)"),
     AP_INIT_TAKE1("BoshRedisMaxPerChild", set_int, (void *)&param_redis_max_per_child,
                   RSRC_CONF, "Redis connections per child at most (default 2)"),
     AP_INIT_TAKE1("BoshRedisMaxTotal", set_int, (void *)&param_redis_max_total,
@@ -556,10 +633,27 @@ static int check_redis_capacity(apr_pool_t *ptemp, server_rec *s,
     worst = (c->redis_max_total < per_child_max ? c->redis_max_total : per_child_max)
             + c->redis_reserve;
 
-    rc = redis_conn_open(&u, apr_psprintf(ptemp, "mod_bosh:%s:%d:check",
-                                          s->server_hostname ? s->server_hostname
-                                                             : "httpd", (int)getpid()),
-                         c->redis_connect_ms, c->redis_command_ms, err, sizeof(err));
+    if (c->redis_sentinels && c->redis_sentinels->n > 0) {
+        /* The master the sentinels name now is the one to check; after a
+         * failover the replica promoted must have the same maxclients
+         * (docs/operations.md). */
+        redis_url found = u;
+        unsigned next = 0;
+        rc = redis_sentinel_open_master(c->redis_sentinels, &next, &u,
+                                        apr_psprintf(ptemp, "mod_bosh:%s:%d:check",
+                                                     s->server_hostname ? s->server_hostname
+                                                                        : "httpd",
+                                                     (int)getpid()),
+                                        c->redis_connect_ms, c->redis_command_ms,
+                                        &found, err, sizeof(err));
+        redis_url_describe(&found, addr, sizeof(addr));
+        memset(&found, 0, sizeof(found));
+    }
+    else
+        rc = redis_conn_open(&u, apr_psprintf(ptemp, "mod_bosh:%s:%d:check",
+                                              s->server_hostname ? s->server_hostname
+                                                                 : "httpd", (int)getpid()),
+                             c->redis_connect_ms, c->redis_command_ms, err, sizeof(err));
     if (!rc) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      "mod_bosh: Redis %s not reachable at start-up (%s); "
@@ -694,6 +788,25 @@ static int bosh_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         redis_cap_init(s, (server_limit > 0 ? server_limit : 1) * 2 + 16,
                        main_conf->redis_max_total);
     }
+    if (main_conf->redis_sentinels) {
+        redis_url u;
+        char why[256];
+        if (!main_conf->redis_url) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                         "mod_bosh: BOSH00711: BoshRedisSentinel needs BoshRedis "
+                         "redis://[:password@]any-host[/db]: the master's password and "
+                         "database come from it, its address from the sentinels");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (redis_url_parse(main_conf->redis_url, &u, why, sizeof(why)) == 0 &&
+            redis_sentinels_check(main_conf->redis_sentinels, &u, why, sizeof(why)) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                         "mod_bosh: BOSH00712: BoshRedisSentinel: %s", why);
+            memset(&u, 0, sizeof(u));
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        memset(&u, 0, sizeof(u));
+    }
     if (main_conf->redis_url)
         return check_redis_capacity(ptemp, s, main_conf, restarting);
     return OK;
@@ -757,8 +870,10 @@ static void *housekeeper_main(void *arg)
         if (housekeeper_stop)
             break;
         redis_cap_reap();               /* counts of children killed -9 */
-        if (ch->redis)
+        if (ch->redis) {
             redis_pool_maintain(ch->redis);
+            redis_pool_check_master(ch->redis);
+        }
         if (bosh_child_is_stopping())
             bosh_child_drain(1);
     }
@@ -850,6 +965,8 @@ static void bosh_child_init(apr_pool_t *pchild, server_rec *s)
             rc.connect_ms = c->redis_connect_ms;
             rc.command_ms = c->redis_command_ms;
             rc.name_prefix = peer;
+            rc.sentinels = c->redis_sentinels && c->redis_sentinels->n > 0
+                           ? c->redis_sentinels : NULL;
             ch->redis = redis_pool_create(s, &rc);
         }
     }

@@ -39,6 +39,7 @@ typedef struct bosh_server_conf {
     apr_array_header_t *hostmeta_urls;  /* const char *, BoshHostMetaURL */
     const char *domain;
     const char *redis_url;
+    redis_sentinels *redis_sentinels;   /* BoshRedisSentinel*; NULL: none */
     /* BoshRelaySecretFile: read as root at configuration time (main
      * server only); sent in HELLO to every chatd node. */
     const char *relay_secret_file;

@@ -29,7 +29,15 @@
 typedef struct idle_conn {
     redisContext *c;
     int64_t       since_ms;
+    unsigned      gen;        /* master generation it was opened for */
 } idle_conn;
+
+/* Every RP_SENTINEL_CHECK_MS a child holding connections asks the
+ * sentinels whether the master moved (SENTINEL FAILOVER leaves the old
+ * master up and writable for a while; its connections would go on being
+ * used). */
+#define RP_SENTINEL_CHECK_MS 2000
+#define RP_SENTINEL_RETRY_MS 10000
 
 struct redis_pool {
     server_rec       *s;
@@ -51,7 +59,36 @@ struct redis_pool {
     unsigned          seen_refusals;
     int64_t           pressure_until_ms;
     redis_pool_stats  st;
+    unsigned          next_sentinel;  /* the one to ask first */
+    redis_url         master;         /* last master the sentinels named */
+    unsigned          gen;            /* ++ when the master moves */
+    idle_conn        *busy;           /* handed out: which generation */
+    int               nbusy;
+    int64_t           next_check_ms;
 };
+
+/* Remember which generation a handed-out connection belongs to (lock held). */
+static void busy_add_locked(redis_pool *p, redisContext *c, unsigned gen)
+{
+    if (p->nbusy < p->cfg.max_per_child) {
+        p->busy[p->nbusy].c = c;
+        p->busy[p->nbusy].gen = gen;
+        p->nbusy++;
+    }
+}
+
+/* Its generation, and forget it (lock held). */
+static unsigned busy_take_locked(redis_pool *p, redisContext *c)
+{
+    int i;
+    for (i = 0; i < p->nbusy; i++)
+        if (p->busy[i].c == c) {
+            unsigned gen = p->busy[i].gen;
+            p->busy[i] = p->busy[--p->nbusy];
+            return gen;
+        }
+    return p->gen;
+}
 
 /* Mirror the counters into this child's shared-memory slot (lock held). */
 static void publish_locked(redis_pool *p)
@@ -87,8 +124,13 @@ redis_pool *redis_pool_create(server_rec *s, const redis_pool_config *cfg)
         p->cfg.max_per_child = 1;
     snprintf(p->prefix, sizeof(p->prefix), "%s", cfg->name_prefix);
     p->cfg.name_prefix = p->prefix;
-    redis_url_describe(&p->cfg.url, p->addr, sizeof(p->addr));
+    if (p->cfg.sentinels)
+        snprintf(p->addr, sizeof(p->addr), "master '%s' (via sentinels)",
+                 p->cfg.sentinels->master);
+    else
+        redis_url_describe(&p->cfg.url, p->addr, sizeof(p->addr));
     p->idle = calloc((size_t)p->cfg.max_per_child, sizeof(idle_conn));
+    p->busy = calloc((size_t)p->cfg.max_per_child, sizeof(idle_conn));
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -136,6 +178,72 @@ static void retire(redis_pool *p, redisContext **doomed, int n)
     redis_cap_release((unsigned)n);
 }
 
+/* The sentinels named host:port. If that is not the master we had, the
+ * connections to the old one go: idle ones now, handed-out ones when they
+ * come back (generation). */
+static void master_seen(redis_pool *p, const char *host, int port)
+{
+    redisContext *doomed[64];
+    int n = 0;
+    char was[300];
+
+    pthread_mutex_lock(&p->mu);
+    if (strcmp(host, p->master.host) == 0 && port == p->master.port) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    snprintf(was, sizeof(was), "%s", p->addr);
+    snprintf(p->master.host, sizeof(p->master.host), "%s", host);
+    p->master.port = port;
+    redis_url_describe(&p->master, p->addr, sizeof(p->addr));
+    /* gen 0: no master known yet, so no connection to close */
+    if (p->gen++ > 0 && p->nidle <= 64)
+        n = take_all_idle_locked(p, doomed);
+    pthread_mutex_unlock(&p->mu);
+    retire(p, doomed, n);
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, p->s,
+                 "mod_bosh: BOSH00713: Redis master '%s' is %s (was %s), from the "
+                 "sentinels; %d idle connection(s) to the old one closed",
+                 p->cfg.sentinels->master, p->addr, was, n);
+}
+
+void redis_pool_check_master(redis_pool *p)
+{
+    char host[256], err[512];
+    int port = 0;
+    unsigned next;
+    int64_t now = relay_now_ms();
+
+    if (!p || !p->cfg.sentinels)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping || now < p->next_check_ms || (p->nidle == 0 && p->in_use == 0)) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->next_check_ms = now + RP_SENTINEL_CHECK_MS;
+    next = p->next_sentinel;
+    pthread_mutex_unlock(&p->mu);
+    if (redis_sentinel_ask(p->cfg.sentinels, &next, p->prefix, p->cfg.connect_ms,
+                           p->cfg.command_ms, host, sizeof(host), &port, err,
+                           sizeof(err)) != 0) {
+        /* Not every 2 s while they are away: this thread also notices a
+         * stopping child (prefork) and each try may take connect_ms per
+         * sentinel. */
+        pthread_mutex_lock(&p->mu);
+        p->next_check_ms = relay_now_ms() + RP_SENTINEL_RETRY_MS;
+        pthread_mutex_unlock(&p->mu);
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, p->s,
+                     "mod_bosh: BOSH00716: Redis sentinels: %s; asking again in %d s",
+                     err, RP_SENTINEL_RETRY_MS / 1000);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->next_sentinel = next;
+    pthread_mutex_unlock(&p->mu);
+    master_seen(p, host, port);
+}
+
 redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
 {
     int64_t deadline = relay_now_ms() + p->cfg.acquire_ms;
@@ -149,7 +257,9 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
             return RP_STOPPING;
         }
         if (p->nidle > 0) {
-            *out = p->idle[--p->nidle].c;   /* newest: most likely alive */
+            --p->nidle;
+            *out = p->idle[p->nidle].c;     /* newest: most likely alive */
+            busy_add_locked(p, *out, p->idle[p->nidle].gen);
             p->in_use++;
             publish_locked(p);
             pthread_mutex_unlock(&p->mu);
@@ -179,8 +289,26 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
 
             snprintf(name, sizeof(name), "%s:%u", p->prefix, n);
             err[0] = '\0';
-            c = redis_conn_open(&p->cfg.url, name, p->cfg.connect_ms,
-                                p->cfg.command_ms, err, sizeof(err));
+            if (p->cfg.sentinels) {
+                /* Ask the sentinels on every new connection: connects are
+                 * rare (idle ones are reused), and after a failover the
+                 * broken connections are flushed, so the next one finds
+                 * the new master by itself. */
+                redis_url found = p->cfg.url;
+                unsigned next = p->next_sentinel;
+                c = redis_sentinel_open_master(p->cfg.sentinels, &next, &p->cfg.url, name,
+                                               p->cfg.connect_ms, p->cfg.command_ms,
+                                               &found, err, sizeof(err));
+                pthread_mutex_lock(&p->mu);
+                p->next_sentinel = next;
+                pthread_mutex_unlock(&p->mu);
+                if (c)
+                    master_seen(p, found.host, found.port);
+                memset(&found, 0, sizeof(found));
+            }
+            else
+                c = redis_conn_open(&p->cfg.url, name, p->cfg.connect_ms,
+                                    p->cfg.command_ms, err, sizeof(err));
 
             pthread_mutex_lock(&p->mu);
             if (!c) {
@@ -201,6 +329,7 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out)
             p->backoff_ms = 0;
             p->retry_at_ms = 0;
             p->in_use++;
+            busy_add_locked(p, c, p->gen);
             p->st.opened++;
             publish_locked(p);
             pthread_mutex_unlock(&p->mu);
@@ -236,7 +365,7 @@ wait:
 void redis_pool_release(redis_pool *p, redisContext *c, int broken)
 {
     redisContext *doomed[64];
-    int ndoomed = 0, flushed = 0;
+    int ndoomed = 0, flushed = 0, stale = 0;
     char why[128] = "";
 
     if (!c)
@@ -246,7 +375,9 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
 
     pthread_mutex_lock(&p->mu);
     p->in_use--;
-    if (broken || p->stopping ||
+    if (busy_take_locked(p, c) != p->gen)
+        stale = 1;              /* to a master the sentinels replaced */
+    if (broken || stale || p->stopping ||
         (p->nwaiting == 0 && under_pressure_locked(p, relay_now_ms()))) {
         doomed[ndoomed++] = c;
         if (broken) {
@@ -263,6 +394,7 @@ void redis_pool_release(redis_pool *p, redisContext *c, int broken)
     else {
         p->idle[p->nidle].c = c;
         p->idle[p->nidle].since_ms = relay_now_ms();
+        p->idle[p->nidle].gen = p->gen;
         p->nidle++;
     }
     pthread_cond_signal(&p->cv);

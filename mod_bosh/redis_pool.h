@@ -19,6 +19,7 @@
 
 #include "httpd.h"
 #include "../common/redis_conn.h"
+#include "../common/redis_sentinel.h"
 
 typedef struct redis_pool redis_pool;
 
@@ -30,6 +31,10 @@ typedef struct redis_pool_config {
     int  connect_ms;
     int  command_ms;
     const char *name_prefix;     /* "mod_bosh:<host>:<pid>"; ":<n>" is added */
+    /* Non-NULL: every new connection asks these sentinels for the master
+     * (url gives password and db) and checks ROLE; it lives as long as
+     * the configuration. */
+    const redis_sentinels *sentinels;
 } redis_pool_config;
 
 typedef enum redis_pool_status {
@@ -52,6 +57,11 @@ redis_pool_status redis_pool_acquire(redis_pool *p, redisContext **out);
 void redis_pool_release(redis_pool *p, redisContext *c, int broken);
 /* Close idle connections older than idle_s. Cheap; call every second. */
 void redis_pool_maintain(redis_pool *p);
+/* With sentinels: at most every 2 s, while the child holds connections,
+ * ask whether the master moved; if so the connections to the old one are
+ * closed (idle ones now, busy ones on release). Blocking (a sentinel round
+ * trip): call from the housekeeping thread only. */
+void redis_pool_check_master(redis_pool *p);
 /* Child exit: refuse new acquires, close idle connections. Uses a
  * try-lock, so it is safe even from prefork's signal-handler exit. */
 void redis_pool_shutdown(redis_pool *p);

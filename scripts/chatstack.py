@@ -361,7 +361,7 @@ class Stack:
                  mpm="event", foreground=True, domain="localhost", node_id="n1",
                  chatd_extra=None, httpd_extra="", redis_extra="", chatd_wrapper=None,
                  relay_tcp_port=None, relay_secret=None, httpd_relay_secret=None,
-                 public_dir=None):
+                 public_dir=None, sentinels=0):
         self.root = os.path.abspath(root)
         # httpd's children: www-data when we are root, else ourselves (None).
         self.httpd_user = HTTPD_USER if os.geteuid() == 0 else None
@@ -398,6 +398,9 @@ class Stack:
         self.relay_secret = relay_secret
         self.httpd_relay_secret = httpd_relay_secret or relay_secret
         self.procs = {}
+        # Redis HA (issue 16): a replica and this many sentinels; chatd and
+        # httpd then find the master through the sentinels.
+        self.ha = RedisHA(self, sentinels) if sentinels else None
 
         r = self.root
         self._set_public_paths()
@@ -671,6 +674,12 @@ class Stack:
         }
         if self.relay_secret is not None:
             settings["relay_secret_file"] = self.relay_secret_file
+        if self.ha:
+            # Not the master's address: only the sentinels tell it (a host
+            # that does not resolve, so nothing can connect to it by mistake).
+            settings["redis"] = self.httpd_redis_url
+            settings["redis_sentinels"] = ",".join(f"127.0.0.1:{p}" for p in self.ha.ports)
+            settings["redis_sentinel_master"] = self.ha.name
         settings.update(self.chatd_extra)
         return settings
 
@@ -725,15 +734,22 @@ Define CHAT_CONVERSE {quoted(self.converse_dir)}
 Define CHAT_NODE {self.node_id}
 Define CHAT_DOMAIN {self.domain}
 Define CHAT_RELAY_URL {quoted(self.relay_url)}
-Define CHAT_REDIS_URL {quoted("unix://" + self.redis_sock)}
+Define CHAT_REDIS_URL {quoted(self.httpd_redis_url)}
 Define CHAT_HTPASSWD {quoted(self.htpasswd)}
 Include {quoted(SITE_CONF)}
 {relay_secret}
+{self.ha.httpd_directives() if self.ha else ""}
 {self.httpd_extra}
 """
         with open(self.httpd_conf, "w") as f:
             f.write(conf)
         self.serves_demo = True
+
+    @property
+    def httpd_redis_url(self):
+        if self.ha:
+            return "redis://sentinel-managed.invalid/0"
+        return "unix://" + self.redis_sock
 
     # -- start --------------------------------------------------------------
     def start(self, timeout=20):
@@ -742,6 +758,8 @@ Include {quoted(SITE_CONF)}
                 raise StackError(f"{path} is missing: run `make` first")
         self.write_configs()
         self.start_redis(timeout)
+        if self.ha:
+            self.ha.start(timeout)
         self.start_chatd(timeout)
         self.start_httpd(timeout)
 
@@ -867,11 +885,14 @@ Include {quoted(SITE_CONF)}
 
     def stop(self):
         """Stop httpd, then chatd, then redis. Returns {name: status}."""
-        return {
+        result = {
             "httpd": self._stop_one("httpd", self.httpd_pidfile),
             "chatd": self._stop_one("chatd", self.chatd_pidfile),
             "redis": self._stop_one("redis", self.redis_pidfile),
         }
+        if self.ha:
+            result.update(self.ha.stop())
+        return result
 
     # -- helpers for tests and the demo -------------------------------------
     def redis_cli(self, *args):
@@ -923,6 +944,109 @@ Include {quoted(SITE_CONF)}
 
 
 # -- CLI ------------------------------------------------------------------
+class RedisHA:
+    """Redis HA for a Stack (issue 16): a replica of the stack's Redis and
+    `count` redis-sentinel processes (redis-server --sentinel) watching it,
+    all on free loopback ports under the stack's root. Foreground only
+    (tests): they are the stack's children and stop with it."""
+
+    name = "mymaster"
+
+    def __init__(self, stack, count, down_after_ms=2000):
+        self.stack = stack
+        self.count = count
+        self.down_after_ms = down_after_ms
+        self.replica_port = free_port()
+        self.ports = [free_port() for _ in range(count)]
+        self.dir = os.path.join(stack.root, "ha")
+
+    def httpd_directives(self):
+        return (f"BoshRedisSentinel {' '.join(f'127.0.0.1:{p}' for p in self.ports)}\n"
+                f"BoshRedisSentinelMaster {self.name}\n")
+
+    def _conf(self, path, lines):
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, timeout=20):
+        st = self.stack
+        os.makedirs(self.dir, exist_ok=True)
+        rdir = os.path.join(self.dir, "replica")
+        os.makedirs(rdir, exist_ok=True)
+        self.replica_conf = os.path.join(rdir, "redis.conf")
+        self.replica_log = os.path.join(rdir, "redis.log")
+        self._conf(self.replica_conf, [
+            f"port {self.replica_port}", "bind 127.0.0.1", "daemonize no",
+            f"logfile {quoted(self.replica_log)}", f"dir {quoted(rdir)}",
+            'save ""', "appendonly no", "maxclients 1000",
+            f"replicaof 127.0.0.1 {st.redis_port}"] +
+            ([st.redis_extra] if st.redis_extra else []))
+        st._spawn("redis-replica", ["redis-server", self.replica_conf], self.replica_log + ".stdout")
+        self.sentinel_logs = []
+        for i, port in enumerate(self.ports):
+            sdir = os.path.join(self.dir, f"sentinel{i}")
+            os.makedirs(sdir, exist_ok=True)
+            conf = os.path.join(sdir, "sentinel.conf")
+            log = os.path.join(sdir, "sentinel.log")
+            self.sentinel_logs.append(log)
+            # the sentinel rewrites this file: it must be its own, writable
+            self._conf(conf, [
+                f"port {port}", "bind 127.0.0.1", "daemonize no",
+                f"logfile {quoted(log)}", f"dir {quoted(sdir)}",
+                f"sentinel monitor {self.name} 127.0.0.1 {st.redis_port} 2",
+                f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.name} 10000",
+                f"sentinel parallel-syncs {self.name} 1"])
+            st._spawn(f"sentinel{i}", ["redis-server", conf, "--sentinel"], log + ".stdout")
+        wait_for("redis replica in sync", lambda: "master_link_status:up" in
+                 self.cli(self.replica_port, "INFO", "replication"), timeout,
+                 logs=[self.replica_log])
+        # Every sentinel knows the replica and the other sentinels (hello
+        # messages every 2 s): only then can they agree on a failover.
+        def known():
+            for p in self.ports:
+                if len(self.sentinel_cmd(p, "replicas")) < 1:
+                    return False
+                if len(self.sentinel_cmd(p, "sentinels")) < self.count - 1:
+                    return False
+            return True
+        wait_for("sentinels know each other and the replica", known, timeout * 2,
+                 logs=self.sentinel_logs)
+
+    def cli(self, port, *args):
+        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), *map(str, args)],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    def sentinel_cmd(self, port, what):
+        """SENTINEL <what> mymaster: one line per output row."""
+        out = self.cli(port, "SENTINEL", what, self.name)
+        return [line for line in out.splitlines() if line == "name"]
+
+    def master_addr(self, port=None):
+        """(host, port) the sentinel names as master now, or None."""
+        out = self.cli(port or self.ports[0], "SENTINEL", "get-master-addr-by-name", self.name)
+        lines = out.splitlines()
+        return (lines[0], int(lines[1])) if len(lines) == 2 else None
+
+    def clients(self, port):
+        """CLIENT LIST of the server on port, as dicts."""
+        out = []
+        for line in self.cli(port, "CLIENT", "LIST").splitlines():
+            fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            if fields.get("cmd") not in ("client|list", "client"):
+                out.append(fields)
+        return out
+
+    def stop(self):
+        st = self.stack
+        res = {}
+        for name in [f"sentinel{i}" for i in range(self.count)] + ["redis-replica"]:
+            if name in st.procs:
+                res[name] = st._stop_one(name, None)
+        return res
+
+
 def other_owner(root):
     """The user owning root (or something in it we rewrite) when that is
     neither us nor is ours to override (we are not root): e.g. after a

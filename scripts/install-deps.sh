@@ -12,7 +12,7 @@ PACKAGES=(
     libexpat1-dev libhiredis-dev libssl-dev
     redis-server redis-tools
     openssl binutils
-    python3-pytest
+    python3-pytest python3-pytest-xdist
     python3-slixmpp valgrind
     chromium
     clang libclang-rt-14-dev

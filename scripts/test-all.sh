@@ -8,7 +8,10 @@
 #      (through sudo when not root)
 #   4b. fuzz: each libFuzzer target (tests/fuzz) for FUZZ_SECONDS (20) with
 #       clang; a crash, leak or sanitizer report fails the step
-#   5. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js
+#   5. integration tests: raw HTTP, Strophe.js clients, Chromium + Converse.js;
+#      ITEST_JOBS (3) test files side by side (pytest-xdist: each starts its
+#      own daemons on free ports, and most of their time is spent waiting on
+#      the network), then the ones marked `serial` one at a time
 # Steps 2-4 all run even when one fails, so one run shows every failure;
 # the exit status is non-zero if any step failed. On success the output
 # ends with pytest's summary line.
@@ -50,7 +53,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 run_step packaging $SUDO tests/packaging/test_packages.sh
 run_step fuzz $MAKE --no-print-directory fuzz FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
-run_step integration /usr/bin/python3 -m pytest -q --durations=10 tests/integration
+PYTEST="/usr/bin/python3 -m pytest -q --durations=10"
+run_step integration-parallel $PYTEST -p xdist -n "${ITEST_JOBS:-3}" --dist loadfile \
+    -m "not serial" tests/integration
+run_step integration $PYTEST -m serial tests/integration
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "make test: FAILED: ${failed[*]}"

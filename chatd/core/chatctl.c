@@ -42,6 +42,7 @@
 #include "users.h"
 #include "../../common/admission.h"
 #include "../../common/redis_conn.h"
+#include "../../common/redis_sentinel.h"
 #include "../../common/scram.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3 };
@@ -54,6 +55,7 @@ typedef struct ctl {
     const char   *redis_url;
     redisContext *redis;        /* opened on first use */
     const char   *admin_socket; /* chatd's control socket; NULL: off or unknown */
+    const redis_sentinels *sentinels;  /* from chatd.conf; NULL or n == 0: none */
 } ctl;
 
 typedef struct command {
@@ -77,7 +79,14 @@ static redisContext *ctl_redis(ctl *c) {
     for (char *p = host; *p; p++)        /* CLIENT SETNAME forbids spaces */
         if (*p == ' ') *p = '_';
     snprintf(name, sizeof name, "chatctl:%s:%ld:1", host, (long)getpid());
-    c->redis = redis_conn_open(&u, name, CONNECT_MS, COMMAND_MS, err, sizeof err);
+    if (c->sentinels && c->sentinels->n > 0) {
+        /* chatd.conf names sentinels: write where chatd writes, the master */
+        unsigned next = 0;
+        c->redis = redis_sentinel_open_master(c->sentinels, &next, &u, name, CONNECT_MS,
+                                              COMMAND_MS, NULL, err, sizeof err);
+    } else {
+        c->redis = redis_conn_open(&u, name, CONNECT_MS, COMMAND_MS, err, sizeof err);
+    }
     if (!c->redis) fprintf(stderr, "chatctl: cannot use Redis: %s\n", err);
     return c->redis;
 }
@@ -685,7 +694,8 @@ int main(int argc, char **argv) {
         cfg_loaded = 1;
         url = cfg.redis_url;
     }
-    ctl c = { url, NULL, cfg_loaded ? cfg.admin_socket : NULL };
+    ctl c = { url, NULL, cfg_loaded ? cfg.admin_socket : NULL,
+              cfg_loaded ? &cfg.redis_sentinels : NULL };
     int rc = cmd->run(&c, argv + optind + 1);
     if (c.redis) redisFree(c.redis);
     if (cfg_loaded) config_free(&cfg);

@@ -12,6 +12,7 @@
 
 struct router;          /* router.h: jid -> sessions, delivery */
 struct muc_service;     /* muc.h: rooms at muc_domain */
+struct mam_service;     /* mam.h: XEP-0313 archives */
 struct relay_server;    /* relay_server.h: connections from mod_bosh */
 struct bosh_mgr;        /* bosh.h: BOSH sessions */
 struct c2s_listener;    /* c2s_native.h: port 5222 */
@@ -51,6 +52,7 @@ typedef struct chatd {
     redis_async          *redis;
     struct router        *router;
     struct muc_service   *muc;
+    struct mam_service   *mam;
     struct relay_server  *relay;
     struct bosh_mgr      *bosh;
     struct c2s_listener  *c2s;

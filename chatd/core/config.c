@@ -68,12 +68,16 @@ static int valid_node_id(const char *v) {
 #define BYTE_BURST_AUTO   0xffffffffu
 #define BYTE_BURST_DEFAULT 262144u
 
+#define REDIS_WAIT_AUTO 0xffffffffu
+
 static void set_defaults(chatd_config *c) {
     memset(c, 0, sizeof(*c));
     c->domain = strdup("localhost");
     c->node_id = strdup("n1");
     c->redis_url = strdup("redis://127.0.0.1:6379/0");
     c->redis_max_conns = 4;
+    c->redis_wait_replicas = REDIS_WAIT_AUTO;   /* 1 with sentinels, else 0 */
+    c->redis_wait_timeout = 200;
     c->relay_listen = strdup("unix:/run/chatd/relay.sock");
     c->c2s_listen = strdup("127.0.0.1:5222");
     c->allow_plain_without_tls = 0;
@@ -89,6 +93,9 @@ static void set_defaults(chatd_config *c) {
     c->muc_history_buffer = 4u << 20;
     c->muc_max_rooms_per_user = 20;
     c->muc_room_idle = 300;
+    c->mam_max_messages = 10000;
+    c->mam_retention_days = 0;
+    c->mam_buffer = 4u << 20;
     c->max_sessions = 0;
     c->log_level = LOG_INFO;
     c->daemonize = 0;
@@ -147,6 +154,9 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "muc_history_buffer", &c->muc_history_buffer, 1u << 30 },
         { "muc_max_rooms_per_user", &c->muc_max_rooms_per_user, 1000000 },
         { "muc_room_idle", &c->muc_room_idle, 30u * 86400 },
+        { "mam_max_messages", &c->mam_max_messages, 10000000 },
+        { "mam_retention_days", &c->mam_retention_days, 36500 },
+        { "mam_buffer", &c->mam_buffer, 1u << 30 },
         { "max_sessions", &c->max_sessions, 10000000 },
         { "signin_burst", &c->signin_burst, 1000000 },
         { "signin_per_addr", &c->signin_per_addr, 1000000 },
@@ -206,6 +216,24 @@ static int apply(chatd_config *c, const char *key, const char *val,
                                                               : &c->auth_queue) = (unsigned)n;
         return 0;
     }
+    if (!strcmp(key, "redis_wait_replicas") || !strcmp(key, "redis_wait_timeout")) {
+        int t = key[11] == 't';
+        if (parse_ulong(val, t ? 60000 : 16, &n) < 0 || (t && n < 1)) {
+            snprintf(err, errlen, "%s: expected %s, got '%s'", key,
+                     t ? "1..60000 (ms)" : "0..16", val);
+            return -1;
+        }
+        *(t ? &c->redis_wait_timeout : &c->redis_wait_replicas) = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "redis_sentinels")) {
+        c->redis_sentinels.n = 0;           /* the last line wins, as for other keys */
+        return redis_sentinels_add(&c->redis_sentinels, val, err, errlen);
+    }
+    if (!strcmp(key, "redis_sentinel_master"))
+        return redis_sentinels_set_master(&c->redis_sentinels, val, err, errlen);
+    if (!strcmp(key, "redis_sentinel_password"))
+        return redis_sentinels_set_password(&c->redis_sentinels, val, err, errlen);
     if (!strcmp(key, "redis_max_conns")) {
         if (parse_ulong(val, 1024, &n) < 0 || n < 1) {
             snprintf(err, errlen, "redis_max_conns: expected 1..1024, got '%s'", val);
@@ -434,6 +462,20 @@ int config_load(chatd_config *c, const char *path, char *err, size_t errlen) {
                  "sender's burst of room messages could disconnect slow occupants; "
                  "lower byte_burst or raise max_output", c->byte_burst, c->max_output);
         return -1;
+    }
+    if (c->redis_wait_replicas == REDIS_WAIT_AUTO)
+        c->redis_wait_replicas = c->redis_sentinels.n > 0 ? 1 : 0;
+    if (c->redis_sentinels.n > 0 || c->redis_sentinels.master[0]) {
+        redis_url u;
+        char why[256];
+        if (redis_url_parse(c->redis_url, &u, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "redis: %s", why);
+            return -1;
+        }
+        if (redis_sentinels_check(&c->redis_sentinels, &u, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "redis_sentinels: %s", why);
+            return -1;
+        }
     }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
         snprintf(err, errlen, "tls_cert and tls_key must be set together");

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include "../../common/redis_sentinel.h"
 
 #define RELAY_PEER_UIDS_MAX 8
 
@@ -16,6 +17,13 @@ typedef struct chatd_config {
     char    *node_id;           /* node_id       n1  ([a-z0-9]{1,16}; prefix of every BOSH sid) */
     char    *redis_url;         /* redis         redis://127.0.0.1:6379/0 (or unix:///path?db=N) */
     int      redis_max_conns;   /* redis_max_conns 4 */
+    unsigned redis_wait_replicas; /* redis_wait_replicas 1 with sentinels, else 0: an
+                                     offline message counts as stored once WAIT says
+                                     this many replicas have it */
+    unsigned redis_wait_timeout;  /* redis_wait_timeout 200 (ms, WAIT's timeout) */
+    redis_sentinels redis_sentinels; /* redis_sentinels h:p,h:p,...  redis_sentinel_master
+                                        name  redis_sentinel_password pw  (issue 16: the
+                                        master is asked for; redis then gives pw and db) */
     char    *relay_listen;      /* relay_listen  unix:/run/chatd/relay.sock | tcp:127.0.0.1:5281 */
     char    *c2s_listen;        /* c2s_listen    127.0.0.1:5222 ("off" disables) */
     char    *tls_cert, *tls_key;/* tls_cert/tls_key  (STARTTLS offered when both set) */
@@ -33,6 +41,11 @@ typedef struct chatd_config {
     unsigned muc_history_buffer;/* muc_history_buffer 4194304 (bytes of room history whose
                                    write to Redis failed, kept for retries; 0 = no cap) */
     unsigned max_sessions;      /* max_sessions  0 = unlimited */
+    /* XEP-0313 archives (mam.c) */
+    unsigned mam_max_messages;  /* mam_max_messages 10000 (per archive; 0 = no cap) */
+    unsigned mam_retention_days;/* mam_retention_days 0 (0 = kept until the cap) */
+    unsigned mam_buffer;        /* mam_buffer 4194304 (bytes of archive entries not yet
+                                   written to Redis, all archives; 0 = no cap) */
     unsigned muc_max_rooms_per_user; /* muc_max_rooms_per_user 20 (rooms one user may have
                                    created and not destroyed; 0 = no cap) */
     unsigned muc_room_idle;     /* muc_room_idle 300 (seconds a persistent room stays in

@@ -25,6 +25,7 @@
 #include "c2s_native.h"
 #include "log.h"
 #include "muc.h"
+#include "mam.h"
 #include "relay_server.h"
 #include "tls.h"
 
@@ -52,7 +53,9 @@ static void finish_shutdown(loop *l, void *ud) {
     /* Rooms emptied by the teardown, then whatever is still unwritten:
      * the loop must keep running until Redis has answered. */
     muc_flush_history(d);
-    if (muc_history_writes_pending(d) && redis_async_connected(d->redis) &&
+    mam_flush_all(d);
+    if ((muc_history_writes_pending(d) || mam_writes_pending(d)) &&
+        redis_async_connected(d->redis) &&
         loop_now_ms(l) < shutdown_deadline) {
         loop_timer_add(l, 10, finish_shutdown, d);
         return;
@@ -68,6 +71,7 @@ static void begin_shutdown(chatd *d) {
     uint64_t bosh_open = d->stats.bosh_sessions;
     shutdown_deadline = loop_now_ms(d->loop) + SHUTDOWN_GRACE_MS + HISTORY_FLUSH_WAIT_MS;
     muc_flush_history(d);
+    mam_flush_all(d);
     admin_stop(d);
     bosh_shutdown_all(d);       /* held requests get terminate system-shutdown */
     c2s_native_stop(d, "system-shutdown");
@@ -211,7 +215,8 @@ int main(int argc, char **argv) {
         goto out;
     }
     loop_watch(d.loop, sigfd, LOOP_READ, on_signal, &d);
-    d.redis = redis_async_new(d.loop, d.cfg.redis_url, d.cfg.redis_max_conns);
+    d.redis = redis_async_new_ha(d.loop, d.cfg.redis_url, d.cfg.redis_max_conns,
+                                 &d.cfg.redis_sentinels);
     if (!d.redis) { log_error("cannot create the Redis pool"); goto out; }
     if (tls_init(&d) < 0) goto out;
     if (xmpp_init(&d) < 0) { log_error("xmpp_init failed"); goto out; }

@@ -61,6 +61,25 @@ int blocking_item_matches(const char *item, const char *addr)
     return 1;
 }
 
+int blocking_candidates(const char *addr, char out[BLOCKING_CANDIDATES][JID_MAX + 1])
+{
+    jid a, forms[BLOCKING_CANDIDATES];
+    for (int i = 0; i < BLOCKING_CANDIDATES; i++) out[i][0] = '\0';
+    if (!addr || jid_parse(addr, &a) < 0) return 0;
+    /* every (localpart?, resource?) combination blocking_item_matches accepts */
+    for (int i = 0; i < BLOCKING_CANDIDATES; i++) {
+        forms[i] = a;
+        if (!(i & 1)) forms[i].local[0] = '\0';
+        if (!(i & 2)) forms[i].resource[0] = '\0';
+    }
+    int n = 0;
+    for (int i = 0; i < BLOCKING_CANDIDATES; i++) {
+        if (((i & 1) && !a.local[0]) || ((i & 2) && !a.resource[0])) continue;
+        if (jid_full(&forms[i], out[n], JID_MAX + 1)) n++;
+    }
+    return n;
+}
+
 /* ---- list state ---- */
 
 static struct blocklist *list_of(ruser *u)

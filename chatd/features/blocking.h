@@ -14,6 +14,7 @@
 #define CHATD_BLOCKING_H
 
 #include "chatd.h"
+#include "jid.h"
 #include "../../common/xml_stream.h"
 
 #define NS_BLOCKING        "urn:xmpp:blocking"
@@ -25,6 +26,12 @@ struct rsession;
 /* Pure: does `addr` fall under blocklist item `item` (XEP-0191 §3.4 using
  * XEP-0016 JID matching: full JID, bare JID, domain/resource, domain)? */
 int  blocking_item_matches(const char *item, const char *addr);
+/* Pure: the (normalised) items that would match addr, so a stored list can
+ * be asked with set membership alone (e.g. inside a Redis script): domain,
+ * domain/resource, bare, full; "" where addr has no such form. Returns the
+ * number filled (0 if addr is no JID). */
+#define BLOCKING_CANDIDATES 4
+int  blocking_candidates(const char *addr, char out[BLOCKING_CANDIDATES][JID_MAX + 1]);
 
 /* A session of u bound: load u's list unless it is loaded or loading. */
 void blocking_user_online(chatd *d, struct ruser *u);

@@ -53,7 +53,9 @@ static void add_text_elem(xs_node *parent, const char *ns, const char *name,
 }
 
 /* XEP-0030 disco#info: the server lists the iq table's features; an
- * account is just a registered account. Nodes are not served. */
+ * account is a registered account, which to its owner also lists what
+ * the table serves at the bare JID (XEP-0313: the archive is queried
+ * there). Nodes are not served. */
 int iq_disco_info(const iq_request *req)
 {
     if (!req->get || xs_attr_get(req->q, "node")) return -1;
@@ -62,6 +64,9 @@ int iq_disco_info(const iq_request *req)
     if (req->to == IQ_TO_SERVER) {
         add_identity(r, "server", "im", "chatd");
         iq_foreach_feature(add_feature, r);
+    } else if (req->to == IQ_TO_OWN) {
+        add_identity(r, "account", "registered", NULL);
+        iq_foreach_feature_to(IQ_TO_OWN, add_feature, r);
     } else {
         add_identity(r, "account", "registered", NULL);
         add_feature(NS_DISCO_INFO, r);

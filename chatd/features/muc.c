@@ -35,6 +35,7 @@
 #include "muc_outbox.h"
 #include "muc_history.h"
 #include "occupant_id.h"
+#include "mam.h"
 #include "router.h"
 #include "log.h"
 #include "xmpp_internal.h"
@@ -269,9 +270,11 @@ static void room_forget_redis(chatd *d, const room *rm, int history_too)
     if (rm->creator)
         redis_async_command(d->redis, redis_log_error_cb, NULL, "SREM chat:created:%s %s",
                             rm->creator, jid);
-    if (history_too)
+    if (history_too) {
         redis_async_command_keyed(d->redis, jid, redis_log_error_cb, NULL,
                                   "DEL chat:history:%s", jid);
+        mam_room_forget(d, jid);
+    }
 }
 
 /* ---- history persistence (batched, off the message path) ---- */
@@ -810,6 +813,9 @@ static void groupchat(chatd *d, room *rm, const char *from, const xs_node *st)
     xs_set_attr(out, "to", NULL);
     /* XEP-0421: the sender's id replaces any the client put there */
     occupant_id_stamp(out, d->muc->oid_key, m->jid, occ->bare);
+    /* XEP-0313: into the room's archive (in memory, written later), and
+     * everyone gets the archive's XEP-0359 stanza-id */
+    if (body) mam_archive_room(d, m->jid, buf, out);
     strbuf xml = STRBUF_INIT, scratch = STRBUF_INIT;
     xs_serialize(out, NULL, &xml);
     for (muc_occupant *o = m->occupants; o; o = o->next)
@@ -928,6 +934,8 @@ static void room_disco_info(chatd *d, room *rm, const xs_node *st)
     add_feature(r, c->password ? "muc_passwordprotected" : "muc_unsecured");
     add_feature(r, c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     add_feature(r, NS_OCCUPANT_ID);                /* XEP-0421 */
+    add_feature(r, NS_MAM);                        /* XEP-0313: the room's archive */
+    add_feature(r, NS_MAM_EXT);
     /* XEP-0128 / XEP-0045 §6.4: the muc#roominfo form clients show in
      * room lists and before joining (name, description, subject, how many) */
     char num[16];
@@ -1241,6 +1249,16 @@ static void room_iq(chatd *d, room *rm, const char *from, const xs_node *st)
             }
         }
         reply(d, res);
+    }
+    else if (q->ns && strcmp(q->ns, NS_MAM) == 0) {
+        /* XEP-0313 §5.1.2: the room's archive, to whom may see the room:
+         * not the banned, and in a members-only room only members and
+         * occupants. */
+        if (aff == MUC_AFF_OUTCAST ||
+            (rm->m->cfg.members_only && !actor && aff < MUC_AFF_MEMBER))
+            bounce(d, st, "forbidden");
+        else
+            mam_room_iq(d, rm->m->jid, st);
     }
     else if (xs_is(q, NS_MUC_OWNER, "query")) owner_iq(d, rm, aff, q, st);
     else if (xs_is(q, NS_MUC_ADMIN, "query")) admin_iq(d, rm, actor, aff, q, st);

@@ -110,6 +110,17 @@ void mob_release(mob_set *s, mob_box *b)
         if (*pp == b) { *pp = b->next; box_free(b); return; }
 }
 
+void mob_sweep(mob_set *s, void (*gone)(mob_box *b, void *ud), void *ud)
+{
+    for (mob_box **pp = &s->boxes; *pp; ) {
+        mob_box *b = *pp;
+        if (b->n || b->inflight) { pp = &b->next; continue; }
+        *pp = b->next;
+        if (gone) gone(b, ud);
+        box_free(b);
+    }
+}
+
 void mob_free_all(mob_set *s)
 {
     while (s->boxes) {

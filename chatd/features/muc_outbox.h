@@ -53,5 +53,8 @@ int       mob_due(const mob_box *b, uint64_t now);
 /* Unlink and free b if it holds nothing and nothing is in flight. */
 void      mob_release(mob_set *s, mob_box *b);
 void      mob_free_all(mob_set *s);
+/* Unlink and free, in one pass, every box that holds nothing and has
+ * nothing in flight; gone(b, ud) is called on each before it is freed. */
+void      mob_sweep(mob_set *s, void (*gone)(mob_box *b, void *ud), void *ud);
 
 #endif

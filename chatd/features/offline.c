@@ -28,6 +28,16 @@
  * Queued is not read: a client that drops its connection right after is
  * in the same place as with any message sent to it (BOSH keeps the
  * session's unacknowledged answers for a resent rid, XEP-0124 §9).
+ *
+ * Failover (issue 16): Redis replicates asynchronously, so a store the
+ * master answered may be gone after a failover (the old master keeps
+ * taking writes until the sentinels have promoted a replica and chatd has
+ * noticed; its data is then thrown away). With redis_wait_replicas > 0
+ * (the default with sentinels) a store counts only once WAIT says that
+ * many replicas have it; until then it is tried again, with a jittered
+ * back-off, for up to OFFLINE_STORE_RETRY_MS (the failover), and only then
+ * bounced. Trying again is safe: in that mode the script first looks for
+ * the very same entry (LPOS) and does not add it twice.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,16 +45,22 @@
 #include <time.h>
 #include "router.h"
 #include "quota.h"
+#include "blocking.h"
 #include "log.h"
 #include "xmpp_internal.h"
 
 #define OFFLINE_LEASE_MS 60000
+/* How long a store that is not yet safe on a replica is tried again: a
+ * failover (sentinels agree, promote, chatd notices) fits in it. */
+#define OFFLINE_STORE_RETRY_MS 20000
 
 /* KEYS: list, account hash, usage hash.  ARGV: entry, sender, max_n,
- * max_bytes, share_n, share_bytes.  0: no such account, -1: over a cap
- * (quota_offline_admits is the same rule in C), 1: stored. */
+ * max_bytes, share_n, share_bytes, once.  0: no such account, -1: over a
+ * cap (quota_offline_admits is the same rule in C), 1: stored (once = 1:
+ * or already there, a retried store). */
 static const char store_script[] =
     "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end "
+    "if ARGV[7] == '1' and redis.call('LPOS', KEYS[1], ARGV[1]) then return 1 end "
     "local len = #ARGV[1] "
     "local n = redis.call('LLEN', KEYS[1]) "
     "if n == 0 then redis.call('DEL', KEYS[3]) end "   /* no stale usage */
@@ -92,10 +108,17 @@ static const char ack_script[] =
     "if redis.call('LLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[3]) end "
     "return done";
 
-/* KEYS: subin hash, account hash.  ARGV: contact, request, cap.
- * 0: no such account, -1: full, 1: kept (a repeat replaces the old one). */
+/* KEYS: subin hash, account hash, blocklist set.  ARGV: contact, request,
+ * cap, then the blocklist items that would match the sender (XEP-0191:
+ * blocking_candidates; "" for none).
+ * 0: no such account, -1: full, -2: the account blocks the sender,
+ * 1: kept (a repeat replaces the old one). The blocklist is asked here
+ * because the account may have no session, so no list in memory. */
 static const char subin_script[] =
     "if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end "
+    "for i = 4, #ARGV do "
+    "  if ARGV[i] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[i]) == 1 then return -2 end "
+    "end "
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and "
     "   redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return -1 end "
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
@@ -104,7 +127,29 @@ static const char subin_script[] =
 typedef struct store_ctx {
     chatd   *d;
     xs_node *st;       /* for the bounce */
+    /* a message store, kept to try it again (NULL for subscription requests) */
+    char    *local;
+    strbuf   entry;
+    char     sender[JID_MAX + 1];
+    unsigned attempt;
+    uint64_t since;
 } store_ctx;
+
+static void store_ctx_free(store_ctx *ctx)
+{
+    xs_free(ctx->st);
+    free(ctx->local);
+    sb_free(&ctx->entry);
+    free(ctx);
+}
+
+static void store_send(store_ctx *ctx);
+
+static void store_retry(loop *l, void *ud)
+{
+    (void)l;
+    store_send(ud);
+}
 
 /* The answer to a store: 1 kept; 0 no such account; -1 over a quota. */
 static void stored(redisReply *reply, const char *err, void *ud)
@@ -113,20 +158,37 @@ static void stored(redisReply *reply, const char *err, void *ud)
     const char *why = err ? err : !reply ? "no reply"
                     : reply->type == REDIS_REPLY_ERROR ? reply->str
                     : reply->type != REDIS_REPLY_INTEGER ? "bad reply" : NULL;
+    if (why && ctx->local && ctx->d->cfg.redis_wait_replicas > 0 && !ctx->d->stopping &&
+        loop_now_ms(ctx->d->loop) - ctx->since < OFFLINE_STORE_RETRY_MS) {
+        /* Redis down, failing over, or the write not yet on a replica:
+         * the sender waits a little rather than get a bounce. */
+        unsigned ms = redis_backoff_ms(ctx->attempt++, 100, 2000, (uint32_t)random());
+        if (ctx->attempt == 1)
+            log_info("offline: BOSH00714: store for %s not safe yet (%s); trying again",
+                     xs_attr_get(ctx->st, "to"), why);
+        loop_timer_add(ctx->d->loop, ms, store_retry, ctx);
+        return;
+    }
     if (why) {
         log_warn("offline: BOSH00252: cannot store for %s, bouncing it: %s",
                  xs_attr_get(ctx->st, "to"), why);
         router_bounce(ctx->d, ctx->st, "wait", "internal-server-error");
     } else if (reply->integer == 0) {
         router_bounce(ctx->d, ctx->st, "cancel", "service-unavailable");
+    } else if (reply->integer == -2) {
+        /* XEP-0191: presence from a blocked JID is dropped, not answered. */
+        log_debug("offline: %s blocks %s, its subscription request is dropped",
+                  xs_attr_get(ctx->st, "to"), xs_attr_get(ctx->st, "from"));
     } else if (reply->integer < 0) {
         log_info("offline: BOSH00253: %s is over its quota for stored stanzas "
                  "(offline_max_*, offline_sender_share or max_roster_items), refusing one from %s",
                  xs_attr_get(ctx->st, "to"), xs_attr_get(ctx->st, "from"));
         router_bounce(ctx->d, ctx->st, "wait", "resource-constraint");
+    } else if (ctx->attempt) {
+        log_info("offline: BOSH00715: stored for %s after %u more tries",
+                 xs_attr_get(ctx->st, "to"), ctx->attempt);
     }
-    xs_free(ctx->st);
-    free(ctx);
+    store_ctx_free(ctx);
 }
 
 static store_ctx *store_ctx_new(chatd *d, const xs_node *st)
@@ -135,6 +197,7 @@ static store_ctx *store_ctx_new(chatd *d, const xs_node *st)
     if (!ctx) abort();
     ctx->d = d;
     ctx->st = xs_copy(st);
+    sb_init(&ctx->entry);
     return ctx;
 }
 
@@ -145,6 +208,31 @@ static const char *sender_key(const xs_node *st, char *buf, size_t len)
     return from && jid_bare_str(from, buf, len) ? buf : "-";
 }
 
+static void store_send(store_ctx *ctx)
+{
+    chatd *d = ctx->d;
+    offline_limits l = quota_offline_limits(&d->cfg);
+    int durable = d->cfg.redis_wait_replicas > 0;
+    char key[300], use[300], acct[300], n[4][24];
+    snprintf(key, sizeof(key), "chat:offline:%s", ctx->local);
+    snprintf(acct, sizeof(acct), "chat:user:%s", ctx->local);
+    snprintf(use, sizeof(use), "chat:offline-use:%s", ctx->local);
+    snprintf(n[0], sizeof(n[0]), "%llu", (unsigned long long)l.max_n);
+    snprintf(n[1], sizeof(n[1]), "%llu", (unsigned long long)l.max_bytes);
+    snprintf(n[2], sizeof(n[2]), "%llu", (unsigned long long)l.share_n);
+    snprintf(n[3], sizeof(n[3]), "%llu", (unsigned long long)l.share_bytes);
+    const char *argv[] = { "EVAL", store_script, "3", key, acct, use, ctx->entry.data,
+                           ctx->sender, n[0], n[1], n[2], n[3], durable ? "1" : "0" };
+    size_t lens[13];
+    for (int i = 0; i < 13; i++) lens[i] = strlen(argv[i]);
+    lens[6] = ctx->entry.len;
+    /* Keyed: the stores for one recipient run in the order they came (on
+     * any connection the messages of one sender could overtake). */
+    redis_async_commandargv_keyed_durable(d->redis, key, (int)d->cfg.redis_wait_replicas,
+                                          (int)d->cfg.redis_wait_timeout, stored, ctx,
+                                          13, argv, lens);
+}
+
 void offline_store(chatd *d, const char *local, const xs_node *st)
 {
     if (!d->cfg.offline_max_messages || !d->cfg.offline_max_bytes) {
@@ -152,8 +240,9 @@ void offline_store(chatd *d, const char *local, const xs_node *st)
         router_bounce(d, st, "cancel", "service-unavailable");
         return;
     }
+    store_ctx *ctx = store_ctx_new(d, st);
     xs_node *copy = xs_copy(st);
-    char stamp[32], sender[JID_MAX + 1];
+    char stamp[32];
     /* A message already stamped by this server (XEP-0198: one a session
      * never acknowledged, stamped when it first arrived) keeps that
      * stamp: it is the truer one, and one delay from us is enough. */
@@ -164,22 +253,15 @@ void offline_store(chatd *d, const char *local, const xs_node *st)
         xs_set_attr(delay, "from", d->cfg.domain);
         xs_set_attr(delay, "stamp", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
     }
-    strbuf entry = STRBUF_INIT;
-    sb_printf(&entry, "%s ", sender_key(st, sender, sizeof(sender)));
-    xs_serialize(copy, NULL, &entry);
+    const char *sk = sender_key(st, ctx->sender, sizeof(ctx->sender));
+    if (sk != ctx->sender) snprintf(ctx->sender, sizeof(ctx->sender), "%s", sk);
+    sb_printf(&ctx->entry, "%s ", ctx->sender);
+    xs_serialize(copy, NULL, &ctx->entry);
     xs_free(copy);
-
-    offline_limits l = quota_offline_limits(&d->cfg);
-    char key[300];
-    snprintf(key, sizeof(key), "chat:offline:%s", local);
-    /* Keyed: the stores for one recipient run in the order they came (on
-     * any connection the messages of one sender could overtake). */
-    redis_async_command_keyed(d->redis, key, stored, store_ctx_new(d, st),
-                              "EVAL %s 3 %s chat:user:%s chat:offline-use:%s "
-                              "%b %s %llu %llu %llu %llu",
-                              store_script, key, local, local, entry.data, entry.len,
-                              sender, l.max_n, l.max_bytes, l.share_n, l.share_bytes);
-    sb_free(&entry);
+    ctx->local = strdup(local);
+    if (!ctx->local) abort();
+    ctx->since = loop_now_ms(d->loop);
+    store_send(ctx);
 }
 
 /* ---- flush ---- */
@@ -286,10 +368,12 @@ void offline_subin_store(chatd *d, ruser *u, const xs_node *st)
     strbuf xml = STRBUF_INIT;
     xs_serialize(copy, NULL, &xml);
     xs_free(copy);
+    char cand[BLOCKING_CANDIDATES][JID_MAX + 1];
+    blocking_candidates(xs_attr_get(st, "from"), cand);
     redis_async_command(d->redis, stored, store_ctx_new(d, st),
-                        "EVAL %s 2 chat:subin:%s chat:user:%s %s %b %u", subin_script,
-                        u->local, u->local, sender, xml.data, xml.len,
-                        d->cfg.max_roster_items);
+                        "EVAL %s 3 chat:subin:%s chat:user:%s chat:blocklist:%s %s %b %u %s %s %s %s",
+                        subin_script, u->local, u->local, u->local, sender, xml.data, xml.len,
+                        d->cfg.max_roster_items, cand[0], cand[1], cand[2], cand[3]);
     sb_free(&xml);
 }
 

@@ -48,5 +48,9 @@ const iq_handler *iq_lookup(const char *ns, const char *name, unsigned to);
 
 /* Calls fn for each distinct feature the table advertises, in table order. */
 void iq_foreach_feature(void (*fn)(const char *feature, void *ud), void *ud);
+/* The same, only rows that serve iqs addressed to `to` (IQ_TO_*): what an
+ * account's disco#info lists to its owner (XEP-0313 §7: the archive is
+ * advertised on the account). */
+void iq_foreach_feature_to(unsigned to, void (*fn)(const char *feature, void *ud), void *ud);
 
 #endif

@@ -13,6 +13,7 @@
 #include "iq_server.h"
 #include "carbons.h"
 #include "blocking.h"
+#include "mam.h"
 #include "router.h"
 
 /* Adapters for features whose handlers predate the table. */
@@ -36,6 +37,10 @@ static const iq_handler iq_table[] = {
     { NS_SESSION,     "session",   IQ_TO_SERVER,             NS_SESSION,     iq_session },
     { NS_CARBONS,     NULL,        IQ_TO_SERVER | IQ_TO_OWN, NS_CARBONS,     carbons_row },  /* XEP-0280 */
     { NS_BLOCKING,    NULL,        IQ_TO_OWN,                NS_BLOCKING,    blocking_row }, /* XEP-0191 */
+    { NS_MAM,         NULL,        IQ_TO_OWN,                NS_MAM,         mam_iq },       /* XEP-0313 */
+    /* No payload is in this namespace: the row only advertises that the
+     * query above takes the form fields before-id/after-id. */
+    { NS_MAM_EXT,     NULL,        IQ_TO_OWN,                NS_MAM_EXT,     mam_iq },
 };
 #define IQ_TABLE_ROWS (sizeof(iq_table) / sizeof(iq_table[0]))
 
@@ -52,11 +57,17 @@ const iq_handler *iq_lookup(const char *ns, const char *name, unsigned to)
 
 void iq_foreach_feature(void (*fn)(const char *feature, void *ud), void *ud)
 {
+    iq_foreach_feature_to(IQ_TO_ANY, fn, ud);
+}
+
+void iq_foreach_feature_to(unsigned to, void (*fn)(const char *feature, void *ud), void *ud)
+{
     for (size_t i = 0; i < IQ_TABLE_ROWS; i++) {
         const char *f = iq_table[i].feature;
-        if (!f) continue;
+        if (!f || !(iq_table[i].to & to)) continue;
         size_t j = 0;
-        while (j < i && !(iq_table[j].feature && strcmp(iq_table[j].feature, f) == 0)) j++;
+        while (j < i && !((iq_table[j].to & to) && iq_table[j].feature &&
+                          strcmp(iq_table[j].feature, f) == 0)) j++;
         if (j == i) fn(f, ud);   /* first row with this feature */
     }
 }

@@ -17,6 +17,7 @@
 #include "carbons.h"
 #include "csi.h"
 #include "blocking.h"
+#include "mam.h"
 #include "log.h"
 #include "xmpp_internal.h"
 #include "iq_dispatch.h"
@@ -303,8 +304,24 @@ static int type_is(const xs_node *st, const char *type)
     return strcmp(t ? t : "", type) == 0;
 }
 
-/* RFC 6121 §8.5: a message to a local account. */
-static void deliver_message(chatd *d, const jid *to, const xs_node *st)
+static void deliver_local(chatd *d, const jid *to, const xs_node *st);
+
+/* RFC 6121 §8.5: a message to a local account. origin: the local session
+ * that sent it (NULL: server-generated), whose messages are archived
+ * (XEP-0313, mam.c: in memory, written later) and delivered with the
+ * archive's stanza-id. */
+static void deliver_message(chatd *d, const jid *to, const xs_node *st, rsession *origin)
+{
+    if (blocking_inbound(d, to->local, st)) return;     /* XEP-0191 */
+    char bare[JID_MAX + 1];
+    xs_node *stamped = origin ? mam_archive_chat(d, origin->full,
+                                                 jid_bare(to, bare, sizeof(bare)), st)
+                              : NULL;
+    deliver_local(d, to, stamped ? stamped : st);
+    xs_free(stamped);
+}
+
+static void deliver_local(chatd *d, const jid *to, const xs_node *st)
 {
     const char *type = xs_attr_get(st, "type");
     if (!type) type = "normal";
@@ -312,7 +329,6 @@ static void deliver_message(chatd *d, const jid *to, const xs_node *st)
     int is_groupchat = strcmp(type, "groupchat") == 0;
     int is_headline = strcmp(type, "headline") == 0;
 
-    if (blocking_inbound(d, to->local, st)) return;     /* XEP-0191 */
     if (to->resource[0]) {
         char full[JID_MAX + 1];
         rsession *rs = router_session(d, jid_full(to, full, sizeof(full)));
@@ -346,7 +362,7 @@ void router_deliver(chatd *d, const char *to, const xs_node *st)
     jid j;
     if (!to || jid_parse(to, &j) < 0 || strcmp(j.domain, d->cfg.domain) != 0 || !j.local[0])
         return;
-    if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st); return; }
+    if (xs_is(st, NS_CLIENT, "message")) { deliver_message(d, &j, st, NULL); return; }
     if (blocking_inbound(d, j.local, st)) return;       /* XEP-0191 */
 
     if (j.resource[0]) {
@@ -407,6 +423,8 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
     }
     /* XEP-0191: nothing reaches a JID the sender blocked. */
     if (rs && blocking_outbound(d, rs, to, stanza)) { xs_free(stanza); return; }
+    /* XEP-0359: stanza-ids by our accounts or rooms are ours to give. */
+    if (is_message) mam_strip_stanza_ids(d, stanza);
     /* XEP-0280: the sender's other devices see what it sent (local
      * accounts and room occupants; anything else bounces below). */
     if (is_message && rs &&
@@ -429,7 +447,7 @@ void router_route(chatd *d, c2s *origin, xs_node *stanza)
         return;
     }
     if (is_iq) route_iq(d, rs, &j, stanza);
-    else if (j.local[0]) deliver_message(d, &j, stanza);
+    else if (j.local[0]) deliver_message(d, &j, stanza, rs);
     xs_free(stanza);
 }
 

@@ -41,6 +41,7 @@
 #include "log.h"
 #include "rate.h"
 #include "muc.h"
+#include "mam.h"
 #include "router.h"
 #include "csi.h"
 #include "users.h"
@@ -1323,11 +1324,18 @@ int xmpp_init(chatd *d) {
         users_free(d);
         return -1;
     }
+    if (mam_init(d) != 0) {
+        muc_free(d);
+        router_free(d);
+        users_free(d);
+        return -1;
+    }
     return 0;
 }
 
 void xmpp_free(chatd *d) {
     c2s_sm_end_all(d);
+    mam_free(d);
     muc_free(d);
     router_free(d);
     users_free(d);

@@ -13,6 +13,7 @@
 
 #include <hiredis/hiredis.h>
 #include "loop.h"
+#include "../../common/redis_sentinel.h"
 
 typedef struct redis_async redis_async;
 typedef struct redis_async_req redis_async_req;
@@ -21,6 +22,10 @@ typedef struct redis_async_req redis_async_req;
 typedef void (*redis_async_cb)(redisReply *reply, const char *err, void *ud);
 
 redis_async     *redis_async_new(loop *l, const char *url, int max_conns);
+/* The same, finding the master through sentinels when sentinels->n > 0
+ * (url then gives only the password and database): see redis_async.c. */
+redis_async     *redis_async_new_ha(loop *l, const char *url, int max_conns,
+                                    const redis_sentinels *sentinels);
 void             redis_async_free(redis_async *ra);   /* pending callbacks get err */
 /* Returns a handle (or NULL if the callback already ran with an error). */
 redis_async_req *redis_async_command(redis_async *ra, redis_async_cb cb, void *ud,
@@ -36,6 +41,18 @@ redis_async_req *redis_async_command_keyed(redis_async *ra, const char *key,
 redis_async_req *redis_async_commandargv_keyed(redis_async *ra, const char *key,
                                                redis_async_cb cb, void *ud, int argc,
                                                const char **argv, const size_t *argvlen);
+/* A write that must survive a failover (issue 16): the command, then
+ * WAIT replicas wait_ms on the same connection. cb gets the command's
+ * reply (scalar replies only: type, integer, str) once at least that many
+ * replicas have it; otherwise an err ("not acknowledged by a replica" when
+ * only the master has it: the write may or may not survive, so the command
+ * must be safe to run again). replicas <= 0: a plain keyed command. Not
+ * forgettable: cb is always called. */
+int              redis_async_commandargv_keyed_durable(redis_async *ra, const char *key,
+                                                       int replicas, int wait_ms,
+                                                       redis_async_cb cb, void *ud, int argc,
+                                                       const char **argv,
+                                                       const size_t *argvlen);
 /* The requester is going away: its callback will not be called. The
  * handle is valid only until its callback runs: clear it there. */
 void             redis_async_forget(redis_async_req *req);

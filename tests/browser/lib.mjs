@@ -56,8 +56,9 @@ export function launchBrowser() {
  * (optional) answer the site's HTTP Basic login; artifactPrefix is put
  * before the file names saveArtifacts writes. */
 export class ChatUser {
-    constructor(name, { httpCredentials = null, artifactPrefix = '' } = {}) {
+    constructor(name, { httpCredentials = null, artifactPrefix = '', login = null } = {}) {
         this.name = name;
+        this.login = login || name;    /* the account; name tells devices apart */
         this.httpCredentials = httpCredentials;
         this.artifactPrefix = artifactPrefix;
         this.console = [];
@@ -90,7 +91,7 @@ export class ChatUser {
 
     /* Sign in through Converse's login form (user name and password). */
     async signIn(password) {
-        await this.page.locator('#converse-login-jid').fill(this.name, { timeout: STEP_TIMEOUT });
+        await this.page.locator('#converse-login-jid').fill(this.login, { timeout: STEP_TIMEOUT });
         await this.page.locator('#converse-login-password').fill(password);
         await this.page.locator('#converse-login-password').press('Enter');
         await this.waitInRoom();
@@ -125,6 +126,43 @@ export class ChatUser {
 
     async waitForText(text) {
         await this.room().locator('.chat-msg__text', { hasText: text })
+            .first().waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
+    }
+
+    /* A one-to-one chat, opened as a person does: a click on the contact
+     * in Converse's roster (so jid must be a contact). */
+    chat(jid) {
+        return this.page.locator(`converse-chat[jid="${jid}"]`);
+    }
+
+    async openChat(jid) {
+        /* dispatched, not clicked at a point: in the demo's narrow
+         * embedded layout the room's message pane overlaps the roster */
+        await this.page.locator('converse-roster a.open-chat', { hasText: jid }).first()
+            .dispatchEvent('click', {}, { timeout: STEP_TIMEOUT });
+        await this.chat(jid).locator('textarea.chat-textarea')
+            .waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
+    }
+
+    /* As say(), in the one-to-one chat with jid. */
+    async sayTo(jid, text) {
+        const box = this.chat(jid).locator('textarea.chat-textarea');
+        const mine = this.chat(jid).locator('.chat-msg__text', { hasText: text }).first();
+        for (let attempt = 1; attempt <= 5; attempt++) {
+            await box.fill(text);
+            await box.press('Enter');
+            try {
+                await mine.waitFor({ state: 'visible', timeout: 4000 });
+                return;
+            } catch (e) {
+                if (attempt === 5) throw new Error(
+                    `"${text}" never showed in ${this.name}'s chat with ${jid} after 5 tries`);
+            }
+        }
+    }
+
+    async waitForChatText(jid, text) {
+        await this.chat(jid).locator('.chat-msg__text', { hasText: text })
             .first().waitFor({ state: 'visible', timeout: STEP_TIMEOUT });
     }
 

@@ -26,6 +26,13 @@ sys.path.insert(0, os.path.join(REPO, "scripts"))
 sys.path.insert(0, HERE)
 
 import chatstack  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "serial: loads the whole machine or measures time or CPU; make test runs these "
+        "one at a time after the rest, which run side by side (pytest-xdist)")
 from clients import BoshClient  # noqa: E402
 
 MPM = os.environ.get("MPM", "event")

@@ -40,6 +40,9 @@ import chatstack  # noqa: E402
 from clients import BoshClient  # noqa: E402
 from outage import wait_until  # noqa: E402
 
+# builds a fresh clone: alone, after the tests that run side by side (conftest.py)
+pytestmark = pytest.mark.serial
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SIGN_IN = os.path.join(REPO, "tests", "browser", "sign-in.mjs")
 # Make variables of an enclosing `make test` must not reach the clone's make.

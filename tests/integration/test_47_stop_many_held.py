@@ -44,6 +44,9 @@ import chatstack
 from outage import (alive, chatd_stat, creation_body, httpd_children, post,
                     send_request, wait_until)
 
+# holds 1,500 requests at once: alone, after the tests that run side by side (conftest.py)
+pytestmark = pytest.mark.serial
+
 THREADS = 1000          # httpd-conf/bosh-mpm.conf: ThreadsPerChild
 CHILDREN = 2
 HELD = 1500             # of the 2000 workers; the rest serve the creations

@@ -23,6 +23,9 @@ import scenarios
 from clients import BoshClient, ClientError
 from native_client import NativeClient
 
+# runs chatd under valgrind: alone, after the tests that run side by side (conftest.py)
+pytestmark = pytest.mark.serial
+
 KINDS = ["native", "bosh"]
 
 

@@ -462,3 +462,47 @@ def test_blocklist_that_cannot_load_fails_closed(dev, stack):
     assert iq(a, "blocked_get")["type"] == "result"
     c.send("chat", to=a.bound, body=text)
     a.wait_stanza(start=a0, name="message", body=text)
+
+
+def _eval_calls(stack):
+    for line in stack.redis_cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_eval:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+def test_blocked_strangers_subscription_is_not_kept_while_away(dev, stack):
+    """XEP-0191 for an account with no session: the blocklist is only in
+    Redis then, and a blocked stranger's subscription request must not be
+    stored for the next sign-in (a friend's request is)."""
+    me = f"bs{secrets.token_hex(3)}"
+    pw = stack.add_user(me)
+    a = dev(me, pw, resource="one")
+    d, c = dev(), dev()
+    assert iq(a, "block", jid=d.bare)["type"] == "result"
+    a.close()
+    deadline = time.monotonic() + 20
+    while f"{me}@" in stack.chatctl("sessions", "list").stdout:
+        assert time.monotonic() < deadline, "the session did not end"
+        time.sleep(0.05)        # polling interval, not synchronisation
+
+    # the stranger's request is handled (its store script ran) before the friend's
+    before = _eval_calls(stack)
+    d.send("subscribe", to=f"{me}@{stack.domain}")
+    deadline = time.monotonic() + 20
+    while _eval_calls(stack) <= before:
+        assert time.monotonic() < deadline, "the subscription request was never handled"
+        time.sleep(0.05)        # polling interval, not synchronisation
+    c.send("subscribe", to=f"{me}@{stack.domain}")
+    deadline = time.monotonic() + 20
+    while c.bare not in stack.redis_cli("HKEYS", f"chat:subin:{me}"):
+        assert time.monotonic() < deadline, "the friend's request was not kept"
+        time.sleep(0.05)        # polling interval, not synchronisation
+    assert d.bare not in stack.redis_cli("HKEYS", f"chat:subin:{me}")
+
+    # at sign-in the kept requests are shown together: the friend's, not the stranger's
+    back = dev(me, pw, resource="back")
+    back.send("presence")
+    back.wait_stanza(name="presence", type="subscribe", **{"from": c.bare})
+    assert not [e for e in back.stanzas(name="presence", type="subscribe")
+                if e["from"].startswith(d.bare)]

@@ -36,6 +36,9 @@ from clients import BoshClient
 from signin_util import per_second_admitted, private_stack, signin_stats
 from storm_model import per_second, run_storm
 
+# measures how a storm is paced: alone, after the tests that run side by side (conftest.py)
+pytestmark = pytest.mark.serial
+
 CLIENTS = 1000
 RATE, BURST = 100, 100
 PER_CHILD, SERVER_LIMIT, MAX_TOTAL = 2, 4, 64      # mod_bosh defaults, chatstack MPM

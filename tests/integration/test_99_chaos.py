@@ -31,6 +31,9 @@ from outage import wait_until
 from raw_native import NS_CLIENT, RawNative, StreamClosed, esc
 from signin_util import private_stack
 
+# measures chatd's idle CPU: alone, after the tests that run side by side (conftest.py)
+pytestmark = pytest.mark.serial
+
 MUC = "conference.localhost"
 N_ONLINE = 80
 N_OFFLINE = 20

@@ -28,5 +28,24 @@ int main(void)
     CHECK(!blocking_item_matches("", "bob@d"));
     CHECK(!blocking_item_matches("bob@d", NULL));
     CHECK(!blocking_item_matches(NULL, "bob@d"));
+
+    /* candidates: exactly the items that match, so a set lookup agrees
+     * with blocking_item_matches */
+    char c[BLOCKING_CANDIDATES][JID_MAX + 1];
+    CHECK(blocking_candidates("Bob@D/phone", c) == 4);
+    const char *items[] = { "d", "d/phone", "bob@d", "bob@d/phone", "d/desk", "bob@d/desk",
+                            "e", "alice@d" };
+    for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
+        int listed = 0;
+        for (int k = 0; k < BLOCKING_CANDIDATES; k++) listed |= strcmp(c[k], items[i]) == 0;
+        CHECK(listed == blocking_item_matches(items[i], "bob@d/phone"));
+    }
+    CHECK(blocking_candidates("bob@d", c) == 2);
+    CHECK_STR(c[0], "d");
+    CHECK_STR(c[1], "bob@d");
+    CHECK(c[2][0] == '\0' && c[3][0] == '\0');
+    CHECK(blocking_candidates("d", c) == 1);
+    CHECK(blocking_candidates("", c) == 0 && c[0][0] == '\0');
+    CHECK(blocking_candidates(NULL, c) == 0);
     return unit_done("blocking");
 }

@@ -9,6 +9,7 @@
 #include "../../chatd/features/iq_server.h"
 #include "../../chatd/features/carbons.h"
 #include "../../chatd/features/blocking.h"
+#include "../../chatd/features/mam_query.h"
 
 static char features[4096];
 static int  feature_count;
@@ -60,5 +61,19 @@ int main(void)
     for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++)
         CHECK(advertised(expect[i]) == 1);
     CHECK(feature_count >= (int)(sizeof(expect) / sizeof(expect[0])));
+
+    /* XEP-0313: the archive is queried at the own bare JID only, and the
+     * account's disco#info (rows served there) lists it, each once; a
+     * server-only row is not listed there. */
+    CHECK(iq_lookup(NS_MAM, "query", IQ_TO_OWN) != NULL);
+    CHECK(iq_lookup(NS_MAM, "prefs", IQ_TO_OWN) != NULL);
+    CHECK(iq_lookup(NS_MAM, "query", IQ_TO_OTHER) == NULL);
+    CHECK(iq_lookup(NS_MAM, "query", IQ_TO_SERVER) == NULL);
+    features[0] = '\0';
+    feature_count = 0;
+    iq_foreach_feature_to(IQ_TO_OWN, collect, NULL);
+    CHECK(advertised(NS_MAM) == 1 && advertised(NS_MAM_EXT) == 1);
+    CHECK(advertised(NS_DISCO_INFO) == 1 && advertised(NS_ROSTER) == 1);
+    CHECK(advertised(NS_VERSION) == 0 && advertised(NS_TIME) == 0);
     return unit_done("iq_table");
 }

@@ -78,8 +78,34 @@ static void test_bounded(void)
     CHECK(s.boxes == NULL && s.bytes == 0);
 }
 
+static unsigned swept;
+static void count_gone(mob_box *b, void *ud) { (void)b; (void)ud; swept++; }
+
+/* mob_sweep frees, in one pass, the boxes with nothing to write and
+ * nothing in flight, and keeps the others (mam.c's outboxes). */
+static void test_sweep(void)
+{
+    mob_set s = { 0 };
+    mob_box *a = mob_get(&s, "a@m", 5), *b = mob_get(&s, "b@m", 5);
+    mob_get(&s, "c@m", 5);                      /* empty */
+    add(&s, a, "x", NULL);
+    add(&s, b, "y", NULL);
+    mob_sent(b);
+    mob_written(&s, b);                         /* b: written, now empty */
+    add(&s, a, "z", NULL);
+    mob_sent(a);                                /* a: in flight */
+    swept = 0;
+    mob_sweep(&s, count_gone, NULL);
+    CHECK(swept == 2);
+    CHECK(mob_find(&s, "a@m") == a && !mob_find(&s, "b@m") && !mob_find(&s, "c@m"));
+    mob_written(&s, a);
+    mob_sweep(&s, count_gone, NULL);
+    CHECK(swept == 3 && s.boxes == NULL && s.bytes == 0);
+}
+
 int main(void)
 {
+    test_sweep();
     test_retry_keeps_order_and_backs_off();
     test_bounded();
     return unit_done("muc_outbox");
