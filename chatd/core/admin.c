@@ -64,6 +64,13 @@ int chatd_addr_slot_take(chatd *d, const char *addr) {
     return 1;
 }
 
+int chatd_addr_slot_keep(chatd *d, const char *addr) {
+    if (!d->cfg.max_sessions_per_addr || !addr || !*addr) return 0;
+    if (!d->addr_sessions) d->addr_sessions = addr_count_new();
+    addr_count_inc(d->addr_sessions, addr);
+    return 1;
+}
+
 void chatd_addr_slot_release(chatd *d, const char *addr) {
     if (d->addr_sessions && addr && *addr) addr_count_dec(d->addr_sessions, addr);
 }
@@ -143,6 +150,10 @@ static void cmd_stats(chatd *d, strbuf *out) {
     sb_printf(out, "ping_timeouts %llu\n", (unsigned long long)st->ping_timeouts);
     sb_printf(out, "accept_paused %llu\n", (unsigned long long)st->accept_paused);
     sb_printf(out, "bosh_ack_overflows %llu\n", (unsigned long long)st->bosh_ack_overflows);
+    sb_printf(out, "sm_detached %llu\n", (unsigned long long)st->sm_detached);
+    sb_printf(out, "sm_resumed %llu\n", (unsigned long long)st->sm_resumed);
+    sb_printf(out, "sm_expired %llu\n", (unsigned long long)st->sm_expired);
+    sb_printf(out, "sm_overflows %llu\n", (unsigned long long)st->sm_overflows);
     sb_printf(out, "addrs_with_sessions %zu\n",
               d->addr_sessions ? addr_count_size(d->addr_sessions) : (size_t)0);
     sb_printf(out, "rooms %zu\n", rooms);

@@ -36,6 +36,11 @@ int  chatd_session_slots_full(chatd *d);
  * the address is at its cap (stats.addr_refused counted; refuse). */
 int  chatd_addr_slot_take(chatd *d, const char *addr);
 void chatd_addr_slot_release(chatd *d, const char *addr);
+/* A session that outlives its connection (XEP-0198, waiting for a resume)
+ * keeps the address's slot: counted without the cap check, because the
+ * connection releases its own slot right after. 1 if counted (release it
+ * later), 0 if addresses are not counted. */
+int  chatd_addr_slot_keep(chatd *d, const char *addr);
 /* At shutdown. */
 void chatd_addr_slots_free(chatd *d);
 

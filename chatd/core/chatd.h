@@ -45,6 +45,9 @@ typedef struct chatd_stats {
     /* issue 16 (cluster.c): frames published / received, publishes that
      * reached no node (their stanzas went to offline storage or bounced) */
     uint64_t cluster_out, cluster_in, cluster_unreached;
+    /* XEP-0198 (c2s.c): sessions waiting for a resume now; resumed, not
+     * resumed in time, ended over the unacked bound (totals) */
+    uint64_t sm_detached, sm_resumed, sm_expired, sm_overflows;
 } chatd_stats;
 
 typedef struct chatd {
@@ -66,6 +69,7 @@ typedef struct chatd {
     struct auth_guard    *auth_guard;     /* users_init */
     struct pw_pool       *pw_pool;        /* users_init */
     struct cluster       *cluster;        /* NULL unless cfg.cluster */
+    struct c2s           *sm_sessions;    /* c2s.c: sessions a client may resume (XEP-0198) */
 } chatd;
 
 #endif

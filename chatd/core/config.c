@@ -135,6 +135,11 @@ static void set_defaults(chatd_config *c) {
     c->ws_trusted_proxy = strdup("127.0.0.1 ::1");
     c->cluster = 0;
     c->cluster_ttl_ms = 3000;
+    c->sm_max_unacked = 1000;
+    c->sm_max_unacked_bytes = 1048576;
+    c->sm_resume_timeout = 300;
+    c->sm_ack_every = 10;
+    c->sm_ack_interval = 30;
 }
 
 /* One "key value" pair. Returns 0, or -1 with a reason in err. */
@@ -193,6 +198,11 @@ static int apply(chatd_config *c, const char *key, const char *val,
         { "pep_max_items", &c->pep_max_items, 100000 },
         { "pep_max_item_bytes", &c->pep_max_item_bytes, 1u << 30 },
         { "pep_max_bytes", &c->pep_max_bytes, 1u << 30 },
+        { "sm_max_unacked", &c->sm_max_unacked, 1000000 },
+        { "sm_max_unacked_bytes", &c->sm_max_unacked_bytes, 1u << 30 },
+        { "sm_resume_timeout", &c->sm_resume_timeout, 86400 },
+        { "sm_ack_every", &c->sm_ack_every, 1000000 },
+        { "sm_ack_interval", &c->sm_ack_interval, 86400 },
     };
 
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)

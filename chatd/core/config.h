@@ -148,6 +148,19 @@ typedef struct chatd_config {
     unsigned cluster_ttl_ms;    /* cluster_ttl_ms 3000 (a node, its sessions and its
                                    room leases live this long after its last heartbeat;
                                    heartbeats every third of it) */
+    /* XEP-0198 Stream Management on the native port (chatd/session/sm.h,
+     * c2s.c; issue 17). */
+    unsigned sm_max_unacked;    /* sm_max_unacked 1000 (stanzas sent and not yet acked
+                                   per session; over it: stream error policy-violation;
+                                   0 = stream management not offered) */
+    unsigned sm_max_unacked_bytes; /* sm_max_unacked_bytes 1048576 (their bytes; 0 = no
+                                   byte bound) */
+    unsigned sm_resume_timeout; /* sm_resume_timeout 300 (s a dropped session stays
+                                   bound, waiting for <resume/>; 0 = no resumption) */
+    unsigned sm_ack_every;      /* sm_ack_every 10 (send <r/> after this many unacked
+                                   stanzas; 0 = never for a count) */
+    unsigned sm_ack_interval;   /* sm_ack_interval 30 (send <r/> when sent data stays
+                                   unacked this many s; 0 = never for time) */
 } chatd_config;
 
 /* Where the packages install chatd's file; chatctl reads it when given

@@ -76,6 +76,7 @@ static void begin_shutdown(chatd *d) {
     admin_stop(d);
     bosh_shutdown_all(d);       /* held requests get terminate system-shutdown */
     c2s_native_stop(d, "system-shutdown");
+    c2s_sm_end_all(d);          /* sessions waiting for a resume (XEP-0198) */
     if (bosh_open && d->relay) {
         /* A BOSH client between two requests has nothing held to carry
          * its terminate; stock clients send the next request at once, so
@@ -123,10 +124,17 @@ static void reload_config(chatd *d) {
     d->cfg.c2s_ping_idle = nc.c2s_ping_idle;
     d->cfg.c2s_ping_timeout = nc.c2s_ping_timeout;
     d->cfg.c2s_read_budget = nc.c2s_read_budget;
+    /* XEP-0198 limits are read at each use; a new sm_resume_timeout
+     * applies to the resumptions granted from now on. */
+    d->cfg.sm_max_unacked = nc.sm_max_unacked;
+    d->cfg.sm_max_unacked_bytes = nc.sm_max_unacked_bytes;
+    d->cfg.sm_resume_timeout = nc.sm_resume_timeout;
+    d->cfg.sm_ack_every = nc.sm_ack_every;
+    d->cfg.sm_ack_interval = nc.sm_ack_interval;
     config_free(&nc);
-    log_info("configuration reloaded (log_level, max_sessions, max_sessions_per_addr, "
-             "signin_*, stanza_*, byte_*, c2s_auth_timeout, c2s_ping_*, c2s_read_budget; "
-             "other keys apply at the next start)");
+    log_info("BOSH00957: configuration reloaded (log_level, max_sessions, "
+             "max_sessions_per_addr, signin_*, stanza_*, byte_*, c2s_auth_timeout, "
+             "c2s_ping_*, c2s_read_budget, sm_*; other keys apply at the next start)");
 }
 
 static void on_signal(loop *l, int fd, unsigned events, void *ud) {

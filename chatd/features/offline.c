@@ -243,9 +243,16 @@ void offline_store(chatd *d, const char *local, const xs_node *st)
     store_ctx *ctx = store_ctx_new(d, st);
     xs_node *copy = xs_copy(st);
     char stamp[32];
-    xs_node *delay = xs_add_elem(copy, NS_DELAY, "delay");
-    xs_set_attr(delay, "from", d->cfg.domain);
-    xs_set_attr(delay, "stamp", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
+    /* A message already stamped by this server (XEP-0198: one a session
+     * never acknowledged, stamped when it first arrived) keeps that
+     * stamp: it is the truer one, and one delay from us is enough. */
+    xs_node *had = xs_child(copy, NS_DELAY, "delay");
+    const char *had_from = had ? xs_attr_get(had, "from") : NULL;
+    if (!had_from || strcmp(had_from, d->cfg.domain) != 0) {
+        xs_node *delay = xs_add_elem(copy, NS_DELAY, "delay");
+        xs_set_attr(delay, "from", d->cfg.domain);
+        xs_set_attr(delay, "stamp", xmpp_timestamp(stamp, sizeof(stamp), time(NULL)));
+    }
     const char *sk = sender_key(st, ctx->sender, sizeof(ctx->sender));
     if (sk != ctx->sender) snprintf(ctx->sender, sizeof(ctx->sender), "%s", sk);
     sb_printf(&ctx->entry, "%s ", ctx->sender);

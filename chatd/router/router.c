@@ -197,6 +197,17 @@ void router_session_gone(chatd *d, c2s *s)
     *c2s_router_slot(s) = NULL;
 }
 
+int router_session_takeover(chatd *d, c2s *from, c2s *to)
+{
+    (void)d;
+    rsession *rs = *c2s_router_slot(from);
+    if (!rs || *c2s_router_slot(to)) return -1;
+    rs->c2s = to;
+    *c2s_router_slot(to) = rs;
+    *c2s_router_slot(from) = NULL;
+    return 0;
+}
+
 /* ---- building stanzas ---- */
 
 xs_node *stanza_new(const char *name, const char *from, const char *to,

@@ -16,15 +16,27 @@
  * over the limit is answered not-authorized after cfg.auth_fail_delay_ms,
  * from a loop timer (the loop never waits); the session's input stays
  * queued until then, as while a lookup runs.
+ *
+ * XEP-0198 Stream Management (urn:xmpp:sm:3) lives here too, on transports
+ * that ask for it (native): the counters and the unacknowledged queue are
+ * pure code in sm.c; this file does the nonzas (<enable/>, <r/>, <a/>,
+ * <resume/>), the timers and the lifetime (c2s.h: a dropped resumable
+ * session is kept, detached, until resumed or timed out). Every stanza to
+ * the client passes through out_stanza(), which numbers and queues it; so
+ * the router and the features deliver exactly as before (session_send).
  */
 #include "c2s.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "admin.h"
 #include "auth_guard.h"
+#include "sm.h"
 #include "jid.h"
 #include "log.h"
 #include "rate.h"
@@ -44,6 +56,9 @@
 #define NS_SESSION  "urn:ietf:params:xml:ns:xmpp-session"
 #define NS_STANZAS  "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define NS_HTTPBIND "http://jabber.org/protocol/httpbind"
+#define NS_SM       "urn:xmpp:sm:3"
+#define NS_DELAY    "urn:xmpp:delay"
+#define NS_CARBONS  "urn:xmpp:carbons:2"
 
 #define C2S_MAX_QUEUED        32   /* stanzas held while SASL waits on Redis */
 #define C2S_MAX_AUTH_FAILURES 5    /* then the stream is closed */
@@ -85,9 +100,26 @@ struct c2s {
     token_bucket         stanza_tb, byte_tb;
     unsigned             refused_in_row;
     unsigned             ping_seq;
+
+    /* XEP-0198 (sm.h; see the top of the file) */
+    int                  sm_on;         /* <enabled/> sent: stanzas numbered and queued */
+    int                  sm_resumable;  /* enabled with resume: kept when the connection drops */
+    unsigned             sm_max_s;      /* resumption time granted (s) */
+    char                 sm_id[33];     /* resumption id: 128 random bits, hex */
+    sm_state             sm;
+    loop_timer          *sm_timer;      /* attached: timed <r/>; detached: resume deadline */
+    loop_timer          *end_timer;     /* detached: end from the loop */
+    int                  end_on_free;   /* ended on purpose: c2s_free ends it, no resumption */
+    int                  detached;      /* transport gone, waiting for <resume/> */
+    int                  taken_over;    /* resumed by another stream: nothing left here */
+    int                  kept_addr;     /* detached: holds a max_sessions_per_addr slot */
+    int                  sm_listed;     /* in d->sm_sessions */
+    int                  overflow_logged;
+    c2s                 *sm_prev, *sm_next;
 };
 
 static void process(c2s *s, xs_node *st);
+static void sm_nonza(c2s *s, const xs_node *st);
 
 /* ---------------------------------------------------------------- output */
 
@@ -99,7 +131,16 @@ static void send_node(c2s *s, const xs_node *n) {
     sb_free(&sb);
 }
 
+static void sm_end_soon(c2s *s);
+static void sm_overflow(c2s *s);
+static void sm_maybe_request(c2s *s);
+
 void c2s_close(c2s *s, const char *condition, const char *text) {
+    /* Only a connection that timed out may be resumed: a client's own
+     * </stream:stream>, a kick, a conflict or a policy close end the
+     * session when the transport frees it. */
+    if (!condition || strcmp(condition, "connection-timeout") != 0) s->end_on_free = 1;
+    if (s->detached) { sm_end_soon(s); return; }
     if (s->closed) return;
     s->closed = 1;
     if (condition)
@@ -108,16 +149,40 @@ void c2s_close(c2s *s, const char *condition, const char *text) {
     s->ops->close(s->t, condition, text);
 }
 
-void c2s_deliver(c2s *s, const xs_node *stanza) {
-    if (s->closed) return;
-    send_node(s, stanza);
+/* Every stanza to the client. With stream management on, it is numbered
+ * and kept until acknowledged, also while the stream is closing or the
+ * session is detached: then it is resent on resumption or routed again
+ * when the session ends, never dropped. */
+static void out_stanza(c2s *s, const char *xml, size_t len) {
+    if (s->taken_over) return;
+    int live = !s->closed && !s->detached;
+    if (s->sm_on) {
+        const chatd_config *cfg = &s->d->cfg;
+        int over = sm_push(&s->sm, xml, len, time(NULL), cfg->sm_max_unacked,
+                           cfg->sm_max_unacked_bytes);
+        if (live) {
+            s->ops->send(s->t, xml, len);
+            s->d->stats.stanzas_out++;
+        }
+        if (over) sm_overflow(s);
+        else if (live) sm_maybe_request(s);
+        return;
+    }
+    if (!live) return;
+    s->ops->send(s->t, xml, len);
     s->d->stats.stanzas_out++;
 }
 
+void c2s_deliver(c2s *s, const xs_node *stanza) {
+    if (s->taken_over || (s->closed && !s->sm_on)) return;
+    strbuf sb = STRBUF_INIT;
+    xs_serialize(stanza, NS_CLIENT, &sb);
+    out_stanza(s, sb.data, sb.len);
+    sb_free(&sb);
+}
+
 void c2s_deliver_raw(c2s *s, const char *xml, size_t len) {
-    if (s->closed) return;
-    s->ops->send(s->t, xml, len);
-    s->d->stats.stanzas_out++;
+    out_stanza(s, xml, len);
 }
 
 static void random_hex(char *out, size_t nbytes) {
@@ -153,12 +218,29 @@ c2s *c2s_new(chatd *d, const c2s_transport *ops, void *t, int secure,
     return s;
 }
 
-void c2s_free(c2s *s) {
-    if (!s) return;
+static int  sm_keep(const c2s *s);
+static void sm_detach(c2s *s);
+static void sm_unlist(c2s *s);
+static void sm_reroute(c2s *s);
+
+/* The session really ends: unavailable presence, rooms left, and (stream
+ * management) what the client never acknowledged routed again. */
+static void c2s_destroy(c2s *s) {
+    loop *l = s->d->loop;
+    sm_unlist(s);
     users_sasl_free(s->sasl);        /* forgets a pending Redis lookup */
     s->sasl = NULL;
-    if (s->fail_timer) loop_timer_cancel(s->d->loop, s->fail_timer);
+    if (s->fail_timer) loop_timer_cancel(l, s->fail_timer);
+    if (s->sm_timer) loop_timer_cancel(l, s->sm_timer);
+    if (s->end_timer) loop_timer_cancel(l, s->end_timer);
     if (s->d->router) router_session_gone(s->d, s);
+    if (s->sm_on && !s->taken_over && s->d->router) sm_reroute(s);
+    sm_clear(&s->sm);
+    if (s->detached) {
+        if (s->d->stats.c2s_sessions) s->d->stats.c2s_sessions--;
+        if (s->kept_addr) chatd_addr_slot_release(s->d, s->addr);
+        if (s->d->stats.sm_detached) s->d->stats.sm_detached--;
+    }
     while (s->queue) {
         queued *q = s->queue;
         s->queue = q->next;
@@ -172,6 +254,12 @@ void c2s_free(c2s *s) {
     free(s->user);
     free(s->jid);
     free(s);
+}
+
+void c2s_free(c2s *s) {
+    if (!s) return;
+    if (sm_keep(s)) sm_detach(s);
+    else c2s_destroy(s);
 }
 
 void c2s_set_secure(c2s *s, int secure) { s->secure = secure; }
@@ -247,6 +335,8 @@ static void send_features(c2s *s) {
         xs_add_elem(f, NS_CSI, "csi");          /* XEP-0352 (csi.c via the router) */
         /* RFC 6121 §2.6 roster versioning (roster.c) */
         xs_add_elem(f, "urn:xmpp:features:rosterver", "ver");
+        if (s->ops->stream_management && s->d->cfg.sm_max_unacked)
+            xs_add_elem(f, NS_SM, "sm");        /* XEP-0198 */
     }
     send_node(s, f);
     xs_free(f);
@@ -734,7 +824,7 @@ int c2s_send_ping(c2s *s) {
     xs_set_attr(iq, "id", id);
     xs_set_attr(iq, "type", "get");
     xs_add_elem(iq, "urn:xmpp:ping", "ping");
-    send_node(s, iq);
+    c2s_deliver(s, iq);             /* a stanza: XEP-0198 counts it */
     xs_free(iq);
     return 0;
 }
@@ -787,6 +877,15 @@ static void process(c2s *s, xs_node *st) {
     }
     if (!s->user) {
         c2s_close(s, "not-authorized", NULL);
+        xs_free(st);
+        return;
+    }
+    /* XEP-0198: every stanza after <enable/> is counted as handled. */
+    if (s->sm_on && (xs_is(st, NS_CLIENT, "message") || xs_is(st, NS_CLIENT, "presence") ||
+                     xs_is(st, NS_CLIENT, "iq")))
+        sm_count_in(&s->sm);
+    if (st->ns && strcmp(st->ns, NS_SM) == 0) {
+        sm_nonza(s, st);
         xs_free(st);
         return;
     }
@@ -850,6 +949,375 @@ void c2s_stanza(c2s *s, xs_node *stanza) {
     drain(s);
 }
 
+/* ------------------------------------------------- XEP-0198 stream management */
+
+/* Resumable sessions, for <resume previd=/>. A list: resumptions are rare
+ * and every entry is compared in constant time. */
+static void sm_list(c2s *s) {
+    if (s->sm_listed) return;
+    s->sm_prev = NULL;
+    s->sm_next = s->d->sm_sessions;
+    if (s->sm_next) s->sm_next->sm_prev = s;
+    s->d->sm_sessions = s;
+    s->sm_listed = 1;
+}
+
+static void sm_unlist(c2s *s) {
+    if (!s->sm_listed) return;
+    if (s->sm_prev) s->sm_prev->sm_next = s->sm_next;
+    else s->d->sm_sessions = s->sm_next;
+    if (s->sm_next) s->sm_next->sm_prev = s->sm_prev;
+    s->sm_prev = s->sm_next = NULL;
+    s->sm_listed = 0;
+}
+
+static c2s *sm_find(chatd *d, const char *id) {
+    if (!id || strlen(id) != 32) return NULL;
+    for (c2s *x = d->sm_sessions; x; x = x->sm_next)
+        if (CRYPTO_memcmp(x->sm_id, id, 32) == 0) return x;
+    return NULL;
+}
+
+static int sm_offered(const c2s *s) {
+    return s->ops->stream_management && s->d->cfg.sm_max_unacked;
+}
+
+static void sm_send_raw(c2s *s, const char *xml) {
+    if (!s->closed && !s->detached) s->ops->send(s->t, xml, strlen(xml));
+}
+
+static void sm_failed(c2s *s, const char *condition, const uint32_t *h) {
+    xs_node *f = xs_new(NS_SM, "failed");
+    char hb[16];
+    if (h) {
+        snprintf(hb, sizeof hb, "%u", (unsigned)*h);
+        xs_set_attr(f, "h", hb);
+    }
+    xs_add_elem(f, NS_STANZAS, condition);
+    send_node(s, f);
+    xs_free(f);
+}
+
+static void sm_send_r(c2s *s) {
+    s->sm.since_request = 0;
+    sm_send_raw(s, "<r xmlns='" NS_SM "'/>");
+}
+
+static void sm_ack_timer_cb(loop *l, void *ud) {
+    (void)l;
+    c2s *s = ud;
+    s->sm_timer = NULL;
+    if (!s->closed && !s->detached && s->sm.n) sm_send_r(s);
+}
+
+/* After a stanza went out: ask for an ack after sm_ack_every stanzas, or
+ * when data stays unacked sm_ack_interval seconds. */
+static void sm_maybe_request(c2s *s) {
+    const chatd_config *cfg = &s->d->cfg;
+    if (cfg->sm_ack_every && s->sm.since_request >= cfg->sm_ack_every) sm_send_r(s);
+    if (cfg->sm_ack_interval && !s->sm_timer && s->sm.n && s->d->loop)
+        s->sm_timer = loop_timer_add(s->d->loop, (uint64_t)cfg->sm_ack_interval * 1000,
+                                     sm_ack_timer_cb, s);
+}
+
+static void sm_end_cb(loop *l, void *ud) {
+    (void)l;
+    c2s *s = ud;
+    s->end_timer = NULL;
+    c2s_destroy(s);
+}
+
+/* A detached session ends from the loop, never inside the caller (a
+ * router delivery, a kick walking the sessions). */
+static void sm_end_soon(c2s *s) {
+    if (!s->end_timer && s->d->loop) s->end_timer = loop_timer_add(s->d->loop, 0, sm_end_cb, s);
+}
+
+/* The queue is over sm_max_unacked / sm_max_unacked_bytes: the client
+ * does not acknowledge (or, detached, does not come back) and we will not
+ * hold more for it. Attached: stream error policy-violation; the session
+ * ends and what it holds is routed again, so nothing is lost. */
+static void sm_overflow(c2s *s) {
+    if (!s->overflow_logged) {
+        s->overflow_logged = 1;
+        s->d->stats.sm_overflows++;
+        log_warn("BOSH00956: %s %s (%s): %zu stanzas (%zu bytes) unacknowledged, over "
+                 "sm_max_unacked %u / sm_max_unacked_bytes %u; ending the session",
+                 s->ops->kind, s->peer, s->jid ? s->jid : "?", s->sm.n, s->sm.bytes,
+                 s->d->cfg.sm_max_unacked, s->d->cfg.sm_max_unacked_bytes);
+    }
+    s->end_on_free = 1;
+    if (s->detached) sm_end_soon(s);
+    else c2s_close(s, "policy-violation", "too many unacknowledged stanzas");
+}
+
+static void sm_enable(c2s *s, const xs_node *st) {
+    const chatd_config *cfg = &s->d->cfg;
+    if (!sm_offered(s)) { sm_failed(s, "feature-not-implemented", NULL); return; }
+    if (!s->jid || s->sm_on) { sm_failed(s, "unexpected-request", NULL); return; }
+    const char *resume = xs_attr_get(st, "resume");
+    int want = resume && (!strcmp(resume, "true") || !strcmp(resume, "1"));
+    sm_init(&s->sm);
+    s->sm_on = 1;
+    xs_node *e = xs_new(NS_SM, "enabled");
+    if (want && cfg->sm_resume_timeout) {
+        /* the client may ask for less time (max), never for more */
+        uint32_t cmax;
+        unsigned max = cfg->sm_resume_timeout;
+        if (sm_parse_h(xs_attr_get(st, "max"), &cmax) == 0 && cmax > 0 && cmax < max)
+            max = cmax;
+        char mb[16];
+        snprintf(mb, sizeof mb, "%u", max);
+        s->sm_max_s = max;
+        s->sm_resumable = 1;
+        random_hex(s->sm_id, 16);
+        sm_list(s);
+        xs_set_attr(e, "id", s->sm_id);
+        xs_set_attr(e, "resume", "true");
+        xs_set_attr(e, "max", mb);
+    }
+    send_node(s, e);
+    xs_free(e);
+}
+
+/* An h the client claims beyond what we sent (XEP-0198 §4, 1.6.1). */
+static void sm_too_high(c2s *s, uint32_t h) {
+    char text[96];
+    snprintf(text, sizeof text, "handled-count-too-high: h=%u, but only %u sent",
+             (unsigned)h, (unsigned)s->sm.out_h);
+    c2s_close(s, "undefined-condition", text);
+}
+
+static void sm_client_ack(c2s *s, const xs_node *st) {
+    uint32_t h;
+    if (sm_parse_h(xs_attr_get(st, "h"), &h) != 0) {
+        c2s_close(s, "invalid-xml", "<a/> needs h, a number 0..2^32-1");
+        return;
+    }
+    if (sm_ack(&s->sm, h) < 0) sm_too_high(s, h);
+}
+
+/* <resume previd h/> on a new stream of the same account (after SASL,
+ * before bind): this stream takes the old session's place. */
+static void sm_resume(c2s *s, const xs_node *st) {
+    chatd *d = s->d;
+    uint32_t h;
+    if (!sm_offered(s)) { sm_failed(s, "feature-not-implemented", NULL); return; }
+    if (s->jid || s->sm_on) { sm_failed(s, "unexpected-request", NULL); return; }
+    if (sm_parse_h(xs_attr_get(st, "h"), &h) != 0) { sm_failed(s, "bad-request", NULL); return; }
+    c2s *old = sm_find(d, xs_attr_get(st, "previd"));
+    /* Unknown, expired, ended, or another account's: the same answer, so
+     * a previd reveals nothing about who holds it. */
+    if (!old || old == s || !old->user || strcmp(old->user, s->user) != 0 || !old->jid ||
+        !old->router_slot || old->end_on_free || old->taken_over) {
+        log_info("BOSH00953: %s %s (%s): <resume/> refused: no resumable session with "
+                 "that id for this account", s->ops->kind, s->peer, s->user);
+        sm_failed(s, "item-not-found", NULL);
+        return;
+    }
+    if (!sm_ack_valid(&old->sm, h)) {
+        char text[96];
+        snprintf(text, sizeof text, "handled-count-too-high: h=%u, but only %u sent",
+                 (unsigned)h, (unsigned)old->sm.out_h);
+        c2s_close(s, "undefined-condition", text);
+        return;
+    }
+    if (router_session_takeover(d, old, s) != 0) {
+        sm_failed(s, "item-not-found", NULL);
+        return;
+    }
+    /* The binding, the counters, the queue and the id pass to s. */
+    s->jid = old->jid;
+    old->jid = NULL;
+    sm_move(&s->sm, &old->sm);
+    sm_ack(&s->sm, h);                      /* what the client did get */
+    s->sm_on = s->sm_resumable = 1;
+    s->sm_max_s = old->sm_max_s;
+    memcpy(s->sm_id, old->sm_id, sizeof s->sm_id);
+    sm_unlist(old);
+    sm_list(s);
+    old->taken_over = 1;
+    old->end_on_free = 1;
+    d->stats.sm_resumed++;
+    log_info("BOSH00952: %s %s: resumed %s (%s), resending %zu unacknowledged stanzas",
+             s->ops->kind, s->peer, s->jid, old->detached ? "was detached" :
+             "its old connection is closed", s->sm.n);
+
+    char hb[16];
+    snprintf(hb, sizeof hb, "%u", (unsigned)s->sm.in_h);
+    xs_node *r = xs_new(NS_SM, "resumed");
+    xs_set_attr(r, "previd", s->sm_id);
+    xs_set_attr(r, "h", hb);
+    send_node(s, r);
+    xs_free(r);
+    /* Resent stanzas keep their numbers: the client counts them from h. */
+    for (sm_item *it = s->sm.head; it && !s->closed; it = it->next) {
+        s->ops->send(s->t, it->xml, it->len);
+        d->stats.stanzas_out++;
+    }
+    if (s->sm.n) sm_send_r(s);
+
+    if (old->detached) {
+        c2s_destroy(old);                   /* nothing of it is left to end */
+    } else {
+        /* Its connection is still open (the client noticed the drop
+         * first): close it; the transport frees it, which ends nothing. */
+        c2s_close(old, "conflict", "this session was resumed on another connection");
+    }
+}
+
+static void sm_nonza(c2s *s, const xs_node *st) {
+    const char *n = st->name;
+    if (!strcmp(n, "enable")) {
+        sm_enable(s, st);
+    } else if (!strcmp(n, "resume")) {
+        sm_resume(s, st);
+    } else if (!strcmp(n, "r")) {
+        if (!s->sm_on) return;
+        char a[64];
+        snprintf(a, sizeof a, "<a xmlns='" NS_SM "' h='%u'/>", (unsigned)s->sm.in_h);
+        sm_send_raw(s, a);
+    } else if (!strcmp(n, "a")) {
+        if (s->sm_on) sm_client_ack(s, st);
+    } else {
+        c2s_close(s, "unsupported-stanza-type", NULL);
+    }
+}
+
+static int sm_keep(const c2s *s) {
+    return s->sm_resumable && !s->end_on_free && !s->taken_over && !s->detached &&
+           !s->d->stopping && s->jid && s->router_slot && s->d->loop &&
+           s->d->cfg.sm_resume_timeout;
+}
+
+static void sm_expire_cb(loop *l, void *ud) {
+    (void)l;
+    c2s *s = ud;
+    s->sm_timer = NULL;
+    s->d->stats.sm_expired++;
+    log_info("BOSH00951: c2s %s (%s): not resumed within %u s; ending the session "
+             "(%zu unacknowledged stanzas)", s->peer, s->jid, s->sm_max_s, s->sm.n);
+    c2s_destroy(s);
+}
+
+static void sm_detached_open(void *t, const char *id) { (void)t; (void)id; }
+static void sm_detached_send(void *t, const char *xml, size_t len) {
+    (void)t; (void)xml; (void)len;
+}
+static void sm_detached_close(void *t, const char *condition, const char *text) {
+    (void)t; (void)condition; (void)text;
+}
+
+/* What a detached session has for a transport: nothing is written;
+ * stanzas still go into its queue (out_stanza). */
+static const c2s_transport sm_detached_ops = {
+    .kind = "detached",
+    .stream_open = sm_detached_open,
+    .send = sm_detached_send,
+    .close = sm_detached_close,
+};
+
+/* The connection is gone and the session may be resumed: keep it bound
+ * (no unavailable presence), holding its connection's session and
+ * address slots, until sm_max_s runs out. */
+static void sm_detach(c2s *s) {
+    chatd *d = s->d;
+    loop *l = d->loop;
+    s->detached = 1;
+    s->ops = &sm_detached_ops;
+    s->t = s;
+    users_sasl_free(s->sasl);
+    s->sasl = NULL;
+    if (s->fail_timer) loop_timer_cancel(l, s->fail_timer);
+    s->fail_timer = NULL;
+    if (s->sm_timer) loop_timer_cancel(l, s->sm_timer);
+    s->sm_timer = loop_timer_add(l, (uint64_t)s->sm_max_s * 1000, sm_expire_cb, s);
+    d->stats.c2s_sessions++;        /* the connection gives its own back */
+    s->kept_addr = chatd_addr_slot_keep(d, s->addr);
+    d->stats.sm_detached++;
+    log_info("BOSH00950: c2s %s (%s): connection lost; session kept %u s for "
+             "resumption (%zu unacknowledged stanzas)", s->peer, s->jid, s->sm_max_s,
+             s->sm.n);
+}
+
+static int reroutable_message(const xs_node *st) {
+    const char *type = xs_attr_get(st, "type");
+    if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0) return 0;
+    if (!xs_child(st, NS_CLIENT, "body")) return 0;
+    /* a carbon copy: the message itself went to another resource */
+    if (xs_child(st, NS_CARBONS, "received") || xs_child(st, NS_CARBONS, "sent")) return 0;
+    return 1;
+}
+
+/* The session ends with stanzas the client never acknowledged. Messages
+ * (chat/normal with a body) are delivered again as if they had just
+ * arrived, marked with when they first did (XEP-0203): the router gives
+ * them to another available resource or to offline storage. An iq
+ * request is answered service-unavailable for the client that cannot;
+ * anything else (presence, groupchat, headline) is dropped, as it would
+ * be for any session that ends. */
+static void sm_reroute(c2s *s) {
+    chatd *d = s->d;
+    unsigned moved = 0, answered = 0, dropped = 0;
+    for (sm_item *it = s->sm.head; it; it = it->next) {
+        xs_node *st = NULL;
+        char err[64];
+        if (xs_parse_document(it->xml, it->len, it->len + 1, &st, err, sizeof err) != XS_OK ||
+            !st) {
+            dropped++;
+            continue;
+        }
+        fix_namespace(st);
+        const char *type = xs_attr_get(st, "type");
+        const char *from = xs_attr_get(st, "from");
+        if (xs_is(st, NS_CLIENT, "message") && reroutable_message(st)) {
+            if (!xs_child(st, NS_DELAY, "delay")) {
+                char stamp[32];
+                struct tm tm;
+                gmtime_r(&it->stamp, &tm);
+                strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+                xs_node *delay = xs_add_elem(st, NS_DELAY, "delay");
+                xs_set_attr(delay, "from", d->cfg.domain);
+                xs_set_attr(delay, "stamp", stamp);
+            }
+            const char *to = xs_attr_get(st, "to");
+            router_deliver(d, to && *to ? to : s->jid, st);
+            moved++;
+        } else if (xs_is(st, NS_CLIENT, "iq") && type && from &&
+                   (!strcmp(type, "get") || !strcmp(type, "set")) &&
+                   strcmp(from, d->cfg.domain) != 0) {
+            xs_node *e = xs_new(NS_CLIENT, "iq");
+            const char *id = xs_attr_get(st, "id");
+            const char *to = xs_attr_get(st, "to");
+            if (to) xs_set_attr(e, "from", to);
+            xs_set_attr(e, "to", from);
+            if (id) xs_set_attr(e, "id", id);
+            xs_set_attr(e, "type", "error");
+            xs_node *er = xs_add_elem(e, NS_CLIENT, "error");
+            xs_set_attr(er, "type", "cancel");
+            xs_add_elem(er, NS_STANZAS, "service-unavailable");
+            router_route(d, NULL, e);       /* takes e */
+            answered++;
+        } else {
+            dropped++;
+        }
+        xs_free(st);
+    }
+    if (moved || answered)
+        log_info("BOSH00955: %s: %u unacknowledged messages routed again (another "
+                 "resource or offline storage), %u iq answered with an error, %u other "
+                 "stanzas dropped", s->jid ? s->jid : s->peer, moved, answered, dropped);
+}
+
+void c2s_sm_end_all(chatd *d) {
+    c2s *x = d->sm_sessions;
+    while (x) {
+        c2s *next = x->sm_next;
+        if (x->detached) c2s_destroy(x);
+        x = next;
+    }
+}
+
 /* ----------------------------------------------------------------- init */
 
 int xmpp_init(chatd *d) {
@@ -873,6 +1341,7 @@ int xmpp_init(chatd *d) {
 }
 
 void xmpp_free(chatd *d) {
+    c2s_sm_end_all(d);
     mam_free(d);
     muc_free(d);
     router_free(d);

@@ -11,6 +11,16 @@
  * and unregisters from the router). When the session itself decides to end
  * the stream it calls ops->close; the transport then calls c2s_free once it
  * has flushed what it must (never from inside ops->close).
+ *
+ * XEP-0198 resumption: c2s_free on a session that enabled resumable stream
+ * management and lost its connection (no </stream:stream>, no kick, no
+ * policy close) does not end it: the session stays bound, detached from
+ * any transport, for the granted time (cfg.sm_resume_timeout), still
+ * counted against max_sessions and max_sessions_per_addr, queueing what is
+ * sent to it. A new stream of the same account that sends <resume/> takes
+ * it over; otherwise it ends as c2s_free would have ended it, and its
+ * unacknowledged messages are routed again (another resource, or offline
+ * storage). The transport never sees the difference.
  */
 #ifndef CHATD_C2S_H
 #define CHATD_C2S_H
@@ -43,6 +53,11 @@ typedef struct c2s_transport {
      * a fresh header: native calls xs_parser_reset() here (allowed from
      * inside a parser callback) and then sees c2s_stream_start again. */
     void (*stream_restart)(void *t);
+    /* 1: offer XEP-0198 Stream Management (acks, resumption) on this
+     * transport. Native sets it; BOSH does not (its rid/ack already
+     * recovers lost responses, and stock clients do not use SM over BOSH:
+     * docs/conformance.md). */
+    int stream_management;
 } c2s_transport;
 
 /* secure: the transport is encrypted (TLS) or trusted for PLAIN (BOSH from
@@ -80,6 +95,10 @@ void  c2s_deliver_raw(c2s *s, const char *xml, size_t len);
 /* End the session's stream from the server side (kick, conflict,
  * shutdown): calls ops->close with the condition (NULL = normal). */
 void  c2s_close(c2s *s, const char *condition, const char *text);
+
+/* End every session waiting for a resumption (shutdown: while Redis is
+ * still up to take their unacknowledged messages). */
+void  c2s_sm_end_all(chatd *d);
 
 /* Initialise/free the XMPP side (users, router, rooms): main.c calls these. */
 int   xmpp_init(chatd *d);

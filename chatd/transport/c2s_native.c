@@ -335,6 +335,7 @@ static const c2s_transport native_ops = {
     .close = op_close,
     .starttls = op_starttls,
     .stream_restart = op_stream_restart,
+    .stream_management = 1,     /* XEP-0198: c2s.c, sm.c */
 };
 
 /* RFC 7395: no STARTTLS (the browser's TLS ends at httpd). */

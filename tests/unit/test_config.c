@@ -33,7 +33,25 @@ int main(void) {
     CHECK(c.offline_max_messages == 100 && c.offline_max_bytes == 1048576);
     CHECK(c.offline_sender_share == 25 && c.max_roster_items == 2000);
     CHECK(c.max_directed_presences == 1000);
+    /* issue 17: XEP-0198 */
+    CHECK(c.sm_max_unacked == 1000 && c.sm_max_unacked_bytes == 1048576);
+    CHECK(c.sm_resume_timeout == 300 && c.sm_ack_every == 10 && c.sm_ack_interval == 30);
     config_free(&c);
+    {
+        char err[256];
+        const char *q = unit_write_tmp("sm_max_unacked 0\nsm_max_unacked_bytes 0\n"
+                                       "sm_resume_timeout 0\nsm_ack_every 1\nsm_ack_interval 0\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) == 0);
+        CHECK(c.sm_max_unacked == 0 && c.sm_max_unacked_bytes == 0);
+        CHECK(c.sm_resume_timeout == 0 && c.sm_ack_every == 1 && c.sm_ack_interval == 0);
+        config_free(&c);
+        q = unit_write_tmp("sm_resume_timeout 86401\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0 && strstr(err, "sm_resume_timeout"));
+        config_free(&c);
+        q = unit_write_tmp("sm_max_unacked lots\n");
+        CHECK(config_load(&c, q, err, sizeof(err)) < 0);
+        config_free(&c);
+    }
     {
         char err[256];
         const char *q = unit_write_tmp("offline_max_messages 5\noffline_max_bytes 0\n"
